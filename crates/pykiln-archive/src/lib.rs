@@ -1,0 +1,149 @@
+//! The pykiln resource archive.
+//!
+//! One self-describing blob that holds everything an embedded interpreter imports:
+//! module bytecode (with optional source), package resources, distribution metadata,
+//! native extension modules and the shared libraries they need, plus a manifest.
+//!
+//! Layout (all integers little-endian):
+//!
+//! ```text
+//! header   64 bytes   magic, format version, Python version, counts, section sizes,
+//!                     xxh3-64 over header[..48] + index + strings
+//! index    count × 72 sorted by (kind, key): kind, flags, key/aux ranges in the
+//!                     string table, and two blob references (primary, secondary)
+//! strings  keys and auxiliary strings
+//! data     blobs, each raw or zstd-compressed on its own
+//! ```
+//!
+//! The [`Archive`] reader works directly on `&[u8]` (an `include_bytes!` static or a
+//! memory map): opening validates the header, the index checksum and every record's
+//! ranges, but builds no heap structures; lookups are binary searches over the index.
+//! Each blob carries its own checksum, verified whenever it is read, so a corrupted
+//! entry is reported by name without touching the others.
+//!
+//! [`ArchiveWriter`] produces the same bytes for the same inputs: entries are sorted,
+//! and nothing time- or machine-dependent is written.
+
+mod format;
+mod reader;
+mod writer;
+
+pub use format::{EntryKind, FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_ENTRY_LEN, RECORD_LEN};
+pub use reader::{Archive, Entry};
+pub use writer::{ArchiveWriter, WriteError};
+
+use serde::{Deserialize, Serialize};
+
+/// Everything that can go wrong reading an archive. Every variant names the byte offset
+/// or the entry involved so a corrupted binary can be diagnosed from the message alone.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    /// The buffer cannot even hold a header.
+    #[error("archive is {len} bytes, shorter than its {HEADER_LEN}-byte header")]
+    TooShort {
+        /// Length of the buffer.
+        len: usize,
+    },
+    /// The first eight bytes are not [`MAGIC`].
+    #[error("not a pykiln archive: bad magic at byte offset 0")]
+    BadMagic,
+    /// A format version this reader does not understand.
+    #[error("unsupported archive format version {found} at byte offset 8 (this reader understands {FORMAT_VERSION})")]
+    Version {
+        /// Version found in the header.
+        found: u32,
+    },
+    /// A section or blob extends past the end of the buffer or its section.
+    #[error("{what} at byte offset {offset} (length {len}) runs past the end of its section ({size} bytes)")]
+    OutOfBounds {
+        /// What was being located.
+        what: String,
+        /// Offset of the range.
+        offset: u64,
+        /// Length of the range.
+        len: u64,
+        /// Size of the enclosing section or buffer.
+        size: u64,
+    },
+    /// The checksum over header, index and string table does not match.
+    #[error("header/index checksum mismatch (stored {stored:#018x}, computed {computed:#018x}): the archive is corrupted")]
+    MetaChecksum {
+        /// Checksum stored in the header.
+        stored: u64,
+        /// Checksum computed over the bytes.
+        computed: u64,
+    },
+    /// An index record is malformed.
+    #[error("index record {index} at byte offset {offset}: {problem}")]
+    BadRecord {
+        /// Position of the record in the index.
+        index: usize,
+        /// Byte offset of the record in the archive.
+        offset: usize,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A blob's bytes do not match its checksum.
+    #[error("{kind} entry '{key}': checksum mismatch in its data at byte offset {offset}")]
+    EntryChecksum {
+        /// Kind of the entry.
+        kind: EntryKind,
+        /// Key of the entry (lossily decoded).
+        key: String,
+        /// Byte offset of the blob in the archive.
+        offset: u64,
+    },
+    /// A blob could not be decompressed to its recorded size.
+    #[error("{kind} entry '{key}': cannot decompress its data at byte offset {offset}: {reason}")]
+    Decompress {
+        /// Kind of the entry.
+        kind: EntryKind,
+        /// Key of the entry (lossily decoded).
+        key: String,
+        /// Byte offset of the blob in the archive.
+        offset: u64,
+        /// Decoder message.
+        reason: String,
+    },
+    /// The manifest entry is missing or not valid JSON of the expected shape.
+    #[error("manifest: {0}")]
+    Manifest(String),
+}
+
+/// Build information carried inside every archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Manifest {
+    /// Version of pykiln that wrote the archive.
+    pub pykiln_version: String,
+    /// Full version of the Python the bytecode was compiled with (e.g. `3.11.7`).
+    pub python_version: String,
+    /// The application, if the archive was built for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<AppInfo>,
+    /// Third-party distributions packed, sorted by name.
+    #[serde(default)]
+    pub distributions: Vec<Distribution>,
+    /// Free-form build settings (compression level, exclusions…), sorted.
+    #[serde(default)]
+    pub build: std::collections::BTreeMap<String, String>,
+}
+
+/// The packed application.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct AppInfo {
+    /// Distribution name from pyproject.toml.
+    pub name: String,
+    /// Version from pyproject.toml.
+    pub version: String,
+    /// `module:function` that the executable runs.
+    pub entry_point: String,
+}
+
+/// A packed distribution and its version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
+pub struct Distribution {
+    /// Project name as in its metadata.
+    pub name: String,
+    /// Version as in its metadata.
+    pub version: String,
+}

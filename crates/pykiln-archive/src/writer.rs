@@ -1,0 +1,307 @@
+//! Deterministic archive writer.
+
+use std::collections::BTreeMap;
+
+use crate::format::{self, EntryKind, FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_ENTRY_LEN, RECORD_LEN, flags, header, record};
+use crate::reader::join_key;
+use crate::Manifest;
+
+/// Blobs shorter than this are stored raw: a zstd frame header would eat the gain.
+const MIN_COMPRESS_LEN: usize = 64;
+
+/// Why an entry could not be added or the archive not written.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WriteError {
+    /// Two entries of one kind with the same key.
+    #[error("duplicate {kind} entry '{key}'")]
+    Duplicate {
+        /// Kind of both entries.
+        kind: EntryKind,
+        /// Their key.
+        key: String,
+    },
+    /// A key or auxiliary string that cannot be stored.
+    #[error("{kind} entry '{key}': {problem}")]
+    BadKey {
+        /// Kind of the entry.
+        kind: EntryKind,
+        /// Offending key.
+        key: String,
+        /// What is wrong.
+        problem: &'static str,
+    },
+    /// A blob larger than the format allows.
+    #[error("{kind} entry '{key}' is {len} bytes, over the {MAX_ENTRY_LEN}-byte limit")]
+    TooLarge {
+        /// Kind of the entry.
+        kind: EntryKind,
+        /// Key of the entry.
+        key: String,
+        /// Its size.
+        len: usize,
+    },
+    /// zstd failed.
+    #[error("compressing {kind} entry '{key}': {reason}")]
+    Compress {
+        /// Kind of the entry.
+        kind: EntryKind,
+        /// Key of the entry.
+        key: String,
+        /// Encoder message.
+        reason: String,
+    },
+    /// The manifest could not be serialised.
+    #[error("manifest: {0}")]
+    Manifest(String),
+}
+
+struct Pending {
+    flags: u8,
+    aux: Vec<u8>,
+    primary: Vec<u8>,
+    secondary: Option<Vec<u8>>,
+}
+
+/// Collects entries, then writes them sorted, compressed and checksummed.
+pub struct ArchiveWriter {
+    python: (u8, u8),
+    level: i32,
+    entries: BTreeMap<(EntryKind, Vec<u8>), Pending>,
+}
+
+impl ArchiveWriter {
+    /// A writer for bytecode of Python `major.minor`.
+    pub fn new(python: (u8, u8)) -> Self {
+        ArchiveWriter { python, level: 12, entries: BTreeMap::new() }
+    }
+
+    /// zstd level for every compressed blob (default 12).
+    pub fn compression_level(mut self, level: i32) -> Self {
+        self.level = level;
+        self
+    }
+
+    /// Number of entries added so far.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nothing was added yet.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn insert(&mut self, kind: EntryKind, key: Vec<u8>, p: Pending) -> Result<(), WriteError> {
+        let key_str = || String::from_utf8_lossy(&key).into_owned();
+        for blob in std::iter::once(&p.primary).chain(p.secondary.as_ref()) {
+            if blob.len() > MAX_ENTRY_LEN {
+                return Err(WriteError::TooLarge { kind, key: key_str(), len: blob.len() });
+            }
+        }
+        if key.len() > u32::MAX as usize / 4 {
+            return Err(WriteError::BadKey { kind, key: key_str(), problem: "key too long" });
+        }
+        if self.entries.contains_key(&(kind, key.clone())) {
+            return Err(WriteError::Duplicate { kind, key: key_str() });
+        }
+        self.entries.insert((kind, key), p);
+        Ok(())
+    }
+
+    fn check_part(kind: EntryKind, key: &str, part: &str) -> Result<(), WriteError> {
+        if part.contains('\0') {
+            return Err(WriteError::BadKey { kind, key: key.into(), problem: "contains a NUL byte" });
+        }
+        if part.is_empty() && kind != EntryKind::Manifest {
+            return Err(WriteError::BadKey { kind, key: key.into(), problem: "empty name" });
+        }
+        Ok(())
+    }
+
+    fn aux(kind: EntryKind, key: &str, items: &[&str]) -> Result<Vec<u8>, WriteError> {
+        let mut out = Vec::new();
+        for item in items {
+            Self::check_part(kind, key, item)?;
+            if !out.is_empty() {
+                out.push(0);
+            }
+            out.extend_from_slice(item.as_bytes());
+        }
+        Ok(out)
+    }
+
+    /// Module bytecode (a `marshal` dump of its code object) and optional source.
+    pub fn add_module(&mut self, name: &str, bytecode: Vec<u8>, source: Option<Vec<u8>>, is_package: bool) -> Result<(), WriteError> {
+        let kind = EntryKind::Module;
+        Self::check_part(kind, name, name)?;
+        let mut fl = if is_package { flags::PACKAGE } else { 0 };
+        if source.is_some() {
+            fl |= flags::HAS_SECONDARY;
+        }
+        self.insert(kind, name.as_bytes().to_vec(), Pending { flags: fl, aux: Vec::new(), primary: bytecode, secondary: source })
+    }
+
+    /// A native extension module: dotted name, original file name, ELF bytes and the
+    /// SONAMEs it needs.
+    pub fn add_extension(&mut self, name: &str, file_name: &str, elf: Vec<u8>, needed: &[&str]) -> Result<(), WriteError> {
+        let kind = EntryKind::Extension;
+        Self::check_part(kind, name, name)?;
+        let mut items = vec![file_name];
+        items.extend_from_slice(needed);
+        let aux = Self::aux(kind, name, &items)?;
+        self.insert(kind, name.as_bytes().to_vec(), Pending { flags: 0, aux, primary: elf, secondary: None })
+    }
+
+    /// A native shared library by SONAME, with the SONAMEs it needs.
+    pub fn add_shared_lib(&mut self, soname: &str, elf: Vec<u8>, needed: &[&str]) -> Result<(), WriteError> {
+        let kind = EntryKind::SharedLib;
+        Self::check_part(kind, soname, soname)?;
+        let aux = Self::aux(kind, soname, needed)?;
+        self.insert(kind, soname.as_bytes().to_vec(), Pending { flags: 0, aux, primary: elf, secondary: None })
+    }
+
+    /// A data file of `package` at `path` (relative, `/`-separated).
+    pub fn add_resource(&mut self, package: &str, path: &str, bytes: Vec<u8>) -> Result<(), WriteError> {
+        let kind = EntryKind::Resource;
+        let shown = format!("{package}:{path}");
+        Self::check_part(kind, &shown, package)?;
+        Self::check_part(kind, &shown, path)?;
+        self.insert(kind, join_key(package, path), Pending { flags: 0, aux: Vec::new(), primary: bytes, secondary: None })
+    }
+
+    /// A file of a `.dist-info` directory.
+    pub fn add_dist_file(&mut self, dist_dir: &str, file: &str, bytes: Vec<u8>) -> Result<(), WriteError> {
+        let kind = EntryKind::DistFile;
+        let shown = format!("{dist_dir}/{file}");
+        Self::check_part(kind, &shown, dist_dir)?;
+        Self::check_part(kind, &shown, file)?;
+        self.insert(kind, join_key(dist_dir, file), Pending { flags: 0, aux: Vec::new(), primary: bytes, secondary: None })
+    }
+
+    /// The build manifest (replaces an earlier one).
+    pub fn set_manifest(&mut self, manifest: &Manifest) -> Result<(), WriteError> {
+        let json = serde_json::to_vec(manifest).map_err(|e| WriteError::Manifest(e.to_string()))?;
+        self.entries.remove(&(EntryKind::Manifest, Vec::new()));
+        self.insert(EntryKind::Manifest, Vec::new(), Pending { flags: 0, aux: Vec::new(), primary: json, secondary: None })
+    }
+
+    /// Compress every blob (in parallel) and lay out the archive.
+    pub fn finish(self) -> Result<Vec<u8>, WriteError> {
+        let level = self.level;
+        let items: Vec<((EntryKind, Vec<u8>), Pending)> = self.entries.into_iter().collect();
+        let compressed = compress_all(&items, level)?;
+
+        let mut strings = Vec::new();
+        let mut index = Vec::with_capacity(items.len() * RECORD_LEN);
+        let mut data = Vec::new();
+        for (((kind, key), p), (primary, secondary)) in items.iter().zip(compressed) {
+            let mut rec = [0u8; RECORD_LEN];
+            rec[record::KIND] = *kind as u8;
+            let mut fl = p.flags;
+            let key_off = strings.len() as u32;
+            strings.extend_from_slice(key);
+            let aux_off = strings.len() as u32;
+            strings.extend_from_slice(&p.aux);
+            put_u32(&mut rec, record::KEY_OFF, key_off);
+            put_u32(&mut rec, record::KEY_LEN, key.len() as u32);
+            put_u32(&mut rec, record::AUX_OFF, aux_off);
+            put_u32(&mut rec, record::AUX_LEN, p.aux.len() as u32);
+            let (bytes, zstd) = primary;
+            if zstd {
+                fl |= flags::PRIMARY_ZSTD;
+            }
+            write_blob(&mut rec, record::PRIMARY, &mut data, &bytes, p.primary.len());
+            if let (Some((bytes, zstd)), Some(raw)) = (secondary, p.secondary.as_ref()) {
+                if zstd {
+                    fl |= flags::SECONDARY_ZSTD;
+                }
+                write_blob(&mut rec, record::SECONDARY, &mut data, &bytes, raw.len());
+            }
+            rec[record::FLAGS] = fl;
+            index.extend_from_slice(&rec);
+        }
+
+        let mut head = [0u8; HEADER_LEN];
+        head[..8].copy_from_slice(&MAGIC);
+        put_u32(&mut head, header::VERSION, FORMAT_VERSION);
+        head[header::PY_MAJOR] = self.python.0;
+        head[header::PY_MINOR] = self.python.1;
+        put_u32(&mut head, header::COUNT, items.len() as u32);
+        put_u64(&mut head, header::STRINGS_LEN, strings.len() as u64);
+        let data_offset = (HEADER_LEN + index.len() + strings.len()) as u64;
+        put_u64(&mut head, header::DATA_OFFSET, data_offset);
+        put_u64(&mut head, header::DATA_LEN, data.len() as u64);
+        let sum = format::checksum(&[&head[..header::CHECKSUM], &index, &strings]);
+        put_u64(&mut head, header::CHECKSUM, sum);
+
+        let mut out = Vec::with_capacity(data_offset as usize + data.len());
+        out.extend_from_slice(&head);
+        out.extend_from_slice(&index);
+        out.extend_from_slice(&strings);
+        out.extend_from_slice(&data);
+        Ok(out)
+    }
+}
+
+type Packed = ((Vec<u8>, bool), Option<(Vec<u8>, bool)>);
+
+fn compress_all(items: &[((EntryKind, Vec<u8>), Pending)], level: i32) -> Result<Vec<Packed>, WriteError> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).max(1);
+    let chunk = items.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|((kind, key), p)| {
+                            let err = |e: std::io::Error| WriteError::Compress {
+                                kind: *kind,
+                                key: String::from_utf8_lossy(key).into_owned(),
+                                reason: e.to_string(),
+                            };
+                            let primary = pack(&p.primary, level).map_err(err)?;
+                            let secondary = match &p.secondary {
+                                Some(s) => Some(pack(s, level).map_err(err)?),
+                                None => None,
+                            };
+                            Ok((primary, secondary))
+                        })
+                        .collect::<Result<Vec<Packed>, WriteError>>()
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(items.len());
+        for h in handles {
+            match h.join() {
+                Ok(part) => out.extend(part?),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        Ok(out)
+    })
+}
+
+fn pack(raw: &[u8], level: i32) -> std::io::Result<(Vec<u8>, bool)> {
+    if raw.len() < MIN_COMPRESS_LEN {
+        return Ok((raw.to_vec(), false));
+    }
+    let z = zstd::bulk::compress(raw, level)?;
+    Ok(if z.len() < raw.len() { (z, true) } else { (raw.to_vec(), false) })
+}
+
+fn write_blob(rec: &mut [u8], at: usize, data: &mut Vec<u8>, stored: &[u8], raw_len: usize) {
+    put_u64(rec, at, data.len() as u64);
+    put_u32(rec, at + 8, stored.len() as u32);
+    put_u32(rec, at + 12, raw_len as u32);
+    put_u64(rec, at + 16, format::blob_checksum(stored));
+    data.extend_from_slice(stored);
+}
+
+fn put_u32(b: &mut [u8], at: usize, v: u32) {
+    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+fn put_u64(b: &mut [u8], at: usize, v: u64) {
+    b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}

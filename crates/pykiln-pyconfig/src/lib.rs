@@ -1,0 +1,220 @@
+//! Finding and describing the CPython that pykiln builds against.
+//!
+//! The interpreter is chosen exactly as pyo3 chooses it, so the Rust bindings and the
+//! packed standard library always come from the same Python: `PYO3_PYTHON` if set,
+//! else the active virtualenv's or conda env's interpreter, else `python3` on `PATH`.
+//! Used both by the runtime crate's build script (link lines) and by pykiln-build
+//! (stdlib collection and bytecode compilation).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Deserialize;
+
+/// Environment variables that select the interpreter; build scripts should
+/// `rerun-if-env-changed` on each.
+pub const SELECTING_ENV: &[&str] = &["PYO3_PYTHON", "VIRTUAL_ENV", "CONDA_PREFIX", "PATH"];
+
+/// Oldest supported Python.
+pub const MIN_MINOR: u32 = 10;
+
+/// Why no usable interpreter was found.
+#[derive(Debug, thiserror::Error)]
+pub enum PyConfigError {
+    /// The interpreter could not be started.
+    #[error("cannot run Python interpreter '{path}': {source}")]
+    Spawn {
+        /// Interpreter that was tried.
+        path: String,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// The probe script failed or printed something unexpected.
+    #[error("Python interpreter '{path}' did not answer the pykiln probe: {detail}")]
+    Probe {
+        /// Interpreter that was tried.
+        path: String,
+        /// stderr or parse error.
+        detail: String,
+    },
+    /// The interpreter is not CPython 3.10+.
+    #[error("Python interpreter '{path}' is {implementation} {version}; pykiln needs CPython 3.{MIN_MINOR} or newer (set PYO3_PYTHON to choose another)")]
+    Unsupported {
+        /// Interpreter that was tried.
+        path: String,
+        /// Implementation name.
+        implementation: String,
+        /// Its version.
+        version: String,
+    },
+    /// No static libpython next to the interpreter.
+    #[error("Python interpreter '{path}' has no static library (looked for {expected}); build CPython with its static library (pyenv's default build has it) or set PYO3_PYTHON to one that does")]
+    NoStaticLib {
+        /// Interpreter that was tried.
+        path: String,
+        /// Path that was expected.
+        expected: String,
+    },
+    /// A free-threaded or debug build, which pykiln does not embed.
+    #[error("Python interpreter '{path}' is a '{abiflags}' build; pykiln embeds the default (non-debug, GIL) build")]
+    Abi {
+        /// Interpreter that was tried.
+        path: String,
+        /// Its ABI flags.
+        abiflags: String,
+    },
+}
+
+/// What pykiln needs to know about the interpreter.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PythonConfig {
+    /// Interpreter executable used for the probe (as given, not resolved).
+    #[serde(skip)]
+    pub interpreter: PathBuf,
+    /// `sys.implementation.name`.
+    pub implementation: String,
+    /// Major version.
+    pub major: u32,
+    /// Minor version.
+    pub minor: u32,
+    /// `platform.python_version()`, e.g. `3.11.7`.
+    pub version: String,
+    /// `sys.implementation.cache_tag`, e.g. `cpython-311`.
+    pub cache_tag: String,
+    /// Pure-Python standard library directory.
+    pub stdlib: PathBuf,
+    /// Directory of stdlib extension modules (`lib-dynload`).
+    pub dynload: PathBuf,
+    /// Directory holding the static library (`LIBPL`).
+    pub libpl: PathBuf,
+    /// File name of the static library (`LIBRARY`, e.g. `libpython3.11.a`).
+    pub library: String,
+    /// Extension module suffix, e.g. `.cpython-311-x86_64-linux-gnu.so`.
+    pub ext_suffix: String,
+    /// `sys.abiflags`.
+    pub abiflags: String,
+    /// Libraries libpython itself needs (`LIBS` + `SYSLIBS` `-l` names).
+    pub link_libs: Vec<String>,
+    /// Whether the build is free-threaded (`Py_GIL_DISABLED`).
+    pub gil_disabled: bool,
+}
+
+const PROBE: &str = r#"
+import json, sys, sysconfig, platform
+v = sysconfig.get_config_var
+libs = []
+for var in ("LIBS", "SYSLIBS"):
+    for tok in (v(var) or "").split():
+        if tok.startswith("-l"):
+            libs.append(tok[2:])
+print(json.dumps({
+    "implementation": sys.implementation.name,
+    "major": sys.version_info[0],
+    "minor": sys.version_info[1],
+    "version": platform.python_version(),
+    "cache_tag": sys.implementation.cache_tag or "",
+    "stdlib": sysconfig.get_paths()["stdlib"],
+    "dynload": v("DESTSHARED") or "",
+    "libpl": v("LIBPL") or "",
+    "library": v("LIBRARY") or "",
+    "ext_suffix": v("EXT_SUFFIX") or "",
+    "abiflags": getattr(sys, "abiflags", ""),
+    "link_libs": libs,
+    "gil_disabled": bool(v("Py_GIL_DISABLED")),
+}))
+"#;
+
+/// The interpreter pyo3 would pick, without probing it.
+pub fn select_interpreter() -> PathBuf {
+    if let Some(p) = std::env::var_os("PYO3_PYTHON").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    if let Some(venv) = std::env::var_os("VIRTUAL_ENV").filter(|p| !p.is_empty()) {
+        return Path::new(&venv).join("bin").join("python");
+    }
+    if let Some(conda) = std::env::var_os("CONDA_PREFIX").filter(|p| !p.is_empty()) {
+        return Path::new(&conda).join("bin").join("python");
+    }
+    PathBuf::from("python3")
+}
+
+impl PythonConfig {
+    /// Probe the interpreter pyo3 would pick and check that pykiln can embed it.
+    pub fn discover() -> Result<Self, PyConfigError> {
+        Self::probe(&select_interpreter())
+    }
+
+    /// Probe a given interpreter and check that pykiln can embed it.
+    pub fn probe(interpreter: &Path) -> Result<Self, PyConfigError> {
+        let path = interpreter.display().to_string();
+        let out = Command::new(interpreter)
+            .args(["-I", "-c", PROBE])
+            .env_remove("PYTHONHOME")
+            .env_remove("PYTHONPATH")
+            .output()
+            .map_err(|source| PyConfigError::Spawn { path: path.clone(), source })?;
+        if !out.status.success() {
+            return Err(PyConfigError::Probe { path, detail: String::from_utf8_lossy(&out.stderr).trim().to_string() });
+        }
+        let mut cfg: PythonConfig = serde_json::from_slice(&out.stdout)
+            .map_err(|e| PyConfigError::Probe { path: path.clone(), detail: e.to_string() })?;
+        cfg.interpreter = interpreter.to_path_buf();
+        if cfg.implementation != "cpython" || cfg.major != 3 || cfg.minor < MIN_MINOR {
+            return Err(PyConfigError::Unsupported { path, implementation: cfg.implementation, version: cfg.version });
+        }
+        if cfg.gil_disabled || cfg.abiflags.contains('d') || cfg.abiflags.contains('t') {
+            return Err(PyConfigError::Abi { path, abiflags: cfg.abiflags });
+        }
+        if !cfg.static_library().is_file() {
+            return Err(PyConfigError::NoStaticLib { path, expected: cfg.static_library().display().to_string() });
+        }
+        Ok(cfg)
+    }
+
+    /// Full path of the static library.
+    pub fn static_library(&self) -> PathBuf {
+        self.libpl.join(&self.library)
+    }
+
+    /// Library name for `rustc-link-lib` (`python3.11` for `libpython3.11.a`).
+    pub fn link_name(&self) -> &str {
+        self.library
+            .strip_prefix("lib")
+            .and_then(|s| s.strip_suffix(".a"))
+            .unwrap_or(&self.library)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_name_strips_lib_and_suffix() {
+        let cfg = PythonConfig {
+            interpreter: PathBuf::new(),
+            implementation: "cpython".into(),
+            major: 3,
+            minor: 11,
+            version: "3.11.7".into(),
+            cache_tag: "cpython-311".into(),
+            stdlib: PathBuf::new(),
+            dynload: PathBuf::new(),
+            libpl: PathBuf::from("/x"),
+            library: "libpython3.11.a".into(),
+            ext_suffix: String::new(),
+            abiflags: String::new(),
+            link_libs: vec![],
+            gil_disabled: false,
+        };
+        assert_eq!(cfg.link_name(), "python3.11");
+        assert_eq!(cfg.static_library(), PathBuf::from("/x/libpython3.11.a"));
+    }
+
+    #[test]
+    fn missing_interpreter_is_a_spawn_error() {
+        let err = PythonConfig::probe(Path::new("/nonexistent/python3")).unwrap_err();
+        assert!(matches!(err, PyConfigError::Spawn { .. }), "{err}");
+        assert!(err.to_string().contains("/nonexistent/python3"));
+    }
+}
