@@ -1,1 +1,3 @@
-fn main() {}
+//! `pykiln-notes`: the notes MCP server of examples/notes-server as one executable.
+
+pykiln::main!();

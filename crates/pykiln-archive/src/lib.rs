@@ -48,13 +48,17 @@ pub enum Error {
     #[error("not a pykiln archive: bad magic at byte offset 0")]
     BadMagic,
     /// A format version this reader does not understand.
-    #[error("unsupported archive format version {found} at byte offset 8 (this reader understands {FORMAT_VERSION})")]
+    #[error(
+        "unsupported archive format version {found} at byte offset 8 (this reader understands {FORMAT_VERSION})"
+    )]
     Version {
         /// Version found in the header.
         found: u32,
     },
     /// A section or blob extends past the end of the buffer or its section.
-    #[error("{what} at byte offset {offset} (length {len}) runs past the end of its section ({size} bytes)")]
+    #[error(
+        "{what} at byte offset {offset} (length {len}) runs past the end of its section ({size} bytes)"
+    )]
     OutOfBounds {
         /// What was being located.
         what: String,
@@ -66,7 +70,9 @@ pub enum Error {
         size: u64,
     },
     /// The checksum over header, index and string table does not match.
-    #[error("header/index checksum mismatch (stored {stored:#018x}, computed {computed:#018x}): the archive is corrupted")]
+    #[error(
+        "header/index checksum mismatch (stored {stored:#018x}, computed {computed:#018x}): the archive is corrupted"
+    )]
     MetaChecksum {
         /// Checksum stored in the header.
         stored: u64,

@@ -3,7 +3,10 @@
 use std::borrow::Cow;
 use std::cmp::Ordering;
 
-use crate::format::{self, EntryKind, FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_ENTRY_LEN, RECORD_LEN, flags, header, record};
+use crate::format::{
+    self, EntryKind, FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_ENTRY_LEN, RECORD_LEN, flags, header,
+    record,
+};
 use crate::{Error, Manifest};
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -24,11 +27,21 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 }
 
 /// `base[off..off+len]` with every overflow and bound turned into an error.
-fn range<'a>(base: &'a [u8], off: u64, len: u64, what: impl FnOnce() -> String) -> Result<&'a [u8], Error> {
+fn range<'a>(
+    base: &'a [u8],
+    off: u64,
+    len: u64,
+    what: impl FnOnce() -> String,
+) -> Result<&'a [u8], Error> {
     let end = off.checked_add(len);
     match end {
         Some(end) if end <= base.len() as u64 => Ok(&base[off as usize..end as usize]),
-        _ => Err(Error::OutOfBounds { what: what(), offset: off, len, size: base.len() as u64 }),
+        _ => Err(Error::OutOfBounds {
+            what: what(),
+            offset: off,
+            len,
+            size: base.len() as u64,
+        }),
     }
 }
 
@@ -97,13 +110,17 @@ impl<'a> Archive<'a> {
 
         let index_len = count * RECORD_LEN as u64; // count < 2^32, cannot overflow
         let index = range(bytes, HEADER_LEN as u64, index_len, || "index".into())?;
-        let strings = range(bytes, HEADER_LEN as u64 + index_len, strings_len, || "string table".into())?;
+        let strings = range(bytes, HEADER_LEN as u64 + index_len, strings_len, || {
+            "string table".into()
+        })?;
         let expected_data = HEADER_LEN as u64 + index_len + strings_len;
         if data_offset != expected_data {
             return Err(Error::BadRecord {
                 index: 0,
                 offset: header::DATA_OFFSET,
-                problem: format!("header says data starts at {data_offset}, layout says {expected_data}"),
+                problem: format!(
+                    "header says data starts at {data_offset}, layout says {expected_data}"
+                ),
             });
         }
         let data = range(bytes, data_offset, data_len, || "data section".into())?;
@@ -131,7 +148,11 @@ impl<'a> Archive<'a> {
         let mut prev: Option<(EntryKind, &[u8])> = None;
         for i in 0..self.count {
             let offset = HEADER_LEN + i * RECORD_LEN;
-            let bad = |problem: String| Error::BadRecord { index: i, offset, problem };
+            let bad = |problem: String| Error::BadRecord {
+                index: i,
+                offset,
+                problem,
+            };
             let rec = &self.index[i * RECORD_LEN..(i + 1) * RECORD_LEN];
             let kind = EntryKind::from_u8(rec[record::KIND])
                 .ok_or_else(|| bad(format!("unknown entry kind {}", rec[record::KIND])))?;
@@ -139,15 +160,26 @@ impl<'a> Archive<'a> {
             if fl & !flags::KNOWN != 0 {
                 return Err(bad(format!("unknown flag bits {fl:#04x}")));
             }
-            let key = range(self.strings, u32_at(rec, record::KEY_OFF) as u64, u32_at(rec, record::KEY_LEN) as u64, || {
-                format!("key of record {i}")
-            })?;
-            range(self.strings, u32_at(rec, record::AUX_OFF) as u64, u32_at(rec, record::AUX_LEN) as u64, || {
-                format!("aux strings of record {i}")
-            })?;
-            for (at, what) in [(record::PRIMARY, "primary"), (record::SECONDARY, "secondary")] {
+            let key = range(
+                self.strings,
+                u32_at(rec, record::KEY_OFF) as u64,
+                u32_at(rec, record::KEY_LEN) as u64,
+                || format!("key of record {i}"),
+            )?;
+            range(
+                self.strings,
+                u32_at(rec, record::AUX_OFF) as u64,
+                u32_at(rec, record::AUX_LEN) as u64,
+                || format!("aux strings of record {i}"),
+            )?;
+            for (at, what) in [
+                (record::PRIMARY, "primary"),
+                (record::SECONDARY, "secondary"),
+            ] {
                 let blob = Blob::parse(rec, at);
-                range(self.data, blob.offset, blob.stored as u64, || format!("{what} data of record {i}"))?;
+                range(self.data, blob.offset, blob.stored as u64, || {
+                    format!("{what} data of record {i}")
+                })?;
             }
             if let Some((pk, pkey)) = prev {
                 if (pk, pkey).cmp(&(kind, key)) != Ordering::Less {
@@ -189,7 +221,10 @@ impl<'a> Archive<'a> {
         let rec = self.index.get(i * RECORD_LEN..(i + 1) * RECORD_LEN)?;
         // Ranges, kind and flags were validated at open.
         let kind = EntryKind::from_u8(rec[record::KIND])?;
-        let slice = |off, len| self.strings.get(off as usize..(off as usize).checked_add(len as usize)?);
+        let slice = |off, len| {
+            self.strings
+                .get(off as usize..(off as usize).checked_add(len as usize)?)
+        };
         Some(Entry {
             kind,
             flags: rec[record::FLAGS],
@@ -235,7 +270,11 @@ impl<'a> Archive<'a> {
     }
 
     /// Entries of `kind` whose key starts with `prefix`, in key order.
-    pub fn prefixed<'s>(&'s self, kind: EntryKind, prefix: &'s [u8]) -> impl Iterator<Item = Entry<'a>> + 's {
+    pub fn prefixed<'s>(
+        &'s self,
+        kind: EntryKind,
+        prefix: &'s [u8],
+    ) -> impl Iterator<Item = Entry<'a>> + 's {
         let start = self.lower_bound(kind, prefix);
         (start..self.count)
             .map_while(move |i| self.entry(i))
@@ -260,11 +299,17 @@ impl<'a> Archive<'a> {
     /// Immediate submodules of `package` (`""` for top level) as (short name, entry),
     /// bytecode and extension modules merged in name order.
     pub fn children(&self, package: &str) -> Vec<(&'a str, Entry<'a>)> {
-        let prefix = if package.is_empty() { String::new() } else { format!("{package}.") };
+        let prefix = if package.is_empty() {
+            String::new()
+        } else {
+            format!("{package}.")
+        };
         let mut out: Vec<(&'a str, Entry<'a>)> = Vec::new();
         for kind in [EntryKind::Module, EntryKind::Extension] {
             for e in self.prefixed(kind, prefix.as_bytes()) {
-                let Ok(rest) = std::str::from_utf8(&e.key[prefix.len()..]) else { continue };
+                let Ok(rest) = std::str::from_utf8(&e.key[prefix.len()..]) else {
+                    continue;
+                };
                 if !rest.is_empty() && !rest.contains('.') {
                     out.push((rest, e));
                 }
@@ -275,7 +320,10 @@ impl<'a> Archive<'a> {
     }
 
     /// Resources of `package` as (relative path, entry), in path order.
-    pub fn resources<'s>(&'s self, package: &str) -> impl Iterator<Item = (&'a str, Entry<'a>)> + 's {
+    pub fn resources<'s>(
+        &'s self,
+        package: &str,
+    ) -> impl Iterator<Item = (&'a str, Entry<'a>)> + 's {
         let mut prefix = package.as_bytes().to_vec();
         prefix.push(0);
         let plen = prefix.len();
@@ -295,8 +343,12 @@ impl<'a> Archive<'a> {
     pub fn distributions(&self) -> Vec<&'a str> {
         let mut out: Vec<&'a str> = Vec::new();
         for e in self.prefixed(EntryKind::DistFile, b"") {
-            let Some(pos) = e.key.iter().position(|&b| b == 0) else { continue };
-            let Ok(dir) = std::str::from_utf8(&e.key[..pos]) else { continue };
+            let Some(pos) = e.key.iter().position(|&b| b == 0) else {
+                continue;
+            };
+            let Ok(dir) = std::str::from_utf8(&e.key[..pos]) else {
+                continue;
+            };
             if out.last() != Some(&dir) {
                 out.push(dir);
             }
@@ -305,7 +357,10 @@ impl<'a> Archive<'a> {
     }
 
     /// Files of one `.dist-info` directory as (file name, entry).
-    pub fn dist_files<'s>(&'s self, dist_dir: &str) -> impl Iterator<Item = (&'a str, Entry<'a>)> + 's {
+    pub fn dist_files<'s>(
+        &'s self,
+        dist_dir: &str,
+    ) -> impl Iterator<Item = (&'a str, Entry<'a>)> + 's {
         let mut prefix = dist_dir.as_bytes().to_vec();
         prefix.push(0);
         let plen = prefix.len();
@@ -432,33 +487,56 @@ impl<'a> Entry<'a> {
         if !self.has_source() {
             return Ok(None);
         }
-        self.read_blob(self.secondary, self.flags & flags::SECONDARY_ZSTD != 0).map(Some)
+        self.read_blob(self.secondary, self.flags & flags::SECONDARY_ZSTD != 0)
+            .map(Some)
     }
 
     fn read_blob(&self, blob: Blob, zstd: bool) -> Result<Cow<'a, [u8]>, Error> {
         let abs = self.data_offset.saturating_add(blob.offset);
-        let stored = range(self.data, blob.offset, blob.stored as u64, || format!("{} entry '{}'", self.kind, self.key_lossy()))?;
+        let stored = range(self.data, blob.offset, blob.stored as u64, || {
+            format!("{} entry '{}'", self.kind, self.key_lossy())
+        })?;
         if format::blob_checksum(stored) != blob.checksum {
-            return Err(Error::EntryChecksum { kind: self.kind, key: self.key_lossy().into_owned(), offset: abs });
+            return Err(Error::EntryChecksum {
+                kind: self.kind,
+                key: self.key_lossy().into_owned(),
+                offset: abs,
+            });
         }
         if !zstd {
             if stored.len() != blob.raw as usize {
-                return Err(self.decompress_error(abs, "stored length differs from raw length".into()));
+                return Err(
+                    self.decompress_error(abs, "stored length differs from raw length".into())
+                );
             }
             return Ok(Cow::Borrowed(stored));
         }
         if blob.raw as usize > MAX_ENTRY_LEN {
-            return Err(self.decompress_error(abs, format!("recorded size {} exceeds the {MAX_ENTRY_LEN}-byte limit", blob.raw)));
+            return Err(self.decompress_error(
+                abs,
+                format!(
+                    "recorded size {} exceeds the {MAX_ENTRY_LEN}-byte limit",
+                    blob.raw
+                ),
+            ));
         }
         let out = zstd::bulk::decompress(stored, blob.raw as usize)
             .map_err(|e| self.decompress_error(abs, e.to_string()))?;
         if out.len() != blob.raw as usize {
-            return Err(self.decompress_error(abs, format!("got {} bytes, expected {}", out.len(), blob.raw)));
+            return Err(self.decompress_error(
+                abs,
+                format!("got {} bytes, expected {}", out.len(), blob.raw),
+            ));
         }
         Ok(Cow::Owned(out))
     }
 
     fn decompress_error(&self, offset: u64, reason: String) -> Error {
-        Error::Decompress { kind: self.kind, key: self.key_lossy().into_owned(), offset, reason }
+        Error::Decompress {
+            kind: self.kind,
+            key: self.key_lossy().into_owned(),
+            offset,
+            reason,
+        }
     }
 }

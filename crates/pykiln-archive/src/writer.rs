@@ -2,9 +2,12 @@
 
 use std::collections::BTreeMap;
 
-use crate::format::{self, EntryKind, FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_ENTRY_LEN, RECORD_LEN, flags, header, record};
-use crate::reader::join_key;
 use crate::Manifest;
+use crate::format::{
+    self, EntryKind, FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_ENTRY_LEN, RECORD_LEN, flags, header,
+    record,
+};
+use crate::reader::join_key;
 
 /// Blobs shorter than this are stored raw: a zstd frame header would eat the gain.
 const MIN_COMPRESS_LEN: usize = 64;
@@ -72,7 +75,11 @@ pub struct ArchiveWriter {
 impl ArchiveWriter {
     /// A writer for bytecode of Python `major.minor`.
     pub fn new(python: (u8, u8)) -> Self {
-        ArchiveWriter { python, level: 12, entries: BTreeMap::new() }
+        ArchiveWriter {
+            python,
+            level: 12,
+            entries: BTreeMap::new(),
+        }
     }
 
     /// zstd level for every compressed blob (default 12).
@@ -95,14 +102,25 @@ impl ArchiveWriter {
         let key_str = || String::from_utf8_lossy(&key).into_owned();
         for blob in std::iter::once(&p.primary).chain(p.secondary.as_ref()) {
             if blob.len() > MAX_ENTRY_LEN {
-                return Err(WriteError::TooLarge { kind, key: key_str(), len: blob.len() });
+                return Err(WriteError::TooLarge {
+                    kind,
+                    key: key_str(),
+                    len: blob.len(),
+                });
             }
         }
         if key.len() > u32::MAX as usize / 4 {
-            return Err(WriteError::BadKey { kind, key: key_str(), problem: "key too long" });
+            return Err(WriteError::BadKey {
+                kind,
+                key: key_str(),
+                problem: "key too long",
+            });
         }
         if self.entries.contains_key(&(kind, key.clone())) {
-            return Err(WriteError::Duplicate { kind, key: key_str() });
+            return Err(WriteError::Duplicate {
+                kind,
+                key: key_str(),
+            });
         }
         self.entries.insert((kind, key), p);
         Ok(())
@@ -110,10 +128,18 @@ impl ArchiveWriter {
 
     fn check_part(kind: EntryKind, key: &str, part: &str) -> Result<(), WriteError> {
         if part.contains('\0') {
-            return Err(WriteError::BadKey { kind, key: key.into(), problem: "contains a NUL byte" });
+            return Err(WriteError::BadKey {
+                kind,
+                key: key.into(),
+                problem: "contains a NUL byte",
+            });
         }
         if part.is_empty() && kind != EntryKind::Manifest {
-            return Err(WriteError::BadKey { kind, key: key.into(), problem: "empty name" });
+            return Err(WriteError::BadKey {
+                kind,
+                key: key.into(),
+                problem: "empty name",
+            });
         }
         Ok(())
     }
@@ -131,58 +157,139 @@ impl ArchiveWriter {
     }
 
     /// Module bytecode (a `marshal` dump of its code object) and optional source.
-    pub fn add_module(&mut self, name: &str, bytecode: Vec<u8>, source: Option<Vec<u8>>, is_package: bool) -> Result<(), WriteError> {
+    pub fn add_module(
+        &mut self,
+        name: &str,
+        bytecode: Vec<u8>,
+        source: Option<Vec<u8>>,
+        is_package: bool,
+    ) -> Result<(), WriteError> {
         let kind = EntryKind::Module;
         Self::check_part(kind, name, name)?;
         let mut fl = if is_package { flags::PACKAGE } else { 0 };
         if source.is_some() {
             fl |= flags::HAS_SECONDARY;
         }
-        self.insert(kind, name.as_bytes().to_vec(), Pending { flags: fl, aux: Vec::new(), primary: bytecode, secondary: source })
+        self.insert(
+            kind,
+            name.as_bytes().to_vec(),
+            Pending {
+                flags: fl,
+                aux: Vec::new(),
+                primary: bytecode,
+                secondary: source,
+            },
+        )
     }
 
     /// A native extension module: dotted name, original file name, ELF bytes and the
     /// SONAMEs it needs.
-    pub fn add_extension(&mut self, name: &str, file_name: &str, elf: Vec<u8>, needed: &[&str]) -> Result<(), WriteError> {
+    pub fn add_extension(
+        &mut self,
+        name: &str,
+        file_name: &str,
+        elf: Vec<u8>,
+        needed: &[&str],
+    ) -> Result<(), WriteError> {
         let kind = EntryKind::Extension;
         Self::check_part(kind, name, name)?;
         let mut items = vec![file_name];
         items.extend_from_slice(needed);
         let aux = Self::aux(kind, name, &items)?;
-        self.insert(kind, name.as_bytes().to_vec(), Pending { flags: 0, aux, primary: elf, secondary: None })
+        self.insert(
+            kind,
+            name.as_bytes().to_vec(),
+            Pending {
+                flags: 0,
+                aux,
+                primary: elf,
+                secondary: None,
+            },
+        )
     }
 
     /// A native shared library by SONAME, with the SONAMEs it needs.
-    pub fn add_shared_lib(&mut self, soname: &str, elf: Vec<u8>, needed: &[&str]) -> Result<(), WriteError> {
+    pub fn add_shared_lib(
+        &mut self,
+        soname: &str,
+        elf: Vec<u8>,
+        needed: &[&str],
+    ) -> Result<(), WriteError> {
         let kind = EntryKind::SharedLib;
         Self::check_part(kind, soname, soname)?;
         let aux = Self::aux(kind, soname, needed)?;
-        self.insert(kind, soname.as_bytes().to_vec(), Pending { flags: 0, aux, primary: elf, secondary: None })
+        self.insert(
+            kind,
+            soname.as_bytes().to_vec(),
+            Pending {
+                flags: 0,
+                aux,
+                primary: elf,
+                secondary: None,
+            },
+        )
     }
 
     /// A data file of `package` at `path` (relative, `/`-separated).
-    pub fn add_resource(&mut self, package: &str, path: &str, bytes: Vec<u8>) -> Result<(), WriteError> {
+    pub fn add_resource(
+        &mut self,
+        package: &str,
+        path: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(), WriteError> {
         let kind = EntryKind::Resource;
         let shown = format!("{package}:{path}");
         Self::check_part(kind, &shown, package)?;
         Self::check_part(kind, &shown, path)?;
-        self.insert(kind, join_key(package, path), Pending { flags: 0, aux: Vec::new(), primary: bytes, secondary: None })
+        self.insert(
+            kind,
+            join_key(package, path),
+            Pending {
+                flags: 0,
+                aux: Vec::new(),
+                primary: bytes,
+                secondary: None,
+            },
+        )
     }
 
     /// A file of a `.dist-info` directory.
-    pub fn add_dist_file(&mut self, dist_dir: &str, file: &str, bytes: Vec<u8>) -> Result<(), WriteError> {
+    pub fn add_dist_file(
+        &mut self,
+        dist_dir: &str,
+        file: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(), WriteError> {
         let kind = EntryKind::DistFile;
         let shown = format!("{dist_dir}/{file}");
         Self::check_part(kind, &shown, dist_dir)?;
         Self::check_part(kind, &shown, file)?;
-        self.insert(kind, join_key(dist_dir, file), Pending { flags: 0, aux: Vec::new(), primary: bytes, secondary: None })
+        self.insert(
+            kind,
+            join_key(dist_dir, file),
+            Pending {
+                flags: 0,
+                aux: Vec::new(),
+                primary: bytes,
+                secondary: None,
+            },
+        )
     }
 
     /// The build manifest (replaces an earlier one).
     pub fn set_manifest(&mut self, manifest: &Manifest) -> Result<(), WriteError> {
         let json = serde_json::to_vec(manifest).map_err(|e| WriteError::Manifest(e.to_string()))?;
         self.entries.remove(&(EntryKind::Manifest, Vec::new()));
-        self.insert(EntryKind::Manifest, Vec::new(), Pending { flags: 0, aux: Vec::new(), primary: json, secondary: None })
+        self.insert(
+            EntryKind::Manifest,
+            Vec::new(),
+            Pending {
+                flags: 0,
+                aux: Vec::new(),
+                primary: json,
+                secondary: None,
+            },
+        )
     }
 
     /// Compress every blob (in parallel) and lay out the archive.
@@ -210,7 +317,13 @@ impl ArchiveWriter {
             if zstd {
                 fl |= flags::PRIMARY_ZSTD;
             }
-            write_blob(&mut rec, record::PRIMARY, &mut data, &bytes, p.primary.len());
+            write_blob(
+                &mut rec,
+                record::PRIMARY,
+                &mut data,
+                &bytes,
+                p.primary.len(),
+            );
             if let (Some((bytes, zstd)), Some(raw)) = (secondary, p.secondary.as_ref()) {
                 if zstd {
                     fl |= flags::SECONDARY_ZSTD;
@@ -245,8 +358,13 @@ impl ArchiveWriter {
 
 type Packed = ((Vec<u8>, bool), Option<(Vec<u8>, bool)>);
 
-fn compress_all(items: &[((EntryKind, Vec<u8>), Pending)], level: i32) -> Result<Vec<Packed>, WriteError> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).max(1);
+fn compress_all(
+    items: &[((EntryKind, Vec<u8>), Pending)],
+    level: i32,
+) -> Result<Vec<Packed>, WriteError> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .max(1);
     let chunk = items.len().div_ceil(threads).max(1);
     std::thread::scope(|s| {
         let handles: Vec<_> = items
@@ -287,7 +405,11 @@ fn pack(raw: &[u8], level: i32) -> std::io::Result<(Vec<u8>, bool)> {
         return Ok((raw.to_vec(), false));
     }
     let z = zstd::bulk::compress(raw, level)?;
-    Ok(if z.len() < raw.len() { (z, true) } else { (raw.to_vec(), false) })
+    Ok(if z.len() < raw.len() {
+        (z, true)
+    } else {
+        (raw.to_vec(), false)
+    })
 }
 
 fn write_blob(rec: &mut [u8], at: usize, data: &mut Vec<u8>, stored: &[u8], raw_len: usize) {

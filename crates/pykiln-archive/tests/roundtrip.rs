@@ -1,29 +1,67 @@
 //! Writer/reader round trips, lookups, and hostile input.
 
-use pykiln_archive::{AppInfo, Archive, ArchiveWriter, Distribution, EntryKind, Error, Manifest, WriteError};
 use proptest::prelude::*;
+use pykiln_archive::{
+    AppInfo, Archive, ArchiveWriter, Distribution, EntryKind, Error, Manifest, WriteError,
+};
 
 fn sample() -> Vec<u8> {
     let mut w = ArchiveWriter::new((3, 11));
-    w.add_module("json", b"code-json".repeat(40), Some(b"# json source\n".to_vec()), true).unwrap();
-    w.add_module("json.decoder", vec![1, 2, 3], None, false).unwrap();
-    w.add_module("json.tool", vec![4; 500], None, false).unwrap();
+    w.add_module(
+        "json",
+        b"code-json".repeat(40),
+        Some(b"# json source\n".to_vec()),
+        true,
+    )
+    .unwrap();
+    w.add_module("json.decoder", vec![1, 2, 3], None, false)
+        .unwrap();
+    w.add_module("json.tool", vec![4; 500], None, false)
+        .unwrap();
     w.add_module("jsonschema", vec![5], None, true).unwrap();
     w.add_module("ns.inner.mod", vec![6], None, false).unwrap();
-    w.add_extension("_sqlite3", "_sqlite3.cpython-311-x86_64-linux-gnu.so", vec![0x7f; 300], &["libsqlite3.so.0"]).unwrap();
-    w.add_extension("json._speedups", "_speedups.abi3.so", vec![9; 10], &[]).unwrap();
-    w.add_shared_lib("libssl.so.3", vec![7; 1000], &["libcrypto.so.3"]).unwrap();
-    w.add_resource("json", "data/a.txt", b"hello".to_vec()).unwrap();
+    w.add_extension(
+        "_sqlite3",
+        "_sqlite3.cpython-311-x86_64-linux-gnu.so",
+        vec![0x7f; 300],
+        &["libsqlite3.so.0"],
+    )
+    .unwrap();
+    w.add_extension("json._speedups", "_speedups.abi3.so", vec![9; 10], &[])
+        .unwrap();
+    w.add_shared_lib("libssl.so.3", vec![7; 1000], &["libcrypto.so.3"])
+        .unwrap();
+    w.add_resource("json", "data/a.txt", b"hello".to_vec())
+        .unwrap();
     w.add_resource("json", "b.bin", vec![0; 4096]).unwrap();
-    w.add_resource("jsonschema", "schemas/draft7.json", b"{}".to_vec()).unwrap();
-    w.add_dist_file("mcp-2.3.0.dist-info", "METADATA", b"Name: mcp\nVersion: 2.3.0\n".to_vec()).unwrap();
-    w.add_dist_file("mcp-2.3.0.dist-info", "entry_points.txt", b"[console_scripts]\n".to_vec()).unwrap();
-    w.add_dist_file("anyio-4.0.dist-info", "METADATA", b"Name: anyio\n".to_vec()).unwrap();
+    w.add_resource("jsonschema", "schemas/draft7.json", b"{}".to_vec())
+        .unwrap();
+    w.add_dist_file(
+        "mcp-2.3.0.dist-info",
+        "METADATA",
+        b"Name: mcp\nVersion: 2.3.0\n".to_vec(),
+    )
+    .unwrap();
+    w.add_dist_file(
+        "mcp-2.3.0.dist-info",
+        "entry_points.txt",
+        b"[console_scripts]\n".to_vec(),
+    )
+    .unwrap();
+    w.add_dist_file("anyio-4.0.dist-info", "METADATA", b"Name: anyio\n".to_vec())
+        .unwrap();
     w.set_manifest(&Manifest {
         pykiln_version: "0.1.0".into(),
         python_version: "3.11.7".into(),
-        app: Some(AppInfo { name: "notes".into(), version: "1".into(), entry_point: "n:main".into() }),
-        distributions: vec![Distribution { name: "mcp".into(), version: "2.3.0".into() }],
+        app: Some(AppInfo {
+            name: "notes".into(),
+            version: "1".into(),
+            entry_point: "n:main".into(),
+        }),
+        distributions: vec![Distribution {
+            name: "mcp".into(),
+            version: "2.3.0".into(),
+        }],
         build: Default::default(),
     })
     .unwrap();
@@ -40,13 +78,25 @@ fn lookups_find_what_was_written() {
     assert!(json.is_package());
     assert_eq!(&*json.read().unwrap(), &b"code-json".repeat(40)[..]);
     assert!(!json.is_stored_raw(), "a compressible blob is compressed");
-    assert_eq!(json.read_source().unwrap().as_deref(), Some(&b"# json source\n"[..]));
-    assert_eq!(a.module("json.decoder").unwrap().read_source().unwrap(), None);
+    assert_eq!(
+        json.read_source().unwrap().as_deref(),
+        Some(&b"# json source\n"[..])
+    );
+    assert_eq!(
+        a.module("json.decoder").unwrap().read_source().unwrap(),
+        None
+    );
     assert!(a.module("json.missing").is_none());
     assert!(a.module("jso").is_none());
     let ext = a.module("_sqlite3").unwrap();
     assert_eq!(ext.kind(), EntryKind::Extension);
-    assert_eq!(ext.aux().collect::<Vec<_>>(), ["_sqlite3.cpython-311-x86_64-linux-gnu.so", "libsqlite3.so.0"]);
+    assert_eq!(
+        ext.aux().collect::<Vec<_>>(),
+        [
+            "_sqlite3.cpython-311-x86_64-linux-gnu.so",
+            "libsqlite3.so.0"
+        ]
+    );
     let ssl = a.find(EntryKind::SharedLib, b"libssl.so.3").unwrap();
     assert_eq!(ssl.aux().collect::<Vec<_>>(), ["libcrypto.so.3"]);
 
@@ -60,11 +110,20 @@ fn lookups_find_what_was_written() {
 
     let res: Vec<_> = a.resources("json").map(|(p, _)| p).collect();
     assert_eq!(res, ["b.bin", "data/a.txt"]);
-    assert_eq!(&*a.resource("json", "data/a.txt").unwrap().read().unwrap(), b"hello");
+    assert_eq!(
+        &*a.resource("json", "data/a.txt").unwrap().read().unwrap(),
+        b"hello"
+    );
     assert!(a.resource("jsonschema", "data/a.txt").is_none());
 
-    assert_eq!(a.distributions(), ["anyio-4.0.dist-info", "mcp-2.3.0.dist-info"]);
-    let files: Vec<_> = a.dist_files("mcp-2.3.0.dist-info").map(|(f, _)| f).collect();
+    assert_eq!(
+        a.distributions(),
+        ["anyio-4.0.dist-info", "mcp-2.3.0.dist-info"]
+    );
+    let files: Vec<_> = a
+        .dist_files("mcp-2.3.0.dist-info")
+        .map(|(f, _)| f)
+        .collect();
     assert_eq!(files, ["METADATA", "entry_points.txt"]);
     assert_eq!(a.manifest().unwrap().app.unwrap().entry_point, "n:main");
     let counts: Vec<_> = a.counts().into_iter().map(|(_, n)| n).collect();
@@ -86,9 +145,18 @@ fn output_is_deterministic_whatever_the_insertion_order() {
 fn writer_rejects_duplicates_and_bad_keys() {
     let mut w = ArchiveWriter::new((3, 11));
     w.add_module("a", vec![], None, false).unwrap();
-    assert!(matches!(w.add_module("a", vec![], None, false), Err(WriteError::Duplicate { .. })));
-    assert!(matches!(w.add_module("a\0b", vec![], None, false), Err(WriteError::BadKey { .. })));
-    assert!(matches!(w.add_resource("", "x", vec![]), Err(WriteError::BadKey { .. })));
+    assert!(matches!(
+        w.add_module("a", vec![], None, false),
+        Err(WriteError::Duplicate { .. })
+    ));
+    assert!(matches!(
+        w.add_module("a\0b", vec![], None, false),
+        Err(WriteError::BadKey { .. })
+    ));
+    assert!(matches!(
+        w.add_resource("", "x", vec![]),
+        Err(WriteError::BadKey { .. })
+    ));
     // Same key, other kind: fine.
     w.add_extension("a", "a.so", vec![], &[]).unwrap();
 }
@@ -110,13 +178,19 @@ fn header_corruption_is_caught_by_the_checksum() {
     let bytes = sample();
     let mut bad = bytes.clone();
     bad[70] ^= 0x40; // inside the index
-    assert!(matches!(Archive::open(&bad), Err(Error::MetaChecksum { .. })));
+    assert!(matches!(
+        Archive::open(&bad),
+        Err(Error::MetaChecksum { .. })
+    ));
     let mut bad = bytes.clone();
     bad[0] = b'X';
     assert_eq!(Archive::open(&bad).unwrap_err(), Error::BadMagic);
     let mut bad = bytes;
     bad[8] = 9;
-    assert_eq!(Archive::open(&bad).unwrap_err(), Error::Version { found: 9 });
+    assert_eq!(
+        Archive::open(&bad).unwrap_err(),
+        Error::Version { found: 9 }
+    );
 }
 
 #[test]
@@ -132,10 +206,20 @@ fn data_corruption_names_the_entry_and_spares_the_others() {
     let mut bad = bytes.clone();
     bad[pos + stored.len() / 2] ^= 1;
     let b = Archive::open(&bad).unwrap();
-    let err = b.find(EntryKind::SharedLib, b"libssl.so.3").unwrap().read().unwrap_err();
-    assert!(matches!(&err, Error::EntryChecksum { key, .. } if key == "libssl.so.3"), "{err}");
+    let err = b
+        .find(EntryKind::SharedLib, b"libssl.so.3")
+        .unwrap()
+        .read()
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::EntryChecksum { key, .. } if key == "libssl.so.3"),
+        "{err}"
+    );
     assert!(err.to_string().contains("byte offset"));
-    assert_eq!(&*b.module("json.decoder").unwrap().read().unwrap(), &[1, 2, 3]);
+    assert_eq!(
+        &*b.module("json.decoder").unwrap().read().unwrap(),
+        &[1, 2, 3]
+    );
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {

@@ -38,7 +38,9 @@ pub enum PyConfigError {
         detail: String,
     },
     /// The interpreter is not CPython 3.10+.
-    #[error("Python interpreter '{path}' is {implementation} {version}; pykiln needs CPython 3.{MIN_MINOR} or newer (set PYO3_PYTHON to choose another)")]
+    #[error(
+        "Python interpreter '{path}' is {implementation} {version}; pykiln needs CPython 3.{MIN_MINOR} or newer (set PYO3_PYTHON to choose another)"
+    )]
     Unsupported {
         /// Interpreter that was tried.
         path: String,
@@ -48,7 +50,9 @@ pub enum PyConfigError {
         version: String,
     },
     /// No static libpython next to the interpreter.
-    #[error("Python interpreter '{path}' has no static library (looked for {expected}); build CPython with its static library (pyenv's default build has it) or set PYO3_PYTHON to one that does")]
+    #[error(
+        "Python interpreter '{path}' has no static library (looked for {expected}); build CPython with its static library (pyenv's default build has it) or set PYO3_PYTHON to one that does"
+    )]
     NoStaticLib {
         /// Interpreter that was tried.
         path: String,
@@ -56,7 +60,9 @@ pub enum PyConfigError {
         expected: String,
     },
     /// A free-threaded or debug build, which pykiln does not embed.
-    #[error("Python interpreter '{path}' is a '{abiflags}' build; pykiln embeds the default (non-debug, GIL) build")]
+    #[error(
+        "Python interpreter '{path}' is a '{abiflags}' build; pykiln embeds the default (non-debug, GIL) build"
+    )]
     Abi {
         /// Interpreter that was tried.
         path: String,
@@ -152,21 +158,40 @@ impl PythonConfig {
             .env_remove("PYTHONHOME")
             .env_remove("PYTHONPATH")
             .output()
-            .map_err(|source| PyConfigError::Spawn { path: path.clone(), source })?;
+            .map_err(|source| PyConfigError::Spawn {
+                path: path.clone(),
+                source,
+            })?;
         if !out.status.success() {
-            return Err(PyConfigError::Probe { path, detail: String::from_utf8_lossy(&out.stderr).trim().to_string() });
+            return Err(PyConfigError::Probe {
+                path,
+                detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
         }
-        let mut cfg: PythonConfig = serde_json::from_slice(&out.stdout)
-            .map_err(|e| PyConfigError::Probe { path: path.clone(), detail: e.to_string() })?;
+        let mut cfg: PythonConfig =
+            serde_json::from_slice(&out.stdout).map_err(|e| PyConfigError::Probe {
+                path: path.clone(),
+                detail: e.to_string(),
+            })?;
         cfg.interpreter = interpreter.to_path_buf();
         if cfg.implementation != "cpython" || cfg.major != 3 || cfg.minor < MIN_MINOR {
-            return Err(PyConfigError::Unsupported { path, implementation: cfg.implementation, version: cfg.version });
+            return Err(PyConfigError::Unsupported {
+                path,
+                implementation: cfg.implementation,
+                version: cfg.version,
+            });
         }
         if cfg.gil_disabled || cfg.abiflags.contains('d') || cfg.abiflags.contains('t') {
-            return Err(PyConfigError::Abi { path, abiflags: cfg.abiflags });
+            return Err(PyConfigError::Abi {
+                path,
+                abiflags: cfg.abiflags,
+            });
         }
         if !cfg.static_library().is_file() {
-            return Err(PyConfigError::NoStaticLib { path, expected: cfg.static_library().display().to_string() });
+            return Err(PyConfigError::NoStaticLib {
+                path,
+                expected: cfg.static_library().display().to_string(),
+            });
         }
         Ok(cfg)
     }

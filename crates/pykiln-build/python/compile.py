@@ -1,0 +1,61 @@
+"""pykiln-build's bytecode compiler: run by the interpreter being embedded.
+
+stdin: JSON {"jobs": [{"path", "filename", "out", "names"}]}. For each job the file at
+`path` is compiled as if it lived at `filename` (a path relative to the archive root,
+so no build-machine path ends up in the bytecode), and the marshalled code object is
+written to `out` (temporary name, then rename). With "names": true the module's
+top-level bound names are reported too (to check entry points).
+stdout: one JSON object per line: {"path", "ok"} / {"path", "error", "lineno"} / names.
+"""
+import ast
+import json
+import marshal
+import os
+import sys
+
+
+def top_level_names(tree):
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for t in targets:
+                for n in ast.walk(t):
+                    if isinstance(n, ast.Name):
+                        names.add(n.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            for alias in node.names:
+                names.add((alias.asname or alias.name).split(".")[0])
+    return sorted(names)
+
+
+def main():
+    jobs = json.load(sys.stdin)["jobs"]
+    out = sys.stdout
+    for job in jobs:
+        path = job["path"]
+        result = {"path": path}
+        try:
+            with open(path, "rb") as f:
+                source = f.read()
+            code = compile(source, job["filename"], "exec", dont_inherit=True, optimize=0)
+            tmp = job["out"] + f".{os.getpid()}.tmp"
+            with open(tmp, "wb") as f:
+                f.write(marshal.dumps(code))
+            os.replace(tmp, job["out"])
+            if job.get("names"):
+                result["names"] = top_level_names(ast.parse(source))
+            result["ok"] = True
+        except SyntaxError as e:
+            result["error"] = f"{type(e).__name__}: {e.msg}"
+            result["lineno"] = e.lineno or 0
+        except (OSError, ValueError) as e:
+            result["error"] = f"{type(e).__name__}: {e}"
+            result["lineno"] = 0
+        out.write(json.dumps(result) + "\n")
+    out.flush()
+
+
+main()

@@ -1,0 +1,383 @@
+//! Walking the standard library, the staged site-packages and the app into archive items.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::stdlib::Excludes;
+
+/// Where a module came from; earlier layers win on name clashes, as on `sys.path`
+/// (the standard library shadows site-packages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Layer {
+    /// The interpreter's standard library.
+    Stdlib,
+    /// The application's own packages.
+    App,
+    /// Installed dependencies.
+    Site,
+}
+
+/// A pure-Python module to compile.
+#[derive(Debug, Clone)]
+pub struct PyModule {
+    /// Source file.
+    pub path: PathBuf,
+    /// Path relative to its import root (what tracebacks show after the executable path).
+    pub rel: String,
+    /// `__init__.py` of a package.
+    pub is_package: bool,
+    /// Layer it came from.
+    pub layer: Layer,
+}
+
+/// Everything found, keyed for the archive.
+#[derive(Debug, Default)]
+pub struct Collected {
+    /// Pure-Python modules by dotted name.
+    pub modules: BTreeMap<String, PyModule>,
+    /// Extension modules by dotted name.
+    pub extensions: BTreeMap<String, PathBuf>,
+    /// (package, relative path) → file.
+    pub resources: BTreeMap<(String, String), PathBuf>,
+    /// (dist-info dir, file) → file.
+    pub dist_files: BTreeMap<(String, String), PathBuf>,
+    /// File name → path of libraries vendored by wheels (`<pkg>.libs/`).
+    pub vendored: BTreeMap<String, PathBuf>,
+    /// Things worth telling the user.
+    pub warnings: Vec<String>,
+    /// Every app file read (for `rerun-if-changed`).
+    pub app_files: Vec<PathBuf>,
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c == '_' || c.is_alphabetic())
+        && chars.all(|c| c == '_' || c.is_alphanumeric())
+}
+
+/// Module file stems: identifiers, plus the `-` that `_sysconfigdata_<abi>_<platform>-<multiarch>`
+/// carries (imported by name through importlib, never through an import statement).
+fn is_module_stem(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with('-')
+        && s.chars()
+            .all(|c| c == '_' || c == '-' || c.is_alphanumeric())
+}
+
+fn join(pkg: &str, name: &str) -> String {
+    if pkg.is_empty() {
+        name.to_string()
+    } else {
+        format!("{pkg}.{name}")
+    }
+}
+
+fn sorted_entries(dir: &Path) -> Vec<(String, PathBuf, bool)> {
+    let mut out: Vec<(String, PathBuf, bool)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let path = e.path();
+            let is_dir = path.is_dir();
+            Some((name, path, is_dir))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn contains_python(dir: &Path) -> bool {
+    walkdir::WalkDir::new(dir)
+        .max_depth(4)
+        .into_iter()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().ends_with(".py"))
+}
+
+/// Collector state for one build.
+pub struct Collector<'a> {
+    /// Output.
+    pub out: Collected,
+    excludes: &'a Excludes,
+    /// `cpython-311`-style tag that extension file names must carry (or abi3 / none).
+    tag: String,
+}
+
+impl<'a> Collector<'a> {
+    /// A collector that drops what `excludes` names and extensions built for other Pythons.
+    pub fn new(excludes: &'a Excludes, cache_tag: &str) -> Self {
+        Collector {
+            out: Collected::default(),
+            excludes,
+            tag: cache_tag.to_string(),
+        }
+    }
+
+    fn add_module(
+        &mut self,
+        name: String,
+        path: &Path,
+        rel: String,
+        is_package: bool,
+        layer: Layer,
+    ) {
+        if self.excludes.excludes(&name) {
+            return;
+        }
+        if let Some(existing) = self.out.modules.get(&name) {
+            if existing.layer != layer {
+                self.out.warnings.push(format!(
+                    "module {name} from {} is shadowed by {} (as on sys.path)",
+                    path.display(),
+                    existing.path.display()
+                ));
+            }
+            return;
+        }
+        if layer == Layer::App {
+            self.out.app_files.push(path.to_path_buf());
+        }
+        self.out.modules.insert(
+            name,
+            PyModule {
+                path: path.to_path_buf(),
+                rel,
+                is_package,
+                layer,
+            },
+        );
+    }
+
+    fn add_extension(&mut self, pkg: &str, file: &str, path: &Path) {
+        let mut parts = file.split('.');
+        let stem = parts.next().unwrap_or_default();
+        let tag: Vec<&str> = parts.collect();
+        // `name.so`, `name.abi3.so`, `name.cpython-311-x86_64-linux-gnu.so`
+        let fits = match tag.as_slice() {
+            ["so"] | ["abi3", "so"] => true,
+            [t, "so"] => t.starts_with(&format!("{}-", self.tag)) || *t == self.tag,
+            _ => false,
+        };
+        if !is_identifier(stem) {
+            return;
+        }
+        if !fits {
+            self.out.warnings.push(format!(
+                "skipping {}: built for another Python (this is {})",
+                path.display(),
+                self.tag
+            ));
+            return;
+        }
+        let name = join(pkg, stem);
+        if self.excludes.excludes(&name) || self.out.extensions.contains_key(&name) {
+            return;
+        }
+        self.out.extensions.insert(name, path.to_path_buf());
+    }
+
+    fn add_resource_tree(&mut self, pkg: &str, dir: &Path, rel: &str, layer: Layer) {
+        for (name, path, is_dir) in sorted_entries(dir) {
+            if name == "__pycache__" {
+                continue;
+            }
+            let r = format!("{rel}{name}");
+            if is_dir {
+                self.add_resource_tree(pkg, &path, &format!("{r}/"), layer);
+            } else if !name.ends_with(".pyc") {
+                self.add_resource(pkg, r, &path, layer);
+            }
+        }
+    }
+
+    fn add_resource(&mut self, pkg: &str, rel: String, path: &Path, layer: Layer) {
+        if layer == Layer::App {
+            self.out.app_files.push(path.to_path_buf());
+        }
+        self.out
+            .resources
+            .entry((pkg.to_string(), rel))
+            .or_insert_with(|| path.to_path_buf());
+    }
+
+    /// A package directory (regular or namespace) and everything under it.
+    pub fn walk_package(&mut self, dir: &Path, pkg: &str, rel_dir: &str, layer: Layer) {
+        if self.excludes.excludes(pkg) {
+            return;
+        }
+        for (name, path, is_dir) in sorted_entries(dir) {
+            let rel = format!("{rel_dir}/{name}");
+            if is_dir {
+                if name == "__pycache__" {
+                    continue;
+                }
+                if is_identifier(&name)
+                    && (path.join("__init__.py").is_file() || contains_python(&path))
+                {
+                    self.walk_package(&path, &join(pkg, &name), &rel, layer);
+                } else {
+                    self.add_resource_tree(pkg, &path, &format!("{name}/"), layer);
+                }
+            } else if name == "__init__.py" {
+                self.add_module(pkg.to_string(), &path, rel, true, layer);
+            } else if let Some(stem) = name.strip_suffix(".py") {
+                if is_module_stem(stem) {
+                    self.add_module(join(pkg, stem), &path, rel, false, layer);
+                }
+            } else if name.ends_with(".so") {
+                self.add_extension(pkg, &name, &path);
+            } else if name.ends_with(".pyc") || name.ends_with(".pyo") || name.ends_with(".pyi") {
+                // Bytecode is recompiled; stubs are for type checkers only.
+            } else {
+                self.add_resource(pkg, name, &path, layer);
+            }
+        }
+    }
+
+    /// The standard library directory and its extension-module directory.
+    pub fn walk_stdlib(&mut self, stdlib: &Path, dynload: &Path) {
+        for (name, path, is_dir) in sorted_entries(stdlib) {
+            if is_dir {
+                if is_identifier(&name) && path.join("__init__.py").is_file() {
+                    self.walk_package(&path, &name, &name, Layer::Stdlib);
+                }
+            } else if let Some(stem) = name.strip_suffix(".py") {
+                if is_module_stem(stem) {
+                    self.add_module(stem.to_string(), &path, name.clone(), false, Layer::Stdlib);
+                }
+            }
+        }
+        for (name, path, is_dir) in sorted_entries(dynload) {
+            if !is_dir && name.ends_with(".so") {
+                self.add_extension("", &name, &path);
+            }
+        }
+    }
+
+    /// A `pip install --target` directory.
+    pub fn walk_site(&mut self, site: &Path) {
+        for (name, path, is_dir) in sorted_entries(site) {
+            if is_dir {
+                if let Some(_dist) = name.strip_suffix(".dist-info") {
+                    for e in walkdir::WalkDir::new(&path)
+                        .sort_by_file_name()
+                        .into_iter()
+                        .flatten()
+                    {
+                        if e.file_type().is_file() {
+                            if let Ok(rel) = e.path().strip_prefix(&path) {
+                                let rel = rel.to_string_lossy().into_owned();
+                                self.out
+                                    .dist_files
+                                    .insert((name.clone(), rel), e.path().to_path_buf());
+                            }
+                        }
+                    }
+                } else if name.ends_with(".libs") {
+                    for (lib, lpath, ldir) in sorted_entries(&path) {
+                        if !ldir {
+                            self.out.vendored.insert(lib, lpath);
+                        }
+                    }
+                } else if is_identifier(&name)
+                    && (path.join("__init__.py").is_file() || contains_python(&path))
+                {
+                    self.walk_package(&path, &name, &name, Layer::Site);
+                } else if name != "bin" && name != "__pycache__" {
+                    self.out.warnings.push(format!(
+                        "ignoring {}: not an importable package",
+                        path.display()
+                    ));
+                }
+            } else if let Some(stem) = name.strip_suffix(".py") {
+                if is_identifier(stem) {
+                    self.add_module(stem.to_string(), &path, name.clone(), false, Layer::Site);
+                }
+            } else if name.ends_with(".so") {
+                self.add_extension("", &name, &path);
+            } else if name.ends_with(".pth") {
+                self.out.warnings.push(format!(
+                    "{} is not evaluated: packed imports do not run .pth files",
+                    path.display()
+                ));
+            }
+        }
+    }
+
+    /// Drop pure-Python modules that an extension of the same name shadows (the
+    /// extension loader comes first on a real `sys.path`, too).
+    pub fn finish(mut self) -> Collected {
+        let shadowed: Vec<String> = self
+            .out
+            .extensions
+            .keys()
+            .filter(|n| self.out.modules.get(*n).is_some_and(|m| !m.is_package))
+            .cloned()
+            .collect();
+        for n in shadowed {
+            self.out.modules.remove(&n);
+        }
+        self.out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn touch(root: &Path, rel: &str) {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, b"x").unwrap();
+    }
+
+    #[test]
+    fn site_packages_layout_is_classified() {
+        let d = tempfile::tempdir().unwrap();
+        let s = d.path();
+        for f in [
+            "pkg/__init__.py",
+            "pkg/mod.py",
+            "pkg/_speed.cpython-311-x86_64-linux-gnu.so",
+            "pkg/_old.cpython-310-x86_64-linux-gnu.so",
+            "pkg/data/schema.json",
+            "pkg/py.typed",
+            "pkg/mod.pyi",
+            "pkg/__pycache__/mod.cpython-311.pyc",
+            "ns/part/__init__.py",
+            "single.py",
+            "pkg-1.0.dist-info/METADATA",
+            "pkg-1.0.dist-info/licenses/LICENSE",
+            "pkg.libs/libfoo-abc.so.1",
+            "bin/tool",
+            "thing.pth",
+        ] {
+            touch(s, f);
+        }
+        let ex = Excludes::default();
+        let mut c = Collector::new(&ex, "cpython-311");
+        c.walk_site(s);
+        let out = c.finish();
+        let mods: Vec<&str> = out.modules.keys().map(String::as_str).collect();
+        assert_eq!(mods, ["ns.part", "pkg", "pkg.mod", "single"]);
+        assert!(out.modules["pkg"].is_package);
+        assert_eq!(out.modules["pkg.mod"].rel, "pkg/mod.py");
+        assert_eq!(out.extensions.keys().collect::<Vec<_>>(), ["pkg._speed"]);
+        let res: Vec<_> = out
+            .resources
+            .keys()
+            .map(|(p, r)| format!("{p}:{r}"))
+            .collect();
+        assert_eq!(res, ["pkg:data/schema.json", "pkg:py.typed"]);
+        assert_eq!(out.dist_files.len(), 2);
+        assert!(out.dist_files.contains_key(&(
+            "pkg-1.0.dist-info".to_string(),
+            "licenses/LICENSE".to_string()
+        )));
+        assert!(out.vendored.contains_key("libfoo-abc.so.1"));
+        assert!(out.warnings.iter().any(|w| w.contains("thing.pth")));
+        assert!(out.warnings.iter().any(|w| w.contains("_old")));
+    }
+}

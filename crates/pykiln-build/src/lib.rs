@@ -1,0 +1,402 @@
+//! Build a pykiln archive from a Python project, from a `build.rs`.
+//!
+//! ```no_run
+//! // build.rs of the binary crate; src/main.rs is `pykiln::main!();`
+//! fn main() {
+//!     pykiln_build::App::from_project("examples/notes-server").run_build_script();
+//! }
+//! ```
+//!
+//! The pipeline: find the interpreter (the one pyo3 links, see `pykiln-pyconfig`);
+//! read pyproject.toml; pip-install the dependencies into a staging directory cached by
+//! the hash of the requirements; collect the standard library (minus
+//! `python-stdlib/exclude.txt`), the staged packages with their data and dist-info, the
+//! app, native extensions and the closure of the non-glibc libraries they need; compile
+//! bytecode with the same interpreter (cached by content); write the archive.
+
+mod collect;
+mod compile;
+mod install;
+mod native;
+mod project;
+mod stdlib;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use pykiln_archive::{AppInfo, ArchiveWriter, Distribution, Manifest};
+use pykiln_pyconfig::PythonConfig;
+
+pub use collect::Layer;
+pub use project::Project;
+pub use stdlib::Excludes;
+
+/// Environment variables that change what a build produces.
+pub const BUILD_ENV: &[&str] = &[
+    "PYKILN_CACHE_DIR",
+    "PYKILN_ZSTD_LEVEL",
+    "XDG_CACHE_HOME",
+    "CC",
+];
+
+/// A Python application to pack.
+#[derive(Debug, Clone)]
+pub struct App {
+    dir: PathBuf,
+    entry_point: Option<String>,
+    excludes: Excludes,
+    level: i32,
+    stdlib_sources: bool,
+    cache: Option<PathBuf>,
+}
+
+/// What a build produced.
+#[derive(Debug, Clone)]
+pub struct BuildReport {
+    /// The archive file.
+    pub archive: PathBuf,
+    /// Files whose change must rebuild the archive.
+    pub inputs: Vec<PathBuf>,
+    /// Non-fatal findings.
+    pub warnings: Vec<String>,
+    /// Entries written.
+    pub entries: usize,
+}
+
+impl App {
+    /// A project directory holding pyproject.toml. Relative paths are taken from
+    /// `CARGO_MANIFEST_DIR` when set (inside a build script), else the current directory.
+    pub fn from_project(dir: impl AsRef<Path>) -> Self {
+        let dir = dir.as_ref();
+        let dir = match std::env::var_os("CARGO_MANIFEST_DIR") {
+            Some(root) if dir.is_relative() => Path::new(&root).join(dir),
+            _ => dir.to_path_buf(),
+        };
+        let level = std::env::var("PYKILN_ZSTD_LEVEL")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(12);
+        App {
+            dir,
+            entry_point: None,
+            excludes: Excludes::defaults(),
+            level,
+            stdlib_sources: false,
+            cache: None,
+        }
+    }
+
+    /// Override the entry point (`module:function`).
+    pub fn entry_point(mut self, entry: impl Into<String>) -> Self {
+        self.entry_point = Some(entry.into());
+        self
+    }
+
+    /// Leave out a module (and its subpackages); `*` wildcards allowed.
+    pub fn exclude(mut self, pattern: impl Into<String>) -> Self {
+        self.excludes.push(pattern);
+        self
+    }
+
+    /// zstd level (default 12, or `PYKILN_ZSTD_LEVEL`).
+    pub fn compression_level(mut self, level: i32) -> Self {
+        self.level = level;
+        self
+    }
+
+    /// Also pack the sources of the standard library and dependencies (the app's own
+    /// sources are always packed, for tracebacks).
+    pub fn with_all_sources(mut self, yes: bool) -> Self {
+        self.stdlib_sources = yes;
+        self
+    }
+
+    /// Cache directory for staged installs and bytecode (default `$PYKILN_CACHE_DIR`,
+    /// else `$XDG_CACHE_HOME/pykiln`, else `~/.cache/pykiln`).
+    pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cache = Some(dir.into());
+        self
+    }
+
+    fn cache(&self) -> anyhow::Result<PathBuf> {
+        if let Some(c) = &self.cache {
+            return Ok(c.clone());
+        }
+        if let Some(c) = std::env::var_os("PYKILN_CACHE_DIR").filter(|v| !v.is_empty()) {
+            return Ok(PathBuf::from(c));
+        }
+        if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+            return Ok(Path::new(&x).join("pykiln"));
+        }
+        let home = std::env::var_os("HOME").context("no cache directory: set PYKILN_CACHE_DIR")?;
+        Ok(Path::new(&home).join(".cache").join("pykiln"))
+    }
+
+    /// Run as a build script: build into `OUT_DIR`, print the cargo instructions, and on
+    /// failure print the error and exit non-zero (no panic, no backtrace).
+    pub fn run_build_script(self) {
+        for var in pykiln_pyconfig::SELECTING_ENV.iter().chain(BUILD_ENV) {
+            println!("cargo:rerun-if-env-changed={var}");
+        }
+        let result = std::env::var_os("OUT_DIR")
+            .context("OUT_DIR is not set: run_build_script() is for build scripts; use build_to() elsewhere")
+            .and_then(|out| self.build_to(&Path::new(&out).join("app.pykiln")));
+        match result {
+            Ok(report) => {
+                for input in &report.inputs {
+                    println!("cargo:rerun-if-changed={}", input.display());
+                }
+                for w in &report.warnings {
+                    println!("cargo:warning={w}");
+                }
+                println!(
+                    "cargo:rustc-env=PYKILN_ARCHIVE={}",
+                    report.archive.display()
+                );
+                // Extension modules resolve Py* (and the bundled sqlite3_*) symbols
+                // against the executable.
+                println!("cargo:rustc-link-arg-bins=-Wl,--export-dynamic");
+            }
+            Err(e) => {
+                eprintln!("error: pykiln: {e:#}");
+                std::process::exit(1);
+            }
+        }
+    }
+
+    /// Build the archive at `out` (written to a temporary name, then renamed).
+    pub fn build_to(&self, out: &Path) -> anyhow::Result<BuildReport> {
+        let python = PythonConfig::discover()?;
+        let cache = self.cache()?;
+        let project = Project::load(&self.dir, self.entry_point.as_deref())?;
+        let mut inputs = vec![self.dir.join("pyproject.toml")];
+        inputs.extend(project.requirements.clone());
+
+        let site =
+            install::stage_dependencies(&python.interpreter, &python.version, &project, &cache)?;
+
+        let mut collector = collect::Collector::new(&self.excludes, &python.cache_tag);
+        collector.walk_stdlib(&python.stdlib, &python.dynload);
+        for (name, dir) in &project.packages {
+            collector.walk_package(dir, name, &name.replace('.', "/"), Layer::App);
+        }
+        collector.walk_site(&site);
+        let collected = collector.finish();
+        inputs.extend(collected.app_files.iter().cloned());
+        let mut warnings = collected.warnings.clone();
+
+        let (entry_module, entry_func) = project.entry_point.split_once(':').unwrap_or_default();
+        let jobs: Vec<compile::Job> = collected
+            .modules
+            .iter()
+            .map(|(name, m)| compile::Job {
+                path: m.path.clone(),
+                filename: m.rel.clone(),
+                names: name == entry_module,
+            })
+            .collect();
+        let compiled = compile::compile_all(&python.interpreter, &python.cache_tag, &cache, &jobs)?;
+
+        match collected
+            .modules
+            .get(entry_module)
+            .and_then(|m| compiled.get(&m.path))
+        {
+            None => bail!(
+                "entry point {} not found: no module {entry_module} in the app or its dependencies",
+                project.entry_point
+            ),
+            Some(c)
+                if !c
+                    .names
+                    .as_ref()
+                    .is_some_and(|n| n.iter().any(|n| n == entry_func)) =>
+            {
+                bail!(
+                    "entry point {} not found: {} defines no top-level '{entry_func}'",
+                    project.entry_point,
+                    collected.modules[entry_module].path.display()
+                )
+            }
+            Some(_) => {}
+        }
+
+        let mut w = ArchiveWriter::new((python.major as u8, python.minor as u8))
+            .compression_level(self.level);
+        for (name, m) in &collected.modules {
+            let code = std::fs::read(&compiled[&m.path].code_path)?;
+            let source = if m.layer == Layer::App || self.stdlib_sources {
+                Some(
+                    std::fs::read(&m.path)
+                        .with_context(|| format!("reading {}", m.path.display()))?,
+                )
+            } else {
+                None
+            };
+            w.add_module(name, code, source, m.is_package)?;
+        }
+
+        let mut roots = Vec::new();
+        for (name, path) in &collected.extensions {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let info = native::elf_info(path, &bytes)?;
+            let needed: Vec<&str> = info
+                .needed
+                .iter()
+                .map(String::as_str)
+                .filter(|n| !native::is_system_library(n))
+                .collect();
+            let file = path
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            w.add_extension(name, &file, bytes.clone(), &needed)?;
+            roots.push((path.clone(), info));
+        }
+        let libs = native::closure(&roots, &collected.vendored)?;
+        for (soname, lib) in &libs {
+            let needed: Vec<&str> = lib.needed.iter().map(String::as_str).collect();
+            w.add_shared_lib(soname, lib.bytes.clone(), &needed)?;
+        }
+        let placeholders: std::collections::BTreeSet<&str> = roots
+            .iter()
+            .flat_map(|(_, i)| i.needed.iter())
+            .chain(libs.values().flat_map(|l| l.needed.iter()))
+            .map(String::as_str)
+            .filter(|n| native::provided_by_executable(n))
+            .collect();
+        for soname in placeholders {
+            w.add_shared_lib(soname, placeholder_library(soname, &cache)?, &[])?;
+        }
+
+        for ((pkg, rel), path) in &collected.resources {
+            w.add_resource(
+                pkg,
+                rel,
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+            )?;
+        }
+        let mut distributions = Vec::new();
+        for ((dir, file), path) in &collected.dist_files {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            if file == "METADATA" {
+                distributions.extend(distribution_of(&bytes));
+            }
+            w.add_dist_file(dir, file, bytes)?;
+        }
+        let (app_dist, app_files) = project.dist_info();
+        for (file, bytes) in app_files {
+            w.add_dist_file(&app_dist, &file, bytes)?;
+        }
+        distributions.sort();
+
+        let mut build = BTreeMap::new();
+        build.insert("zstd_level".to_string(), self.level.to_string());
+        build.insert(
+            "stdlib_excludes".to_string(),
+            "python-stdlib/exclude.txt".to_string(),
+        );
+        build.insert(
+            "sources".to_string(),
+            if self.stdlib_sources { "all" } else { "app" }.to_string(),
+        );
+        w.set_manifest(&Manifest {
+            pykiln_version: env!("CARGO_PKG_VERSION").to_string(),
+            python_version: python.version.clone(),
+            app: Some(AppInfo {
+                name: project.name.clone(),
+                version: project.version.clone(),
+                entry_point: project.entry_point.clone(),
+            }),
+            distributions,
+            build,
+        })?;
+        let entries = w.len();
+        let bytes = w.finish()?;
+        write_atomically(out, &bytes)?;
+        warnings.sort();
+        warnings.dedup();
+        Ok(BuildReport {
+            archive: out.to_path_buf(),
+            inputs,
+            warnings,
+            entries,
+        })
+    }
+}
+
+fn distribution_of(metadata: &[u8]) -> Option<Distribution> {
+    let text = String::from_utf8_lossy(metadata);
+    let mut name = None;
+    let mut version = None;
+    for line in text.lines() {
+        if line.is_empty() {
+            break; // end of headers
+        }
+        if let Some(v) = line.strip_prefix("Name: ") {
+            name.get_or_insert_with(|| v.trim().to_string());
+        } else if let Some(v) = line.strip_prefix("Version: ") {
+            version.get_or_insert_with(|| v.trim().to_string());
+        }
+    }
+    Some(Distribution {
+        name: name?,
+        version: version?,
+    })
+}
+
+/// An empty shared library whose only content is its SONAME: it satisfies `DT_NEEDED`
+/// for libraries whose symbols the executable exports (the bundled SQLite).
+fn placeholder_library(soname: &str, cache: &Path) -> anyhow::Result<Vec<u8>> {
+    let dir = cache.join("placeholders");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(soname);
+    if let Ok(bytes) = std::fs::read(&path) {
+        return Ok(bytes);
+    }
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
+    let tmp = dir.join(format!("{soname}.{}.tmp", std::process::id()));
+    let out = std::process::Command::new(&cc)
+        .args(["-shared", "-nostdlib", "-x", "c", "/dev/null", "-o"])
+        .arg(&tmp)
+        .arg(format!("-Wl,-soname,{soname}"))
+        .output()
+        .with_context(|| format!("running the C compiler '{cc}' to make a placeholder {soname}"))?;
+    if !out.status.success() {
+        bail!(
+            "making a placeholder {soname} with '{cc}' failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    std::fs::rename(&tmp, &path)?;
+    Ok(std::fs::read(&path)?)
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_headers_give_name_and_version() {
+        let d = distribution_of(
+            b"Metadata-Version: 2.1\nName: mcp\nVersion: 2.3.0\n\nName: not-this\n",
+        )
+        .unwrap();
+        assert_eq!((d.name.as_str(), d.version.as_str()), ("mcp", "2.3.0"));
+        assert!(distribution_of(b"Name: x\n").is_none());
+    }
+}

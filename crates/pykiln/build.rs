@@ -1,0 +1,34 @@
+//! Link the embedded CPython statically and whole: extension modules loaded at run time
+//! resolve their `Py*` symbols against the executable, so every object of libpython
+//! must be present (the final binary is linked with `--export-dynamic` by pykiln-build).
+
+use pykiln_pyconfig::{PythonConfig, SELECTING_ENV};
+
+fn main() {
+    for var in SELECTING_ENV {
+        println!("cargo:rerun-if-env-changed={var}");
+    }
+    let cfg = match PythonConfig::discover() {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            // A build script's panic shows as a backtrace-free error with this text.
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    };
+    println!("cargo:rerun-if-changed={}", cfg.static_library().display());
+    println!("cargo:rustc-link-search=native={}", cfg.libpl.display());
+    // `-bundle`: keep libpython out of this rlib so the final link sees the archive
+    // itself and can apply `--whole-archive` to it.
+    println!(
+        "cargo:rustc-link-lib=static:+whole-archive,-bundle={}",
+        cfg.link_name()
+    );
+    for lib in &cfg.link_libs {
+        println!("cargo:rustc-link-lib={lib}");
+    }
+    println!("cargo:rustc-env=PYKILN_PYTHON_VERSION={}", cfg.version);
+    println!("cargo:rustc-env=PYKILN_PYTHON_MINOR={}", cfg.minor);
+    // Downstream build scripts (pykiln-build's caller) can check they pack the same Python.
+    println!("cargo:python_version={}", cfg.version);
+}

@@ -1,0 +1,130 @@
+//! The launcher console: `<binary> --pykiln <command>`.
+
+use std::ffi::OsString;
+use std::io::Write as _;
+
+use anyhow::{Context as _, bail};
+use pykiln_archive::Archive;
+
+use crate::interp::{self, Mode};
+
+const USAGE: &str = "usage: <binary> --pykiln <command>\n\
+commands:\n\
+  info               JSON description of the binary and its archive\n\
+  python [args...]   a Python interpreter inside the packed environment (-c, -m, script, REPL)\n\
+  verify             check every checksum and import every packed module\n";
+
+/// Run a console command; `rest` are the arguments after `--pykiln`.
+pub fn run(
+    archive: Archive<'static>,
+    argv0: &OsString,
+    rest: Vec<OsString>,
+) -> anyhow::Result<i32> {
+    let Some(cmd) = rest.first() else {
+        eprint!("{USAGE}");
+        return Ok(2);
+    };
+    match cmd.to_str() {
+        Some("info") => {
+            let info = info(&archive)?;
+            let mut out = std::io::stdout().lock();
+            serde_json::to_writer_pretty(&mut out, &info)?;
+            writeln!(out)?;
+            Ok(0)
+        }
+        Some("python") => {
+            let mut argv = vec![argv0.clone()];
+            argv.extend(rest.into_iter().skip(1));
+            interp::run(archive, Mode::Python, argv)
+        }
+        Some("verify") => {
+            let bad = verify_checksums(&archive);
+            let code = interp::run(archive, Mode::Verify, vec![argv0.clone()])?;
+            Ok(if bad > 0 { 1 } else { code })
+        }
+        Some("help" | "--help" | "-h") => {
+            print!("{USAGE}");
+            Ok(0)
+        }
+        _ => {
+            eprint!("pykiln: unknown command {cmd:?}\n{USAGE}");
+            Ok(2)
+        }
+    }
+}
+
+/// Read every entry; report failures on stderr and return how many failed.
+fn verify_checksums(archive: &Archive<'_>) -> usize {
+    let mut bad = 0;
+    for e in archive.entries() {
+        if let Err(err) = e.read().and_then(|_| e.read_source()) {
+            eprintln!("FAIL {err}");
+            bad += 1;
+        }
+    }
+    eprintln!("checksums: {} entries, {bad} failed", archive.len());
+    bad
+}
+
+fn info(archive: &Archive<'static>) -> anyhow::Result<serde_json::Value> {
+    let manifest = archive.manifest()?;
+    let exe = std::env::current_exe().context("cannot locate the running executable")?;
+    let (offset, exe_len) = locate_in_executable(archive.bytes())?;
+    let counts: serde_json::Map<String, serde_json::Value> = archive
+        .counts()
+        .into_iter()
+        .map(|(k, n)| (k.name().to_string(), n.into()))
+        .collect();
+    Ok(serde_json::json!({
+        "pykiln_version": crate::VERSION,
+        "python_version": crate::PYTHON_VERSION,
+        "archive_python_version": manifest.python_version,
+        "executable": exe,
+        "executable_size": exe_len,
+        "archive": {
+            "offset": offset,
+            "length": archive.size(),
+            "entries": archive.len(),
+            "counts": counts,
+        },
+        "sqlite_version": crate::sqlite_version(),
+        "app": manifest.app,
+        "distributions": manifest.distributions,
+        "build": manifest.build,
+    }))
+}
+
+/// File offset of `bytes` inside the running executable, from the mapping that holds
+/// them in /proc/self/maps; also returns the executable's size.
+fn locate_in_executable(bytes: &[u8]) -> anyhow::Result<(u64, u64)> {
+    let exe = std::fs::canonicalize("/proc/self/exe").context("reading /proc/self/exe")?;
+    let maps = std::fs::read_to_string("/proc/self/maps").context("reading /proc/self/maps")?;
+    let addr = bytes.as_ptr() as u64;
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(range), Some(_perms), Some(off), Some(_dev), Some(_inode)) =
+            (f.next(), f.next(), f.next(), f.next(), f.next())
+        else {
+            continue;
+        };
+        let path: String = f.collect::<Vec<_>>().join(" ");
+        let Some((lo, hi)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(lo), Ok(hi), Ok(off)) = (
+            u64::from_str_radix(lo, 16),
+            u64::from_str_radix(hi, 16),
+            u64::from_str_radix(off, 16),
+        ) else {
+            continue;
+        };
+        if (lo..hi).contains(&addr) && std::path::Path::new(&path) == exe {
+            let size = std::fs::metadata(&exe).map(|m| m.len()).unwrap_or(0);
+            return Ok((addr - lo + off, size));
+        }
+    }
+    bail!(
+        "the archive is not inside a file mapping of {}",
+        exe.display()
+    )
+}

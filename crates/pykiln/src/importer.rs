@@ -1,0 +1,469 @@
+//! The archive importer: a `sys.meta_path` finder and loader over the pykiln archive.
+//!
+//! Hot paths (`find_spec`, `exec_module`, `get_code`) are Rust; the parts of
+//! `importlib.metadata` and `importlib.resources` that need Python base classes live in
+//! the `_pykiln_support` module (python/_pykiln_support.py), which this importer serves
+//! itself and which calls back into the `_`-prefixed helpers below.
+//!
+//! `__file__` follows zipimport's convention: `<executable>/<package path>/<module>.py`.
+//! Nothing exists at that path; code that needs a real file uses importlib.resources.
+
+use std::borrow::Cow;
+
+use pykiln_archive::{Archive, Entry, EntryKind};
+use pyo3::exceptions::{PyFileNotFoundError, PyImportError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+
+/// Name under which the support module is served.
+const SUPPORT: &str = "_pykiln_support";
+const SUPPORT_SOURCE: &str = include_str!("../python/_pykiln_support.py");
+
+/// The finder/loader object placed on `sys.meta_path`.
+#[pyclass(module = "_pykiln", name = "PykilnImporter", frozen)]
+pub struct Importer {
+    archive: Archive<'static>,
+    /// `<executable>`: the virtual root that origins and `__path__` entries live under.
+    prefix: String,
+    module_spec: Py<PyAny>,
+    fix_co_filename: Py<PyAny>,
+}
+
+/// Put an importer for `archive` on `sys.meta_path`. Runs in the core phase of start-up,
+/// so only builtin and frozen modules may be used here.
+pub fn install(py: Python<'_>, archive: Archive<'static>, exe: &std::path::Path) -> PyResult<()> {
+    let bootstrap = py.import("_frozen_importlib")?;
+    let imp = py.import("_imp")?;
+    let importer = Importer {
+        archive,
+        prefix: exe.to_string_lossy().into_owned(),
+        module_spec: bootstrap.getattr("ModuleSpec")?.unbind(),
+        fix_co_filename: imp.getattr("_fix_co_filename")?.unbind(),
+    };
+    let obj = Bound::new(py, importer)?;
+    py.import("sys")?
+        .getattr("meta_path")?
+        .call_method1("append", (obj,))?;
+    Ok(())
+}
+
+fn import_error(name: &str, msg: impl std::fmt::Display) -> PyErr {
+    PyImportError::new_err(format!("{msg} (module '{name}')"))
+}
+
+fn archive_error(name: &str, e: pykiln_archive::Error) -> PyErr {
+    import_error(name, format!("pykiln archive: {e}"))
+}
+
+impl Importer {
+    fn rel_path(name: &str) -> String {
+        name.replace('.', "/")
+    }
+
+    /// `__file__` of a module entry.
+    fn origin(&self, name: &str, entry: &Entry<'_>) -> String {
+        let rel = Self::rel_path(name);
+        match entry.kind() {
+            EntryKind::Extension => {
+                let file = entry.aux().next().unwrap_or_default();
+                match rel.rsplit_once('/') {
+                    Some((dir, _)) => format!("{}/{dir}/{file}", self.prefix),
+                    None => format!("{}/{file}", self.prefix),
+                }
+            }
+            _ if entry.is_package() => format!("{}/{rel}/__init__.py", self.prefix),
+            _ => format!("{}/{rel}.py", self.prefix),
+        }
+    }
+
+    fn package_dir(&self, name: &str) -> String {
+        format!("{}/{}", self.prefix, Self::rel_path(name))
+    }
+
+    fn entry(&self, name: &str) -> PyResult<Entry<'static>> {
+        self.archive
+            .module(name)
+            .ok_or_else(|| import_error(name, "not in the pykiln archive"))
+    }
+
+    fn spec_name(module: &Bound<'_, PyAny>) -> PyResult<String> {
+        let spec = module.getattr("__spec__")?;
+        if spec.is_none() {
+            return module.getattr("__name__")?.extract();
+        }
+        spec.getattr("name")?.extract()
+    }
+
+    fn make_spec<'py>(
+        slf: &Bound<'py, Self>,
+        name: &str,
+        origin: Option<String>,
+        search: Option<String>,
+        loader: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("origin", origin.as_deref())?;
+        kwargs.set_item("is_package", search.is_some())?;
+        let loader_obj: Bound<'py, PyAny> = if loader {
+            slf.clone().into_any()
+        } else {
+            py.None().into_bound(py)
+        };
+        let spec = this
+            .module_spec
+            .bind(py)
+            .call((name, loader_obj), Some(&kwargs))?;
+        if let Some(dir) = search {
+            spec.setattr("submodule_search_locations", PyList::new(py, [dir])?)?;
+        }
+        if origin.is_some() && loader {
+            spec.setattr("has_location", true)?;
+        }
+        Ok(spec)
+    }
+
+    fn code_object<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+        if name == SUPPORT {
+            let builtins = py.import("builtins")?;
+            return builtins.getattr("compile")?.call1((
+                SUPPORT_SOURCE,
+                "<pykiln>/_pykiln_support.py",
+                "exec",
+            ));
+        }
+        let entry = self.entry(name)?;
+        if entry.kind() != EntryKind::Module {
+            return Err(import_error(
+                name,
+                "is a native extension and has no bytecode",
+            ));
+        }
+        let bytes = entry.read().map_err(|e| archive_error(name, e))?;
+        // SAFETY: the pointer and length describe `bytes`, alive across the call;
+        // PyMarshal_ReadObjectFromString copies what it needs.
+        let code = unsafe {
+            Bound::from_owned_ptr_or_err(
+                py,
+                ffi::PyMarshal_ReadObjectFromString(
+                    bytes.as_ptr().cast(),
+                    bytes.len() as ffi::Py_ssize_t,
+                ),
+            )
+        }
+        .map_err(|e| import_error(name, format!("cannot unmarshal its bytecode: {e}")))?;
+        self.fix_co_filename
+            .bind(py)
+            .call1((&code, self.origin(name, &entry)))?;
+        Ok(code)
+    }
+
+    fn load_extension<'py>(
+        &self,
+        spec: &Bound<'py, PyAny>,
+        name: &str,
+        entry: &Entry<'static>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = spec.py();
+        let needed: Vec<&str> = entry.aux().skip(1).collect();
+        crate::native::ensure_libs(&self.archive, &needed).map_err(|e| import_error(name, e))?;
+        let elf = entry.read().map_err(|e| archive_error(name, e))?;
+        let path = crate::native::materialize(name, &elf).map_err(|e| import_error(name, e))?;
+        tracing::debug!(module = name, path = %path.display(), "loading extension module");
+        // _imp.create_dynamic dlopens spec.origin; point it at the in-memory file for
+        // the duration of the call only.
+        let origin = spec.getattr("origin")?;
+        spec.setattr("origin", path.to_string_lossy().as_ref())?;
+        let result = py.import("_imp")?.getattr("create_dynamic")?.call1((spec,));
+        spec.setattr("origin", origin)?;
+        result
+    }
+
+    /// Resolve `<prefix>/a/b/file` to (package, relative path) of a packed resource.
+    fn resolve_path(&self, path: &str) -> Option<Entry<'static>> {
+        let rel = path.strip_prefix(&self.prefix)?.strip_prefix('/')?;
+        let parts: Vec<&str> = rel.split('/').collect();
+        (1..parts.len()).rev().find_map(|split| {
+            let package = parts[..split].join(".");
+            self.archive.resource(&package, &parts[split..].join("/"))
+        })
+    }
+
+    /// Resources of `package` and of its subpackages, as paths relative to the package.
+    fn resource_paths(&self, package: &str) -> Vec<(String, Entry<'static>)> {
+        let mut out = Vec::new();
+        for e in self
+            .archive
+            .prefixed(EntryKind::Resource, package.as_bytes())
+        {
+            let key = e.key();
+            let Some(nul) = key.iter().position(|&b| b == 0) else {
+                continue;
+            };
+            let (Ok(pkg), Ok(file)) = (
+                std::str::from_utf8(&key[..nul]),
+                std::str::from_utf8(&key[nul + 1..]),
+            ) else {
+                continue;
+            };
+            let sub = if pkg == package {
+                String::new()
+            } else if let Some(rest) = pkg.strip_prefix(package).and_then(|r| r.strip_prefix('.')) {
+                format!("{}/", rest.replace('.', "/"))
+            } else {
+                continue;
+            };
+            out.push((format!("{sub}{file}"), e));
+        }
+        out
+    }
+}
+
+fn read_bytes<'py>(py: Python<'py>, what: &str, e: &Entry<'_>) -> PyResult<Bound<'py, PyBytes>> {
+    let data: Cow<'_, [u8]> = e
+        .read()
+        .map_err(|err| pyo3::exceptions::PyOSError::new_err(format!("{what}: {err}")))?;
+    Ok(PyBytes::new(py, &data))
+}
+
+#[pymethods]
+impl Importer {
+    /// PEP 451 finder: a spec for modules, packages and namespace packages in the archive.
+    #[pyo3(signature = (fullname, path=None, target=None))]
+    fn find_spec<'py>(
+        slf: &Bound<'py, Self>,
+        fullname: &str,
+        path: Option<&Bound<'py, PyAny>>,
+        target: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let _ = (path, target);
+        let this = slf.get();
+        if fullname == SUPPORT {
+            return Self::make_spec(
+                slf,
+                fullname,
+                Some(format!("<pykiln>/{SUPPORT}.py")),
+                None,
+                true,
+            )
+            .map(Some);
+        }
+        if let Some(entry) = this.archive.module(fullname) {
+            let is_pkg = entry.kind() == EntryKind::Module && entry.is_package();
+            let search = is_pkg.then(|| this.package_dir(fullname));
+            return Self::make_spec(
+                slf,
+                fullname,
+                Some(this.origin(fullname, &entry)),
+                search,
+                true,
+            )
+            .map(Some);
+        }
+        if this.archive.has_submodules(fullname) {
+            // PEP 420 namespace package: no loader, the import system supplies one.
+            return Self::make_spec(slf, fullname, None, Some(this.package_dir(fullname)), false)
+                .map(Some);
+        }
+        Ok(None)
+    }
+
+    /// Extension modules are created by the extension machinery; others get the default module.
+    fn create_module<'py>(&self, spec: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let name: String = spec.getattr("name")?.extract()?;
+        if name == SUPPORT {
+            return Ok(None);
+        }
+        let entry = self.entry(&name)?;
+        if entry.kind() == EntryKind::Extension {
+            return self.load_extension(spec, &name, &entry).map(Some);
+        }
+        Ok(None)
+    }
+
+    /// Run the module's bytecode in its namespace (or a multi-phase extension's exec slots).
+    fn exec_module(&self, module: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = module.py();
+        let name = Self::spec_name(module)?;
+        if name != SUPPORT {
+            let entry = self.entry(&name)?;
+            if entry.kind() == EntryKind::Extension {
+                py.import("_imp")?
+                    .getattr("exec_dynamic")?
+                    .call1((module,))?;
+                module.setattr("__file__", self.origin(&name, &entry))?;
+                return Ok(());
+            }
+        }
+        let code = self.code_object(py, &name)?;
+        let globals = module.getattr("__dict__")?;
+        // builtins.exec() (what importlib's loaders use) adds __builtins__ to the
+        // namespace; PyEval_EvalCode does not, and code that reads
+        // module.__dict__['__builtins__'] (pyo3-based extensions do) depends on it.
+        if !globals.contains("__builtins__")? {
+            globals.set_item("__builtins__", py.import("builtins")?)?;
+        }
+        // SAFETY: code and globals are live objects; PyEval_EvalCode returns a new
+        // reference or NULL with an exception set.
+        unsafe {
+            Bound::from_owned_ptr_or_err(
+                py,
+                ffi::PyEval_EvalCode(code.as_ptr(), globals.as_ptr(), globals.as_ptr()),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// InspectLoader: the module's code object.
+    fn get_code<'py>(&self, py: Python<'py>, fullname: &str) -> PyResult<Bound<'py, PyAny>> {
+        self.code_object(py, fullname)
+    }
+
+    /// InspectLoader: the module's source, if it was packed.
+    fn get_source<'py>(
+        &self,
+        py: Python<'py>,
+        fullname: &str,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        if fullname == SUPPORT {
+            return Ok(Some(PyString::new(py, SUPPORT_SOURCE).into_any()));
+        }
+        let entry = self.entry(fullname)?;
+        let Some(src) = entry
+            .read_source()
+            .map_err(|e| archive_error(fullname, e))?
+        else {
+            return Ok(None);
+        };
+        let decode = py
+            .import("_frozen_importlib_external")?
+            .getattr("decode_source")?;
+        decode.call1((PyBytes::new(py, &src),)).map(Some)
+    }
+
+    /// InspectLoader: whether `fullname` is a package.
+    fn is_package(&self, fullname: &str) -> PyResult<bool> {
+        if fullname == SUPPORT {
+            return Ok(false);
+        }
+        Ok(self.entry(fullname)?.is_package())
+    }
+
+    /// ExecutionLoader: the module's (virtual) file name.
+    fn get_filename(&self, fullname: &str) -> PyResult<String> {
+        let entry = self.entry(fullname)?;
+        Ok(self.origin(fullname, &entry))
+    }
+
+    /// ResourceLoader: bytes of a packed file addressed by its virtual path
+    /// (what `pkgutil.get_data` asks for).
+    fn get_data<'py>(&self, py: Python<'py>, path: &str) -> PyResult<Bound<'py, PyBytes>> {
+        match self.resolve_path(path) {
+            Some(e) => read_bytes(py, path, &e),
+            None => Err(PyFileNotFoundError::new_err((
+                2,
+                "No such file in the pykiln archive",
+                path.to_string(),
+            ))),
+        }
+    }
+
+    /// `importlib.resources` reader for a package.
+    fn get_resource_reader<'py>(
+        slf: &Bound<'py, Self>,
+        fullname: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let support = slf.py().import(SUPPORT)?;
+        support
+            .getattr("PackedResourceReader")?
+            .call1((slf, fullname))
+    }
+
+    /// `importlib.metadata` hook: distributions packed in the archive.
+    #[pyo3(signature = (context=None))]
+    fn find_distributions<'py>(
+        slf: &Bound<'py, Self>,
+        context: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let support = slf.py().import(SUPPORT)?;
+        support.getattr("find_distributions")?.call1((slf, context))
+    }
+
+    /// Nothing is cached beyond the archive itself.
+    fn invalidate_caches(&self) {}
+
+    // ---- helpers for _pykiln_support -------------------------------------------------
+
+    /// The virtual root of `__file__` paths.
+    #[getter]
+    fn _prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Relative paths of a package's resources, subpackages' included.
+    fn _resource_names(&self, package: &str) -> Vec<String> {
+        self.resource_paths(package)
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect()
+    }
+
+    /// Bytes of one resource by path relative to the package, or None.
+    fn _resource_bytes<'py>(
+        &self,
+        py: Python<'py>,
+        package: &str,
+        path: &str,
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let full = format!("{}/{}", self.package_dir(package), path);
+        match self.resolve_path(&full) {
+            Some(e) => read_bytes(py, &full, &e).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Names of the packed `.dist-info` directories.
+    fn _distributions(&self) -> Vec<&'static str> {
+        self.archive.distributions()
+    }
+
+    /// A file of a `.dist-info` directory, or None.
+    fn _dist_file<'py>(
+        &self,
+        py: Python<'py>,
+        dist_dir: &str,
+        file: &str,
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        match self.archive.dist_file(dist_dir, file) {
+            Some(e) => read_bytes(py, &format!("{dist_dir}/{file}"), &e).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Immediate submodules of a package (`""` for top level) as (name, is_package).
+    fn _children(&self, package: &str) -> Vec<(&'static str, bool)> {
+        self.archive
+            .children(package)
+            .into_iter()
+            .map(|(n, e)| (n, e.kind() == EntryKind::Module && e.is_package()))
+            .collect()
+    }
+
+    /// Every packed module name (bytecode and extension), sorted.
+    fn _module_names<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let names: Vec<std::borrow::Cow<'static, str>> = self
+            .archive
+            .entries()
+            .filter(|e| matches!(e.kind(), EntryKind::Module | EntryKind::Extension))
+            .map(|e| e.key_lossy())
+            .collect();
+        PyTuple::new(py, names)
+    }
+
+    /// Whether `name` is a packed module or namespace package.
+    fn _is_packed(&self, name: &str) -> bool {
+        self.archive.module(name).is_some() || self.archive.has_submodules(name)
+    }
+}

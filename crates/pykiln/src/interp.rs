@@ -1,0 +1,254 @@
+//! Interpreter setup: an isolated CPython whose imports come from the archive.
+//!
+//! Initialisation is split the way PEP 587 allows: `Py_InitializeFromConfig` with
+//! `_init_main = 0` brings up only the core (builtins, `sys`, the frozen import
+//! machinery); the archive importer goes onto `sys.meta_path`; then
+//! `_Py_InitializeMain` finishes start-up, whose first stdlib imports (`encodings`…)
+//! already come from the archive. `Py_RunMain` then runs the configured command with
+//! CPython's own handling of `SystemExit`, tracebacks and `KeyboardInterrupt`.
+
+use std::ffi::{CStr, CString, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use pykiln_archive::Archive;
+use pyo3::ffi;
+
+unsafe extern "C" {
+    // Part of the PEP 587 multi-phase API; not declared by pyo3-ffi.
+    fn _Py_InitializeMain() -> ffi::PyStatus;
+}
+
+/// What the interpreter runs once it is up.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// The application's `module:function` entry point; `sys.argv` is passed untouched.
+    App {
+        /// `package.module:function`.
+        entry_point: String,
+    },
+    /// A Python command line (`-c`, `-m`, script, REPL) inside the packed environment.
+    Python,
+    /// Import every packed module and report failures.
+    Verify,
+}
+
+/// Bring up the interpreter for `mode` and run it to completion; returns the exit status.
+pub fn run(archive: Archive<'static>, mode: Mode, argv: Vec<OsString>) -> anyhow::Result<i32> {
+    let exe = std::env::current_exe().context("cannot locate the running executable")?;
+    let run_command = match &mode {
+        Mode::App { entry_point } => Some(app_command(entry_point)?),
+        Mode::Verify => Some(VERIFY_COMMAND.to_string()),
+        Mode::Python => None,
+    };
+    let start = std::time::Instant::now();
+    // SAFETY: called once, on the main thread, before any other use of the C API.
+    unsafe {
+        initialize(
+            archive,
+            &exe,
+            &argv,
+            matches!(mode, Mode::Python),
+            run_command.as_deref(),
+        )?
+    };
+    tracing::debug!(elapsed = ?start.elapsed(), "interpreter initialised");
+    // SAFETY: the interpreter is fully initialised and this thread holds the GIL.
+    let code = unsafe { ffi::Py_RunMain() };
+    Ok(code)
+}
+
+const VERIFY_COMMAND: &str = "import sys, _pykiln_support\nsys.exit(_pykiln_support.verify())\n";
+
+/// The `-c` program for an application: SIGTERM ends it like SIGINT would (with a
+/// grace period for threads blocked on stdin), then the entry point runs and its return
+/// value becomes the exit status.
+fn app_command(entry_point: &str) -> anyhow::Result<String> {
+    let (module, func) = entry_point.split_once(':').with_context(|| {
+        format!("entry point '{entry_point}' is not of the form module:function")
+    })?;
+    let ident = |s: &str| {
+        !s.is_empty()
+            && s.split('.')
+                .all(|p| !p.is_empty() && p.chars().all(|c| c == '_' || c.is_alphanumeric()))
+    };
+    if !ident(module) || !ident(func) {
+        bail!("entry point '{entry_point}' is not of the form module:function");
+    }
+    Ok(format!(
+        "import sys, signal\n\
+         def _pykiln_stop(signum, frame):\n\
+         \x20   import os, threading\n\
+         \x20   t = threading.Timer(5.0, os._exit, (128 + signum,))\n\
+         \x20   t.daemon = True\n\
+         \x20   t.start()\n\
+         \x20   raise SystemExit(128 + signum)\n\
+         signal.signal(signal.SIGTERM, _pykiln_stop)\n\
+         from {module} import {func} as _pykiln_entry\n\
+         sys.exit(_pykiln_entry())\n"
+    ))
+}
+
+fn cstring(what: &str, s: &[u8]) -> anyhow::Result<CString> {
+    CString::new(s).with_context(|| format!("{what} contains a NUL byte"))
+}
+
+unsafe fn check(status: ffi::PyStatus, step: &str) -> anyhow::Result<Option<i32>> {
+    unsafe {
+        if ffi::PyStatus_Exception(status) == 0 {
+            return Ok(None);
+        }
+        if ffi::PyStatus_IsExit(status) != 0 {
+            return Ok(Some(status.exitcode));
+        }
+        let text = |p: *const std::os::raw::c_char| {
+            if p.is_null() {
+                String::new()
+            } else {
+                CStr::from_ptr(p).to_string_lossy().into_owned()
+            }
+        };
+        bail!(
+            "{step} failed: {} {}",
+            text(status.func),
+            text(status.err_msg)
+        )
+    }
+}
+
+unsafe fn set_string(
+    config: *mut ffi::PyConfig,
+    field: *mut *mut libc::wchar_t,
+    value: &Path,
+    what: &str,
+) -> anyhow::Result<()> {
+    let c = cstring(what, value.as_os_str().as_bytes())?;
+    unsafe {
+        check(
+            ffi::PyConfig_SetBytesString(config, field, c.as_ptr()),
+            what,
+        )?;
+    }
+    Ok(())
+}
+
+unsafe fn initialize(
+    archive: Archive<'static>,
+    exe: &Path,
+    argv: &[OsString],
+    parse_argv: bool,
+    run_command: Option<&str>,
+) -> anyhow::Result<()> {
+    unsafe {
+        let mut pre = std::mem::MaybeUninit::<ffi::PyPreConfig>::zeroed().assume_init();
+        ffi::PyPreConfig_InitIsolatedConfig(&mut pre);
+        pre.utf8_mode = 1;
+        if let Some(code) = check(ffi::Py_PreInitialize(&pre), "Py_PreInitialize")? {
+            std::process::exit(code);
+        }
+
+        let mut config = std::mem::MaybeUninit::<ffi::PyConfig>::zeroed().assume_init();
+        ffi::PyConfig_InitIsolatedConfig(&mut config);
+        let result = configure(&mut config, exe, argv, parse_argv, run_command).and_then(|()| {
+            check(
+                ffi::Py_InitializeFromConfig(&config),
+                "Py_InitializeFromConfig",
+            )
+        });
+        ffi::PyConfig_Clear(&mut config);
+        if let Some(code) = result? {
+            std::process::exit(code);
+        }
+
+        let py = pyo3::Python::assume_attached();
+        crate::importer::install(py, archive, exe)
+            .map_err(|e| anyhow::anyhow!("installing the archive importer: {e}"))?;
+
+        if let Some(code) = check(_Py_InitializeMain(), "_Py_InitializeMain")? {
+            std::process::exit(code);
+        }
+    }
+    Ok(())
+}
+
+unsafe fn configure(
+    config: &mut ffi::PyConfig,
+    exe: &Path,
+    argv: &[OsString],
+    parse_argv: bool,
+    run_command: Option<&str>,
+) -> anyhow::Result<()> {
+    // Isolated config already means: no PYTHON* variables, no user site, no cwd or
+    // script dir on sys.path. What an isolated config turns off that a program wants:
+    config.install_signal_handlers = 1;
+    config.parse_argv = i32::from(parse_argv);
+    config.site_import = 0;
+    config.write_bytecode = 0;
+    config.pathconfig_warnings = 0;
+    config.buffered_stdio = 1;
+    config._init_main = 0;
+    // An empty, explicitly set search path plus an explicit home: getpath reads no
+    // pyvenv.cfg or ._pth file and sys.path never names a directory.
+    config.module_search_paths_set = 1;
+
+    let home: PathBuf = exe
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"));
+    unsafe {
+        set_string(config, &raw mut config.executable, exe, "executable path")?;
+        set_string(config, &raw mut config.home, &home, "home")?;
+        if let Some(arg0) = argv.first() {
+            set_string(
+                config,
+                &raw mut config.program_name,
+                Path::new(arg0),
+                "argv[0]",
+            )?;
+        }
+        let args: Vec<CString> = argv
+            .iter()
+            .map(|a| cstring("a command-line argument", a.as_bytes()))
+            .collect::<anyhow::Result<_>>()?;
+        let mut ptrs: Vec<*const std::os::raw::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+        check(
+            ffi::PyConfig_SetBytesArgv(config, ptrs.len() as ffi::Py_ssize_t, ptrs.as_mut_ptr()),
+            "setting sys.argv",
+        )?;
+        if let Some(cmd) = run_command {
+            let c = cstring("run command", cmd.as_bytes())?;
+            check(
+                ffi::PyConfig_SetBytesString(config, &mut config.run_command, c.as_ptr()),
+                "setting the run command",
+            )?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_command_runs_the_entry_point() {
+        let c = app_command("pkg.server:main").unwrap();
+        assert!(c.contains("from pkg.server import main as _pykiln_entry"));
+        assert!(c.contains("sys.exit(_pykiln_entry())"));
+    }
+
+    #[test]
+    fn app_command_rejects_injection() {
+        for bad in [
+            "pkg",
+            "pkg:main;import os",
+            "a b:c",
+            ":main",
+            "pkg:",
+            "pkg..x:main",
+        ] {
+            assert!(app_command(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! The pykiln runtime: runs a Python application packed into a pykiln archive.
+//!
+//! The executable embeds a statically linked CPython and the archive (see
+//! `pykiln-archive`). At start it validates the archive, configures an *isolated*
+//! interpreter (no `PYTHON*` variables, no user site, no current directory), installs
+//! the archive importer before anything beyond the frozen core is imported, and runs the
+//! application's entry point. Native extension modules and their shared libraries are
+//! loaded from memory (`memfd_create`), falling back to a private content-addressed cache.
+//!
+//! ```ignore
+//! // src/main.rs of a binary whose build.rs uses pykiln-build:
+//! pykiln::main!();
+//! ```
+//!
+//! `argv[1] == "--pykiln"` selects the launcher console (`info`, `python`, `verify`);
+//! every other argument belongs to the application.
+
+mod console;
+mod importer;
+mod interp;
+mod native;
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use pykiln_archive::Archive;
+
+pub use interp::Mode;
+
+/// Version of the Python this runtime was linked against (e.g. `3.11.7`).
+pub const PYTHON_VERSION: &str = env!("PYKILN_PYTHON_VERSION");
+
+/// Version of pykiln.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Expand to a `main` function that runs the archive the build script produced.
+///
+/// The build script (pykiln-build) sets `PYKILN_ARCHIVE` to the archive path; the bytes
+/// are embedded with `include_bytes!`, so the result stays one file and the kernel maps
+/// the archive lazily with the rest of the executable.
+#[macro_export]
+macro_rules! main {
+    () => {
+        fn main() -> ::std::process::ExitCode {
+            static ARCHIVE: &[u8] = include_bytes!(env!("PYKILN_ARCHIVE"));
+            $crate::run(ARCHIVE)
+        }
+    };
+}
+
+/// Run the packed application (or the `--pykiln` console) and return its exit status.
+pub fn run(archive: &'static [u8]) -> ExitCode {
+    init_logging();
+    match run_inner(archive) {
+        Ok(code) => exit_code(code),
+        Err(e) => {
+            // Errors before Python runs: one clear line on stderr, never a backtrace.
+            eprintln!("pykiln: error: {e:#}");
+            ExitCode::from(70)
+        }
+    }
+}
+
+fn exit_code(code: i32) -> ExitCode {
+    // Exit statuses are 8 bits wide on POSIX; Python does the same truncation.
+    ExitCode::from((code & 0xff) as u8)
+}
+
+fn run_inner(bytes: &'static [u8]) -> anyhow::Result<i32> {
+    let start = std::time::Instant::now();
+    let archive = Archive::open(bytes).context("the embedded pykiln archive is unreadable")?;
+    tracing::debug!(entries = archive.len(), bytes = archive.size(), elapsed = ?start.elapsed(), "archive opened");
+    check_python_version(&archive)?;
+
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "--pykiln") {
+        let rest = args.split_off(2);
+        return console::run(archive, &args[0], rest);
+    }
+    let manifest = archive.manifest()?;
+    let app = manifest
+        .app
+        .context("the archive names no application entry point")?;
+    interp::run(
+        archive,
+        Mode::App {
+            entry_point: app.entry_point,
+        },
+        args,
+    )
+}
+
+fn check_python_version(archive: &Archive<'_>) -> anyhow::Result<()> {
+    let minor: u8 = env!("PYKILN_PYTHON_MINOR").parse().unwrap_or(0);
+    let (amaj, amin) = archive.python_version();
+    if (amaj, amin) != (3, minor) {
+        anyhow::bail!(
+            "the archive holds bytecode for Python {amaj}.{amin} but this runtime embeds Python {PYTHON_VERSION}; \
+             rebuild with the same interpreter (PYO3_PYTHON) for both"
+        );
+    }
+    Ok(())
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("PYKILN_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Version of the SQLite compiled into this executable.
+pub fn sqlite_version() -> String {
+    // SAFETY: sqlite3_libversion returns a pointer to a static NUL-terminated string.
+    unsafe { std::ffi::CStr::from_ptr(libsqlite3_sys::sqlite3_libversion()) }
+        .to_string_lossy()
+        .into_owned()
+}

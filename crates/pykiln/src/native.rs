@@ -1,0 +1,228 @@
+//! Native code from memory: extension modules and the shared libraries they need.
+//!
+//! Each ELF image is written to an anonymous `memfd_create` file and opened through
+//! `/proc/self/fd/N`, so nothing touches the disk. Shared libraries are opened in
+//! dependency order before the extension that needs them; glibc then satisfies the
+//! extension's `DT_NEEDED` by SONAME from the already-loaded copy and never searches
+//! the host's library directories. The memfds stay open for the life of the process:
+//! glibc identifies loaded objects by path, and a reused descriptor number must never
+//! alias a different library.
+//!
+//! Where memfd or /proc is unavailable, images go to a per-user content-addressed cache
+//! (`$XDG_CACHE_HOME/pykiln/native/<sha256>/<name>`, directories 0700, written to a
+//! temporary name and renamed, contents re-hashed before every use).
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::Write as _;
+use std::os::fd::{FromRawFd as _, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use once_cell::sync::Lazy;
+use pykiln_archive::{Archive, EntryKind};
+use sha2::{Digest as _, Sha256};
+
+/// Why a native image could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum NativeError {
+    /// The archive entry could not be read.
+    #[error("{0}")]
+    Archive(#[from] pykiln_archive::Error),
+    /// Neither memfd nor the cache directory worked.
+    #[error("cannot stage native image '{name}': {source}")]
+    Stage {
+        /// Module or SONAME.
+        name: String,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// dlopen refused the library.
+    #[error("cannot load shared library '{soname}': {source}")]
+    Dlopen {
+        /// SONAME.
+        soname: String,
+        /// dlopen's message.
+        source: libloading::Error,
+    },
+}
+
+struct Loaded {
+    sonames: HashSet<String>,
+    fds: Vec<OwnedFd>,
+    libs: Vec<libloading::os::unix::Library>,
+}
+
+static LOADED: Lazy<Mutex<Loaded>> = Lazy::new(|| {
+    Mutex::new(Loaded {
+        sonames: HashSet::new(),
+        fds: Vec::new(),
+        libs: Vec::new(),
+    })
+});
+
+/// Load every packed library in `needed` (and, first, what each of those needs).
+/// SONAMEs not in the archive are the system's (glibc family) and left to ld.so.
+pub fn ensure_libs(archive: &Archive<'static>, needed: &[&str]) -> Result<(), NativeError> {
+    for soname in needed {
+        let Some(entry) = archive.find(EntryKind::SharedLib, soname.as_bytes()) else {
+            continue;
+        };
+        {
+            let mut loaded = LOADED.lock().unwrap_or_else(|p| p.into_inner());
+            // Inserted before recursing, so dependency cycles terminate.
+            if !loaded.sonames.insert(soname.to_string()) {
+                continue;
+            }
+        }
+        let deps: Vec<&str> = entry.aux().collect();
+        ensure_libs(archive, &deps)?;
+        let bytes = entry.read()?;
+        let path = materialize(soname, &bytes)?;
+        tracing::debug!(soname, path = %path.display(), "loading shared library");
+        // SAFETY: loading a library runs its initialisers; these are the libraries the
+        // packed extension modules were linked against.
+        let lib = unsafe {
+            libloading::os::unix::Library::open(Some(&path), libc::RTLD_NOW | libc::RTLD_LOCAL)
+        }
+        .map_err(|source| NativeError::Dlopen {
+            soname: soname.to_string(),
+            source,
+        })?;
+        LOADED
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .libs
+            .push(lib);
+    }
+    Ok(())
+}
+
+/// Make `bytes` available as a file path for dlopen: a memfd if possible, else the cache.
+pub fn materialize(name: &str, bytes: &[u8]) -> Result<PathBuf, NativeError> {
+    let stage = |source| NativeError::Stage {
+        name: name.to_string(),
+        source,
+    };
+    if std::env::var_os("PYKILN_NO_MEMFD").is_none() {
+        match memfd(name, bytes) {
+            Ok(path) => return Ok(path),
+            Err(e) => {
+                tracing::debug!(name, error = %e, "memfd unavailable, using the cache directory")
+            }
+        }
+    }
+    cached(name, bytes).map_err(stage)
+}
+
+fn memfd(name: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
+    let cname = std::ffi::CString::new(name.replace('\0', "_")).map_err(std::io::Error::other)?;
+    // SAFETY: plain syscall with a valid NUL-terminated name.
+    let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd was just returned by memfd_create and is owned by nobody else.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut file = fs::File::from(owned);
+    file.write_all(bytes)?;
+    let path = PathBuf::from(format!("/proc/self/fd/{fd}"));
+    if !path.exists() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "/proc is not mounted",
+        ));
+    }
+    LOADED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .fds
+        .push(OwnedFd::from(file));
+    Ok(path)
+}
+
+/// The per-user cache directory for native images.
+pub fn cache_root() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| Path::new(&h).join(".cache"))
+        })?;
+    Some(base.join("pykiln").join("native"))
+}
+
+fn cached(name: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
+    let root = cache_root()
+        .ok_or_else(|| std::io::Error::other("neither XDG_CACHE_HOME nor HOME is set"))?;
+    let hash = hex(&Sha256::digest(bytes));
+    let dir = root.join(&hash);
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)?;
+    let file_name: String = name
+        .chars()
+        .map(|c| if c == '/' { '_' } else { c })
+        .collect();
+    let path = dir.join(&file_name);
+    if let Ok(existing) = fs::read(&path) {
+        if hex(&Sha256::digest(&existing)) == hash {
+            return Ok(path);
+        }
+        tracing::warn!(path = %path.display(), "cached native image does not match its hash; rewriting it");
+    }
+    let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
+    {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o700)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, &path)?;
+    Ok(path)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memfd_path_holds_the_bytes() {
+        let p = memfd("test-image", b"\x7fELF-not-really").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"\x7fELF-not-really");
+    }
+
+    #[test]
+    fn cache_is_content_addressed_and_private() {
+        let dir = std::env::temp_dir().join(format!("pykiln-native-test-{}", std::process::id()));
+        // SAFETY: tests in this module do not read XDG_CACHE_HOME concurrently.
+        unsafe { std::env::set_var("XDG_CACHE_HOME", &dir) };
+        let a = cached("liba.so.1", b"one").unwrap();
+        let b = cached("liba.so.1", b"two").unwrap();
+        assert_ne!(a, b, "different contents get different paths");
+        assert_eq!(fs::read(&a).unwrap(), b"one");
+        // A tampered file is detected and rewritten.
+        fs::write(&a, b"evil").unwrap();
+        let again = cached("liba.so.1", b"one").unwrap();
+        assert_eq!(fs::read(&again).unwrap(), b"one");
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = fs::metadata(a.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "cache directory is private");
+        let _ = fs::remove_dir_all(dir);
+    }
+}

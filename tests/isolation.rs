@@ -1,0 +1,175 @@
+//! The environment and the current directory never influence what the binary imports,
+//! and the running server maps no host file beyond the glibc family.
+
+mod common;
+
+use common::{Session, binary, exercise_notes_server};
+use std::path::Path;
+use std::process::Command;
+
+fn hostile_dir(root: &Path) -> std::path::PathBuf {
+    let evil = root.join("evil");
+    std::fs::create_dir_all(&evil).unwrap();
+    let marker = root.join("HOSTILE_RAN");
+    let payload = format!(
+        "open({:?}, 'a').write(__name__ + '\\n')\nraise SystemExit('hostile module imported')\n",
+        marker.to_str().unwrap()
+    );
+    for m in [
+        "typing.py",
+        "json.py",
+        "encodings.py",
+        "sitecustomize.py",
+        "usercustomize.py",
+        "mcp.py",
+        "pykiln_notes.py",
+        "sqlite3.py",
+    ] {
+        std::fs::write(evil.join(m), &payload).unwrap();
+        std::fs::write(root.join(m), &payload).unwrap();
+    }
+    std::fs::write(root.join("startup.py"), &payload).unwrap();
+    std::fs::write(root.join("pykiln-notes._pth"), "evil\n").unwrap();
+    std::fs::write(
+        root.join("pyvenv.cfg"),
+        format!("home = {}\n", evil.display()),
+    )
+    .unwrap();
+    marker
+}
+
+#[test]
+fn python_variables_and_cwd_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = hostile_dir(dir.path());
+    // The binary is run from the hostile directory, and a copy sits inside it too
+    // (so ._pth / pyvenv.cfg next to the executable are tried).
+    let copy = dir.path().join("pykiln-notes");
+    std::fs::copy(binary(), &copy).unwrap();
+    for bin in [binary(), copy] {
+        let mut cmd = Command::new(&bin);
+        cmd.current_dir(dir.path())
+            .env("PYTHONPATH", dir.path().join("evil"))
+            .env("PYTHONHOME", dir.path().join("evil"))
+            .env("PYTHONSTARTUP", dir.path().join("startup.py"))
+            .env("PYTHONSAFEPATH", "0")
+            .env("PYTHONUSERBASE", dir.path())
+            .env("PYTHONINSPECT", "1")
+            .env("PYTHONNOUSERSITE", "")
+            .env("PYKILN_NOTES_DB", dir.path().join("notes.db"));
+        let mut s = Session::spawn(cmd);
+        exercise_notes_server(&mut s);
+        assert!(s.finish().success());
+        let out = Command::new(&bin)
+            .current_dir(dir.path())
+            .env("PYTHONPATH", dir.path().join("evil"))
+            .env("PYTHONHOME", dir.path().join("evil"))
+            .args([
+                "--pykiln",
+                "python",
+                "-c",
+                "import json, typing, sys; print(sys.path, sys.flags.isolated)",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "[] 1",
+            "no directory on sys.path, isolated"
+        );
+    }
+    assert!(
+        !marker.exists(),
+        "a hostile module ran: {}",
+        std::fs::read_to_string(&marker).unwrap_or_default()
+    );
+}
+
+/// glibc and its companions: the only host files a packaged server may map.
+fn allowed_host_file(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    [
+        "ld-linux",
+        "libc.so",
+        "libc-",
+        "libm.so",
+        "libm-",
+        "libgcc_s",
+        "libpthread",
+        "libdl.so",
+        "librt.so",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
+        || path.starts_with("/usr/lib/locale/")
+        || path.contains("/gconv/")
+}
+
+#[test]
+fn running_server_maps_no_host_python_or_libraries() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = binary();
+    let mut cmd = Command::new(&bin);
+    cmd.env_clear()
+        .env("PYKILN_NOTES_DB", dir.path().join("n.db"));
+    let mut s = Session::spawn(cmd);
+    exercise_notes_server(&mut s); // loads sqlite3, ssl-free stack, pydantic_core…
+    let pid = s.child.id();
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let exe = std::fs::canonicalize(&bin).unwrap();
+    let mut memfds = 0;
+    let mut offenders = Vec::new();
+    for line in maps.lines() {
+        let Some(path) = line.split_whitespace().nth(5) else {
+            continue;
+        };
+        if path.starts_with("/memfd:") {
+            memfds += 1;
+        } else if path.starts_with('/')
+            && Path::new(path) != exe
+            && !allowed_host_file(path)
+            && !path.ends_with("n.db")
+        {
+            offenders.push(path.to_string());
+        }
+    }
+    offenders.sort();
+    offenders.dedup();
+    assert!(
+        offenders.is_empty(),
+        "host files mapped by the server: {offenders:#?}"
+    );
+    assert!(
+        memfds > 0,
+        "extension modules were loaded from memory:\n{maps}"
+    );
+    assert!(s.finish().success());
+}
+
+#[test]
+fn corrupted_archive_is_a_clear_error() {
+    let bin = binary();
+    let v = common::info(&bin);
+    let offset = v["archive"]["offset"].as_u64().unwrap() as usize;
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = std::fs::read(&bin).unwrap();
+    bytes[offset + pykiln_archive::HEADER_LEN + 5] ^= 0xff; // inside the index
+    let copy = dir.path().join("broken");
+    std::fs::write(&copy, &bytes).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new(&copy).env_clear().output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(70), "{err}");
+    assert!(err.contains("checksum mismatch"), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+}

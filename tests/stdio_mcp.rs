@@ -1,0 +1,246 @@
+//! The packaged demo server speaks MCP over stdio, from a clean environment.
+
+mod common;
+
+use common::{Session, binary, clean_command, exercise_notes_server, info};
+use serde_json::Value;
+
+#[test]
+fn full_mcp_exchange_over_stdio() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Session::spawn(clean_command(&binary(), &dir.path().join("notes.db")));
+    exercise_notes_server(&mut s);
+    let transcript = s.transcript.clone();
+    let status = s.finish();
+    assert!(
+        status.success(),
+        "server exits 0 when stdin closes: {status:?}"
+    );
+    for line in transcript {
+        let v: Value = serde_json::from_str(&line).expect("stdout carries only JSON-RPC");
+        assert_eq!(v["jsonrpc"], "2.0", "{line}");
+    }
+}
+
+#[test]
+fn sqlite_is_the_bundled_one() {
+    let bin = binary();
+    let out = std::process::Command::new(&bin)
+        .args([
+            "--pykiln",
+            "python",
+            "-c",
+            "import sqlite3; print(sqlite3.sqlite_version)",
+        ])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let inside = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let bundled = info(&bin)["sqlite_version"].as_str().unwrap().to_string();
+    assert_eq!(
+        inside, bundled,
+        "Python's sqlite3 uses the SQLite compiled into the binary"
+    );
+    // Debian 12's libsqlite3 is 3.40.1; the bundled one is newer and has FTS5 and math.
+    let parts: Vec<u32> = bundled.split('.').map(|p| p.parse().unwrap()).collect();
+    assert!(
+        parts[0] == 3 && parts[1] >= 45,
+        "bundled SQLite {bundled} is current"
+    );
+    let out = std::process::Command::new(&bin)
+        .args([
+            "--pykiln", "python", "-c",
+            "import sqlite3; c = sqlite3.connect(':memory:'); \
+             c.execute('create virtual table t using fts5(x)'); \
+             print(c.execute('select sqrt(16), json_extract(\\'{\"a\": 2}\\', \\'$.a\\')').fetchone())",
+        ])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "(4.0, 2)",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn info_describes_the_binary() {
+    let bin = binary();
+    let v = info(&bin);
+    assert_eq!(v["app"]["entry_point"], "pykiln_notes.server:main");
+    assert!(
+        v["distributions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["name"] == "mcp" && d["version"] == "2.3.0"),
+        "{v}"
+    );
+    let offset = v["archive"]["offset"].as_u64().unwrap();
+    let length = v["archive"]["length"].as_u64().unwrap();
+    let file = std::fs::read(&bin).unwrap();
+    assert!(offset + length <= file.len() as u64);
+    assert_eq!(
+        &file[offset as usize..offset as usize + 8],
+        pykiln_archive::MAGIC,
+        "offset points at the archive header"
+    );
+    let archive =
+        pykiln_archive::Archive::open(&file[offset as usize..(offset + length) as usize]).unwrap();
+    assert_eq!(
+        archive.len() as u64,
+        v["archive"]["entries"].as_u64().unwrap()
+    );
+}
+
+#[test]
+fn verify_passes_on_the_demo_binary() {
+    let out = std::process::Command::new(binary())
+        .args(["--pykiln", "verify"])
+        .env_clear()
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "verify failed:\n{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(report.contains(" 0 failed"), "{report}");
+    let imported: usize = report
+        .lines()
+        .last()
+        .and_then(|l| l.strip_prefix("verify: "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        imported > 500,
+        "verify imported the stdlib and dependencies: {report}"
+    );
+}
+
+#[test]
+fn python_console_runs_code_and_modules() {
+    let bin = binary();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&bin)
+            .arg("--pykiln")
+            .arg("python")
+            .args(args)
+            .env_clear()
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, _) = run(&[
+        "-c",
+        "import sys, json; print(json.dumps(sys.argv[1:]), sys.executable == sys.argv[0] or sys.executable)",
+        "a b",
+        "--x",
+    ]);
+    assert_eq!(code, Some(0));
+    assert!(out.starts_with("[\"a b\", \"--x\"]"), "{out}");
+    let (code, out, err) = run(&["-m", "json.tool", "--help"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("usage"), "{out}");
+    let (code, _, err) = run(&["-c", "raise SystemExit(7)"]);
+    assert_eq!(code, Some(7), "{err}");
+    let (code, _, err) = run(&["-c", "1/0"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("ZeroDivisionError") && err.contains("Traceback"),
+        "{err}"
+    );
+}
+
+#[test]
+fn server_arguments_and_exit_status_pass_through() {
+    let bin = binary();
+    let out = std::process::Command::new(&bin)
+        .arg("--version")
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("pykiln-notes 0.1.0"));
+    let out = std::process::Command::new(&bin)
+        .arg("--transport")
+        .arg("carrier-pigeon")
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "argparse's usage error status");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid choice"));
+    // Unopenable database: the server's own error, exit 2.
+    let out = std::process::Command::new(&bin)
+        .args(["--db", "/proc/nonexistent/x.db"])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty(), "nothing on stdout");
+}
+
+#[test]
+fn tracebacks_show_app_source_lines() {
+    let out = std::process::Command::new(binary())
+        .args([
+            "--pykiln",
+            "python",
+            "-c",
+            "from pykiln_notes.store import NoteStore; NoteStore(':memory:').get(5)",
+        ])
+        .env_clear()
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("pykiln_notes/store.py"), "{err}");
+    assert!(
+        err.contains("raise NoteError(f\"no note with id {note_id}\")"),
+        "source line shown: {err}"
+    );
+}
+
+#[test]
+fn sigterm_ends_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Session::spawn(clean_command(&binary(), &dir.path().join("n.db")));
+    s.initialize();
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc_kill(s.child.id() as i32, 15) };
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = s.child.try_wait().unwrap() {
+            use std::os::unix::process::ExitStatusExt as _;
+            assert!(
+                status.code() == Some(143) || status.signal() == Some(15),
+                "{status:?}"
+            );
+            break;
+        }
+        assert!(start.elapsed() < common::TIMEOUT, "server ignored SIGTERM");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
