@@ -132,6 +132,11 @@ pub struct Manifest {
     /// Free-form build settings (compression level, exclusions…), sorted.
     #[serde(default)]
     pub build: std::collections::BTreeMap<String, String>,
+    /// Packed modules that also fail to import in a plain environment on the build
+    /// machine (optional dependency missing, other platform), with the error there.
+    /// `--pykiln verify` reports these without counting them as packaging failures.
+    #[serde(default)]
+    pub expected_import_failures: std::collections::BTreeMap<String, String>,
 }
 
 /// The packed application.

@@ -63,6 +63,7 @@ fn sample() -> Vec<u8> {
             version: "2.3.0".into(),
         }],
         build: Default::default(),
+        expected_import_failures: Default::default(),
     })
     .unwrap();
     w.finish().unwrap()

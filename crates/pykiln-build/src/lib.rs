@@ -14,6 +14,7 @@
 //! app, native extensions and the closure of the non-glibc libraries they need; compile
 //! bytecode with the same interpreter (cached by content); write the archive.
 
+mod baseline;
 mod collect;
 mod compile;
 mod install;
@@ -293,6 +294,34 @@ impl App {
         }
         distributions.sort();
 
+        // Modules of the stdlib and the dependencies that fail in a plain environment
+        // too; the app's own modules are always expected to import.
+        let third_party: Vec<&str> = collected
+            .modules
+            .iter()
+            .filter(|(_, m)| m.layer != Layer::App)
+            .map(|(n, _)| n.as_str())
+            .chain(collected.extensions.keys().map(String::as_str))
+            .collect();
+        let expected_import_failures = baseline::import_failures(
+            &python.interpreter,
+            std::slice::from_ref(&site),
+            &third_party,
+            self.excludes.patterns(),
+            &cache,
+            &mut warnings,
+        )?
+        .into_iter()
+        // The archive records no build-machine paths.
+        .map(|(m, e)| {
+            (
+                m,
+                e.replace(&*site.to_string_lossy(), "<site-packages>")
+                    .replace(&*python.stdlib.to_string_lossy(), "<stdlib>"),
+            )
+        })
+        .collect();
+
         let mut build = BTreeMap::new();
         build.insert("zstd_level".to_string(), self.level.to_string());
         build.insert(
@@ -313,6 +342,7 @@ impl App {
             }),
             distributions,
             build,
+            expected_import_failures,
         })?;
         let entries = w.len();
         let bytes = w.finish()?;

@@ -31,6 +31,11 @@ impl Excludes {
         self.patterns.push(pattern.into());
     }
 
+    /// The patterns, in order.
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
+    }
+
     /// Whether `module` or a package above it matches a pattern.
     pub fn excludes(&self, module: &str) -> bool {
         let mut end = 0;

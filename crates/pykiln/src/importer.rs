@@ -462,6 +462,14 @@ impl Importer {
         PyTuple::new(py, names)
     }
 
+    /// Modules that fail to import on the build machine outside pykiln too (module → error).
+    fn _expected_failures(&self) -> std::collections::BTreeMap<String, String> {
+        self.archive
+            .manifest()
+            .map(|m| m.expected_import_failures)
+            .unwrap_or_default()
+    }
+
     /// Whether `name` is a packed module or namespace package.
     fn _is_packed(&self, name: &str) -> bool {
         self.archive.module(name).is_some() || self.archive.has_submodules(name)

@@ -1,0 +1,87 @@
+//! Which packed modules fail to import in a plain environment (cached by content).
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::Context as _;
+use sha2::{Digest as _, Sha256};
+
+const SCRIPT: &str = include_str!("../python/baseline.py");
+
+/// Import `modules` with `paths` prepended to `sys.path` in a fresh interpreter and
+/// return the failures. A crashed baseline run yields a warning and no baseline.
+pub fn import_failures(
+    python: &Path,
+    paths: &[PathBuf],
+    modules: &[&str],
+    excludes: &[String],
+    cache: &Path,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut h = Sha256::new();
+    h.update(SCRIPT);
+    h.update(python.as_os_str().as_encoded_bytes());
+    for p in paths {
+        h.update(p.as_os_str().as_encoded_bytes());
+        h.update([0]);
+    }
+    for m in modules
+        .iter()
+        .copied()
+        .chain(excludes.iter().map(String::as_str))
+    {
+        h.update(m.as_bytes());
+        h.update([0]);
+    }
+    let key: String = h
+        .finalize()
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let dir = cache.join("baseline");
+    let file = dir.join(format!("{key}.json"));
+    if let Ok(text) = std::fs::read_to_string(&file) {
+        if let Ok(map) = serde_json::from_str(&text) {
+            return Ok(map);
+        }
+    }
+    let input = serde_json::to_vec(
+        &serde_json::json!({ "paths": paths, "modules": modules, "excludes": excludes }),
+    )?;
+    let mut child = Command::new(python)
+        .args(["-I", "-S", "-c", SCRIPT])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", python.display()))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(&input)?;
+    }
+    let out = child.wait_with_output()?;
+    let last = out
+        .stdout
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .next_back()
+        .unwrap_or_default();
+    match serde_json::from_slice::<BTreeMap<String, String>>(last) {
+        Ok(map) => {
+            std::fs::create_dir_all(&dir)?;
+            let tmp = dir.join(format!("{key}.{}.tmp", std::process::id()));
+            std::fs::write(&tmp, serde_json::to_vec(&map)?)?;
+            std::fs::rename(&tmp, &file)?;
+            Ok(map)
+        }
+        Err(_) => {
+            warnings.push(format!(
+                "the import baseline run failed (exit status {:?}); `--pykiln verify` will count every import failure",
+                out.status.code()
+            ));
+            Ok(BTreeMap::new())
+        }
+    }
+}
