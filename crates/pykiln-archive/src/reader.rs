@@ -27,12 +27,7 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 }
 
 /// `base[off..off+len]` with every overflow and bound turned into an error.
-fn range<'a>(
-    base: &'a [u8],
-    off: u64,
-    len: u64,
-    what: impl FnOnce() -> String,
-) -> Result<&'a [u8], Error> {
+fn range(base: &[u8], off: u64, len: u64, what: impl FnOnce() -> String) -> Result<&[u8], Error> {
     let end = off.checked_add(len);
     match end {
         Some(end) if end <= base.len() as u64 => Ok(&base[off as usize..end as usize]),

@@ -65,8 +65,7 @@ pub fn import_failures(
     let last = out
         .stdout
         .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .next_back()
+        .rfind(|l| !l.is_empty())
         .unwrap_or_default();
     match serde_json::from_slice::<BTreeMap<String, String>>(last) {
         Ok(map) => {

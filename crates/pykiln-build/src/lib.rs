@@ -1,10 +1,8 @@
 //! Build a pykiln archive from a Python project, from a `build.rs`.
 //!
 //! ```no_run
-//! // build.rs of the binary crate; src/main.rs is `pykiln::main!();`
-//! fn main() {
-//!     pykiln_build::App::from_project("examples/notes-server").run_build_script();
-//! }
+//! // build.rs of the binary crate (whose src/main.rs is `pykiln::main!();`):
+//! pykiln_build::App::from_project("examples/notes-server").run_build_script();
 //! ```
 //!
 //! The pipeline: find the interpreter (the one pyo3 links, see `pykiln-pyconfig`);
