@@ -60,28 +60,19 @@ fn python_variables_and_cwd_change_nothing() {
         let mut s = Session::spawn(cmd);
         exercise_notes_server(&mut s);
         assert!(s.finish().success());
-        let out = Command::new(&bin)
-            .current_dir(dir.path())
-            .env("PYTHONPATH", dir.path().join("evil"))
-            .env("PYTHONHOME", dir.path().join("evil"))
-            .args([
-                "--pykiln",
-                "python",
-                "-c",
-                "import json, typing, sys; print(sys.path, sys.flags.isolated)",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = common::stdout_of(
+            Command::new(&bin)
+                .current_dir(dir.path())
+                .env("PYTHONPATH", dir.path().join("evil"))
+                .env("PYTHONHOME", dir.path().join("evil"))
+                .args([
+                    "--pykiln",
+                    "python",
+                    "-c",
+                    "import json, typing, sys; print(sys.path, sys.flags.isolated)",
+                ]),
         );
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout).trim(),
-            "[] 1",
-            "no directory on sys.path, isolated"
-        );
+        assert_eq!(out.trim(), "[] 1", "no directory on sys.path, isolated");
     }
     assert!(
         !marker.exists(),

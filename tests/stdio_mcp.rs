@@ -25,22 +25,18 @@ fn full_mcp_exchange_over_stdio() {
 #[test]
 fn sqlite_is_the_bundled_one() {
     let bin = binary();
-    let out = std::process::Command::new(&bin)
-        .args([
-            "--pykiln",
-            "python",
-            "-c",
-            "import sqlite3; print(sqlite3.sqlite_version)",
-        ])
-        .env_clear()
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let inside = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let inside = common::stdout_of(
+        std::process::Command::new(&bin)
+            .args([
+                "--pykiln",
+                "python",
+                "-c",
+                "import sqlite3; print(sqlite3.sqlite_version)",
+            ])
+            .env_clear(),
+    )
+    .trim()
+    .to_string();
     let bundled = info(&bin)["sqlite_version"].as_str().unwrap().to_string();
     assert_eq!(
         inside, bundled,

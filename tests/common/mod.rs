@@ -265,3 +265,17 @@ pub fn info(bin: &Path) -> Value {
     );
     serde_json::from_slice(&out.stdout).expect("info prints JSON")
 }
+
+/// Run `cmd` to completion and return its stdout, failing the test (with stderr) if it
+/// exits non-zero.
+pub fn stdout_of(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run command");
+    assert!(
+        out.status.success(),
+        "{:?} failed ({:?}):\n{}",
+        cmd,
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

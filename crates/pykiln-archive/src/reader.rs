@@ -122,7 +122,9 @@ impl<'a> Archive<'a> {
 
         let stored = u64_at(bytes, header::CHECKSUM);
         let computed = format::checksum(&[&bytes[..header::CHECKSUM], index, strings]);
-        if stored != computed {
+        // Under the fuzzer the checksums are not enforced, so mutations reach the
+        // record validation and decoding paths behind them.
+        if stored != computed && !cfg!(fuzzing) {
             return Err(Error::MetaChecksum { stored, computed });
         }
 
@@ -314,19 +316,28 @@ impl<'a> Archive<'a> {
         out
     }
 
+    /// Entries of `kind` whose key is `group\0name`, as (name, entry) in name order.
+    fn grouped<'s>(
+        &'s self,
+        kind: EntryKind,
+        group: &str,
+    ) -> impl Iterator<Item = (&'a str, Entry<'a>)> + 's {
+        let mut prefix = group.as_bytes().to_vec();
+        prefix.push(0);
+        let plen = prefix.len();
+        let start = self.lower_bound(kind, &prefix);
+        (start..self.count)
+            .map_while(move |i| self.entry(i))
+            .take_while(move |e| e.kind == kind && e.key.starts_with(&prefix))
+            .filter_map(move |e| Some((std::str::from_utf8(&e.key[plen..]).ok()?, e)))
+    }
+
     /// Resources of `package` as (relative path, entry), in path order.
     pub fn resources<'s>(
         &'s self,
         package: &str,
     ) -> impl Iterator<Item = (&'a str, Entry<'a>)> + 's {
-        let mut prefix = package.as_bytes().to_vec();
-        prefix.push(0);
-        let plen = prefix.len();
-        let start = self.lower_bound(EntryKind::Resource, &prefix);
-        (start..self.count)
-            .map_while(move |i| self.entry(i))
-            .take_while(move |e| e.kind == EntryKind::Resource && e.key.starts_with(&prefix))
-            .filter_map(move |e| Some((std::str::from_utf8(&e.key[plen..]).ok()?, e)))
+        self.grouped(EntryKind::Resource, package)
     }
 
     /// One resource of `package`.
@@ -356,14 +367,7 @@ impl<'a> Archive<'a> {
         &'s self,
         dist_dir: &str,
     ) -> impl Iterator<Item = (&'a str, Entry<'a>)> + 's {
-        let mut prefix = dist_dir.as_bytes().to_vec();
-        prefix.push(0);
-        let plen = prefix.len();
-        let start = self.lower_bound(EntryKind::DistFile, &prefix);
-        (start..self.count)
-            .map_while(move |i| self.entry(i))
-            .take_while(move |e| e.kind == EntryKind::DistFile && e.key.starts_with(&prefix))
-            .filter_map(move |e| Some((std::str::from_utf8(&e.key[plen..]).ok()?, e)))
+        self.grouped(EntryKind::DistFile, dist_dir)
     }
 
     /// One file of a `.dist-info` directory.
@@ -491,7 +495,7 @@ impl<'a> Entry<'a> {
         let stored = range(self.data, blob.offset, blob.stored as u64, || {
             format!("{} entry '{}'", self.kind, self.key_lossy())
         })?;
-        if format::blob_checksum(stored) != blob.checksum {
+        if format::blob_checksum(stored) != blob.checksum && !cfg!(fuzzing) {
             return Err(Error::EntryChecksum {
                 kind: self.kind,
                 key: self.key_lossy().into_owned(),

@@ -168,6 +168,8 @@ unsafe fn initialize(
         if let Some(code) = check(_Py_InitializeMain(), "_Py_InitializeMain")? {
             std::process::exit(code);
         }
+        crate::importer::install_excepthook(py)
+            .map_err(|e| anyhow::anyhow!("installing sys.excepthook: {e}"))?;
     }
     Ok(())
 }
