@@ -122,3 +122,21 @@ fn native_code_falls_back_to_a_private_cache_without_memfd() {
         );
     }
 }
+
+#[test]
+fn pep_420_namespace_packages_import() {
+    // opentelemetry (a dependency of mcp) ships `opentelemetry` and
+    // `opentelemetry.util` without __init__.py.
+    let (ok, out, err) = python(
+        "import sys, importlib.util, opentelemetry.util as u, opentelemetry.util.types as t\n\
+         print(u.__spec__.origin, getattr(u, '__file__', None), type(u.__loader__).__name__)\n\
+         print(list(u.__path__) == [sys.executable + '/opentelemetry/util'])\n\
+         print(importlib.util.find_spec('opentelemetry.util.types').origin == sys.executable + '/opentelemetry/util/types.py')\n",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["None None NamespaceLoader", "True", "True"],
+        "{out}"
+    );
+}

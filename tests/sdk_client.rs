@@ -22,13 +22,14 @@ fn node(args: &[&str]) -> std::process::Output {
         .current_dir(js_dir())
         .arg("client.mjs")
         .args(args)
-        .stderr(Stdio::inherit())
         .output()
         .expect("node is installed");
     assert!(
         out.status.success(),
-        "SDK client failed: {}",
-        String::from_utf8_lossy(&out.stdout)
+        "SDK client failed ({:?}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
     out
 }
@@ -68,11 +69,17 @@ fn typescript_sdk_over_streamable_http() {
         .env_clear()
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
     let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    // A connection whose two ends are the same socket is TCP self-connect (the probe's
+    // ephemeral source port happened to equal `port`), not the server listening.
+    let listening = || {
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .is_ok_and(|c| c.local_addr().ok() != c.peer_addr().ok())
+    };
+    while !listening() {
         assert!(
             start.elapsed() < common::TIMEOUT,
             "HTTP server did not start listening"

@@ -30,7 +30,7 @@ mod writer;
 
 pub use format::{EntryKind, FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_ENTRY_LEN, RECORD_LEN};
 pub use reader::{Archive, Entry};
-pub use writer::{ArchiveWriter, WriteError};
+pub use writer::{ArchiveWriter, Compressor, WriteError};
 
 use serde::{Deserialize, Serialize};
 

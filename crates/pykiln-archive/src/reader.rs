@@ -476,6 +476,16 @@ impl<'a> Entry<'a> {
         self.flags & flags::PRIMARY_ZSTD == 0
     }
 
+    /// The primary blob exactly as stored (compressed or not, unverified): lets a
+    /// caller that mapped the archive release those pages once it has read them.
+    pub fn stored_bytes(&self) -> &'a [u8] {
+        let start = (self.primary.offset as usize).min(self.data.len());
+        let end = start
+            .saturating_add(self.primary.stored as usize)
+            .min(self.data.len());
+        &self.data[start..end]
+    }
+
     /// The primary blob (bytecode, file contents…), checksum-verified and decompressed.
     pub fn read(&self) -> Result<Cow<'a, [u8]>, Error> {
         self.read_blob(self.primary, self.flags & flags::PRIMARY_ZSTD != 0)
@@ -519,7 +529,7 @@ impl<'a> Entry<'a> {
                 ),
             ));
         }
-        let out = zstd::bulk::decompress(stored, blob.raw as usize)
+        let out = decompress(stored, blob.raw as usize)
             .map_err(|e| self.decompress_error(abs, e.to_string()))?;
         if out.len() != blob.raw as usize {
             return Err(self.decompress_error(
@@ -538,4 +548,23 @@ impl<'a> Entry<'a> {
             reason,
         }
     }
+}
+
+thread_local! {
+    // One decompression context per thread: creating a zstd context for each of the
+    // hundreds of small blobs read at start-up costs more than decompressing them.
+    static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
+}
+
+fn decompress(stored: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    DCTX.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
+        }
+        match slot.as_mut() {
+            Some(d) => d.decompress(stored, capacity),
+            None => zstd::bulk::decompress(stored, capacity),
+        }
+    })
 }

@@ -65,10 +65,15 @@ struct Pending {
     secondary: Option<Vec<u8>>,
 }
 
+/// Compresses one blob at a level into a zstd frame. The default is
+/// `zstd::bulk::compress`; a build tool can supply one that caches results.
+pub type Compressor = dyn Fn(&[u8], i32) -> std::io::Result<Vec<u8>> + Sync;
+
 /// Collects entries, then writes them sorted, compressed and checksummed.
 pub struct ArchiveWriter {
     python: (u8, u8),
     level: i32,
+    compressor: Option<Box<Compressor>>,
     entries: BTreeMap<(EntryKind, Vec<u8>), Pending>,
 }
 
@@ -78,8 +83,16 @@ impl ArchiveWriter {
         ArchiveWriter {
             python,
             level: 12,
+            compressor: None,
             entries: BTreeMap::new(),
         }
+    }
+
+    /// Use `f` instead of plain zstd to make each frame (it must produce a zstd frame
+    /// that decompresses to its input, e.g. a cached copy of one).
+    pub fn compressor(mut self, f: Box<Compressor>) -> Self {
+        self.compressor = Some(f);
+        self
     }
 
     /// zstd level for every compressed blob (default 12).
@@ -296,7 +309,9 @@ impl ArchiveWriter {
     pub fn finish(self) -> Result<Vec<u8>, WriteError> {
         let level = self.level;
         let items: Vec<((EntryKind, Vec<u8>), Pending)> = self.entries.into_iter().collect();
-        let compressed = compress_all(&items, level)?;
+        let default: &Compressor = &|raw: &[u8], level| zstd::bulk::compress(raw, level);
+        let compressed =
+            compress_all(&items, level, self.compressor.as_deref().unwrap_or(default))?;
 
         let mut strings = Vec::new();
         let mut index = Vec::with_capacity(items.len() * RECORD_LEN);
@@ -361,50 +376,61 @@ type Packed = ((Vec<u8>, bool), Option<(Vec<u8>, bool)>);
 fn compress_all(
     items: &[((EntryKind, Vec<u8>), Pending)],
     level: i32,
+    compressor: &Compressor,
 ) -> Result<Vec<Packed>, WriteError> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .max(1);
-    let chunk = items.len().div_ceil(threads).max(1);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = items
-            .chunks(chunk)
-            .map(|part| {
-                s.spawn(move || {
-                    part.iter()
-                        .map(|((kind, key), p)| {
-                            let err = |e: std::io::Error| WriteError::Compress {
-                                kind: *kind,
-                                key: String::from_utf8_lossy(key).into_owned(),
-                                reason: e.to_string(),
-                            };
-                            let primary = pack(&p.primary, level).map_err(err)?;
-                            let secondary = match &p.secondary {
-                                Some(s) => Some(pack(s, level).map_err(err)?),
-                                None => None,
-                            };
-                            Ok((primary, secondary))
-                        })
-                        .collect::<Result<Vec<Packed>, WriteError>>()
+        .clamp(1, items.len().max(1));
+    // Work is handed out one entry at a time: a few large native libraries dominate,
+    // and fixed chunks would leave a thread idle while another compresses them.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let pack_one =
+        |((kind, key), p): &((EntryKind, Vec<u8>), Pending)| -> Result<Packed, WriteError> {
+            let err = |e: std::io::Error| WriteError::Compress {
+                kind: *kind,
+                key: String::from_utf8_lossy(key).into_owned(),
+                reason: e.to_string(),
+            };
+            let primary = pack(&p.primary, level, compressor).map_err(err)?;
+            let secondary = match &p.secondary {
+                Some(s) => Some(pack(s, level, compressor).map_err(err)?),
+                None => None,
+            };
+            Ok((primary, secondary))
+        };
+    let mut done: Vec<(usize, Packed)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(item) = items.get(i) else {
+                            return Ok(mine);
+                        };
+                        mine.push((i, pack_one(item)?));
+                    }
                 })
             })
             .collect();
-        let mut out = Vec::with_capacity(items.len());
+        let mut all = Vec::with_capacity(items.len());
         for h in handles {
             match h.join() {
-                Ok(part) => out.extend(part?),
+                Ok(part) => all.extend(part?),
                 Err(panic) => std::panic::resume_unwind(panic),
             }
         }
-        Ok(out)
-    })
+        Ok::<_, WriteError>(all)
+    })?;
+    done.sort_by_key(|(i, _)| *i);
+    Ok(done.into_iter().map(|(_, p)| p).collect())
 }
 
-fn pack(raw: &[u8], level: i32) -> std::io::Result<(Vec<u8>, bool)> {
+fn pack(raw: &[u8], level: i32, compressor: &Compressor) -> std::io::Result<(Vec<u8>, bool)> {
     if raw.len() < MIN_COMPRESS_LEN {
         return Ok((raw.to_vec(), false));
     }
-    let z = zstd::bulk::compress(raw, level)?;
+    let z = compressor(raw, level)?;
     Ok(if z.len() < raw.len() {
         (z, true)
     } else {

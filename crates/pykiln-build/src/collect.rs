@@ -260,7 +260,7 @@ impl<'a> Collector<'a> {
     pub fn walk_site(&mut self, site: &Path) {
         for (name, path, is_dir) in sorted_entries(site) {
             if is_dir {
-                if let Some(_dist) = name.strip_suffix(".dist-info") {
+                if name.ends_with(".dist-info") {
                     for e in walkdir::WalkDir::new(&path)
                         .sort_by_file_name()
                         .into_iter()

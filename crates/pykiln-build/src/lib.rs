@@ -221,8 +221,14 @@ impl App {
             Some(_) => {}
         }
 
+        let zstd_cache = cache.join("zstd");
+        std::fs::create_dir_all(&zstd_cache)
+            .with_context(|| format!("creating {}", zstd_cache.display()))?;
         let mut w = ArchiveWriter::new((python.major as u8, python.minor as u8))
-            .compression_level(self.level);
+            .compression_level(self.level)
+            .compressor(Box::new(move |raw: &[u8], level: i32| {
+                cached_compress(&zstd_cache, raw, level)
+            }));
         for (name, m) in &collected.modules {
             let code = std::fs::read(&compiled[&m.path].code_path)?;
             let source = if m.layer == Layer::App || self.stdlib_sources {
@@ -354,6 +360,31 @@ impl App {
             entries,
         })
     }
+}
+
+/// zstd frames cached by content and level: after a one-file edit only that file's
+/// blob is compressed again. A cached frame is used only if it decompresses to `raw`.
+fn cached_compress(dir: &Path, raw: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    use sha2::{Digest as _, Sha256};
+    let key: String = Sha256::digest(raw)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let path = dir.join(format!("{key}-{level}.zst"));
+    if let Ok(frame) = std::fs::read(&path) {
+        if zstd::bulk::decompress(&frame, raw.len()).is_ok_and(|d| d == raw) {
+            return Ok(frame);
+        }
+    }
+    let frame = zstd::bulk::compress(raw, level)?;
+    let tmp = dir.join(format!(
+        ".{key}-{level}.{}.{:?}.tmp",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::write(&tmp, &frame)?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(frame)
 }
 
 fn distribution_of(metadata: &[u8]) -> Option<Distribution> {

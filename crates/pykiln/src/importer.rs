@@ -197,6 +197,7 @@ impl Importer {
         let needed: Vec<&str> = entry.aux().skip(1).collect();
         crate::native::ensure_libs(&self.archive, &needed).map_err(|e| import_error(name, e))?;
         let elf = entry.read().map_err(|e| archive_error(name, e))?;
+        crate::native::release_pages(entry.stored_bytes());
         let path = crate::native::materialize(name, &elf).map_err(|e| import_error(name, e))?;
         tracing::debug!(module = name, path = %path.display(), "loading extension module");
         // _imp.create_dynamic dlopens spec.origin; point it at the in-memory file for

@@ -79,6 +79,7 @@ pub fn ensure_libs(archive: &Archive<'static>, needed: &[&str]) -> Result<(), Na
         let deps: Vec<&str> = entry.aux().collect();
         ensure_libs(archive, &deps)?;
         let bytes = entry.read()?;
+        release_pages(entry.stored_bytes());
         let path = materialize(soname, &bytes)?;
         tracing::debug!(soname, path = %path.display(), "loading shared library");
         // SAFETY: loading a library runs its initialisers; these are the libraries the
@@ -97,6 +98,20 @@ pub fn ensure_libs(archive: &Archive<'static>, needed: &[&str]) -> Result<(), Na
             .push(lib);
     }
     Ok(())
+}
+
+/// Drop the resident pages of an archive range that has been read and is not needed
+/// again (a native image, once copied out): they belong to the executable's read-only
+/// file mapping, so they stay in the page cache and re-fault if ever touched again.
+pub fn release_pages(bytes: &[u8]) {
+    const PAGE: usize = 4096;
+    let start = (bytes.as_ptr() as usize).div_ceil(PAGE) * PAGE;
+    let end = (bytes.as_ptr() as usize + bytes.len()) / PAGE * PAGE;
+    if end > start {
+        // SAFETY: [start, end) lies inside `bytes`, a read-only mapping of the executable
+        // that nothing writes; MADV_DONTNEED on it only discards cached copies.
+        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+    }
 }
 
 /// Make `bytes` available as a file path for dlopen: a memfd if possible, else the cache.
