@@ -61,9 +61,11 @@ pub fn run(archive: Archive<'static>, mode: Mode, argv: Vec<OsString>) -> anyhow
 
 const VERIFY_COMMAND: &str = "import sys, _pykiln_support\nsys.exit(_pykiln_support.verify())\n";
 
-/// The `-c` program for an application: SIGTERM ends it like SIGINT would (with a
-/// grace period for threads blocked on stdin), then the entry point runs and its return
-/// value becomes the exit status.
+/// The `-c` program for an application. SIGTERM ends it as cleanly as Ctrl-C: when an
+/// event loop has installed its own SIGINT handler (asyncio's cancels the main task),
+/// SIGTERM goes through that handler instead of raising inside arbitrary code, which
+/// would corrupt the loop's cancel scopes; otherwise it raises SystemExit. Either way
+/// the exit status is 143, and threads still blocked on stdin get five seconds.
 fn app_command(entry_point: &str) -> anyhow::Result<String> {
     let (module, func) = entry_point.split_once(':').with_context(|| {
         format!("entry point '{entry_point}' is not of the form module:function")
@@ -78,15 +80,27 @@ fn app_command(entry_point: &str) -> anyhow::Result<String> {
     }
     Ok(format!(
         "import sys, signal\n\
+         _pykiln_terminated = False\n\
          def _pykiln_stop(signum, frame):\n\
+         \x20   global _pykiln_terminated\n\
          \x20   import os, threading\n\
+         \x20   _pykiln_terminated = True\n\
          \x20   t = threading.Timer(5.0, os._exit, (128 + signum,))\n\
          \x20   t.daemon = True\n\
          \x20   t.start()\n\
+         \x20   on_int = signal.getsignal(signal.SIGINT)\n\
+         \x20   if callable(on_int) and on_int is not signal.default_int_handler:\n\
+         \x20       return on_int(signal.SIGINT, frame)\n\
          \x20   raise SystemExit(128 + signum)\n\
          signal.signal(signal.SIGTERM, _pykiln_stop)\n\
          from {module} import {func} as _pykiln_entry\n\
-         sys.exit(_pykiln_entry())\n"
+         try:\n\
+         \x20   _pykiln_status = _pykiln_entry()\n\
+         except KeyboardInterrupt:\n\
+         \x20   if not _pykiln_terminated:\n\
+         \x20       raise\n\
+         \x20   _pykiln_status = 128 + signal.SIGTERM\n\
+         sys.exit(_pykiln_status)\n"
     ))
 }
 
