@@ -251,7 +251,23 @@ mod tests {
     fn app_command_runs_the_entry_point() {
         let c = app_command("pkg.server:main").unwrap();
         assert!(c.contains("from pkg.server import main as _pykiln_entry"));
-        assert!(c.contains("sys.exit(_pykiln_entry())"));
+        assert!(c.contains("_pykiln_status = _pykiln_entry()"));
+        assert!(c.trim_end().ends_with("sys.exit(_pykiln_status)"));
+        // The program is valid Python (the interpreter that built this crate checks it).
+        let out = std::process::Command::new("python3")
+            .args([
+                "-I",
+                "-c",
+                "import sys; compile(sys.argv[1], '<pykiln>', 'exec')",
+                &c,
+            ])
+            .output()
+            .expect("python3 runs");
+        assert!(
+            out.status.success(),
+            "{}\n{c}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     #[test]
