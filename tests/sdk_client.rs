@@ -73,11 +73,19 @@ fn typescript_sdk_over_streamable_http() {
         .spawn()
         .unwrap();
     let start = Instant::now();
-    // A connection whose two ends are the same socket is TCP self-connect (the probe's
-    // ephemeral source port happened to equal `port`), not the server listening.
+    // Ready means an HTTP answer, not merely a completed connect: a bare connect can
+    // "succeed" by TCP self-connect (the probe's ephemeral source port equal to `port`),
+    // and such a socket echoes the request back instead of answering it.
     let listening = || {
-        std::net::TcpStream::connect(("127.0.0.1", port))
-            .is_ok_and(|c| c.local_addr().ok() != c.peer_addr().ok())
+        use std::io::{Read as _, Write as _};
+        let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return false;
+        };
+        let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut head = [0u8; 5];
+        c.write_all(b"GET /health-probe HTTP/1.0\r\n\r\n").is_ok()
+            && c.read_exact(&mut head).is_ok()
+            && &head == b"HTTP/"
     };
     while !listening() {
         assert!(

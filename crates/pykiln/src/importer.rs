@@ -48,33 +48,6 @@ pub fn install(py: Python<'_>, archive: Archive<'static>, exe: &std::path::Path)
     Ok(())
 }
 
-/// Uncaught exceptions are printed by the `traceback` module instead of CPython's C
-/// printer: only the former asks a module's loader for its source (through
-/// `linecache`), so only it can show the lines of packed modules.
-pub fn install_excepthook(py: Python<'_>) -> PyResult<()> {
-    let hook = pyo3::wrap_pyfunction!(excepthook, py)?;
-    py.import("sys")?.setattr("excepthook", hook)
-}
-
-#[pyfunction]
-fn excepthook(
-    py: Python<'_>,
-    kind: Bound<'_, PyAny>,
-    value: Bound<'_, PyAny>,
-    tb: Bound<'_, PyAny>,
-) -> PyResult<()> {
-    let printed = py
-        .import("traceback")
-        .and_then(|t| t.call_method1("print_exception", (&kind, &value, &tb)));
-    if printed.is_err() {
-        // Out of memory, recursion limit…: CPython's own printer still works.
-        py.import("sys")?
-            .getattr("__excepthook__")?
-            .call1((kind, value, tb))?;
-    }
-    Ok(())
-}
-
 fn import_error(name: &str, msg: impl std::fmt::Display) -> PyErr {
     PyImportError::new_err(format!("{msg} (module '{name}')"))
 }

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use pykiln_archive::Archive;
 use pyo3::ffi;
+use pyo3::types::PyAnyMethods as _;
 
 unsafe extern "C" {
     // Part of the PEP 587 multi-phase API; not declared by pyo3-ffi.
@@ -104,6 +105,33 @@ fn app_command(entry_point: &str) -> anyhow::Result<String> {
     ))
 }
 
+/// Uncaught exceptions are printed by the `traceback` module instead of CPython's C
+/// printer: only the former asks a module's loader for its source (through
+/// `linecache`), so only it can show the lines of packed modules.
+fn install_excepthook(py: pyo3::Python<'_>) -> pyo3::PyResult<()> {
+    let hook = pyo3::wrap_pyfunction!(excepthook, py)?;
+    py.import("sys")?.setattr("excepthook", hook)
+}
+
+#[pyo3::pyfunction]
+fn excepthook(
+    py: pyo3::Python<'_>,
+    kind: pyo3::Bound<'_, pyo3::PyAny>,
+    value: pyo3::Bound<'_, pyo3::PyAny>,
+    tb: pyo3::Bound<'_, pyo3::PyAny>,
+) -> pyo3::PyResult<()> {
+    let printed = py
+        .import("traceback")
+        .and_then(|t| t.call_method1("print_exception", (&kind, &value, &tb)));
+    if printed.is_err() {
+        // Out of memory, recursion limit…: CPython's own printer still works.
+        py.import("sys")?
+            .getattr("__excepthook__")?
+            .call1((kind, value, tb))?;
+    }
+    Ok(())
+}
+
 fn cstring(what: &str, s: &[u8]) -> anyhow::Result<CString> {
     CString::new(s).with_context(|| format!("{what} contains a NUL byte"))
 }
@@ -182,8 +210,7 @@ unsafe fn initialize(
         if let Some(code) = check(_Py_InitializeMain(), "_Py_InitializeMain")? {
             std::process::exit(code);
         }
-        crate::importer::install_excepthook(py)
-            .map_err(|e| anyhow::anyhow!("installing sys.excepthook: {e}"))?;
+        install_excepthook(py).map_err(|e| anyhow::anyhow!("installing sys.excepthook: {e}"))?;
     }
     Ok(())
 }
