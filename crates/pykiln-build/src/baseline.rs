@@ -1,11 +1,8 @@
 //! Which packed modules fail to import in a plain environment (cached by content).
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
-use anyhow::Context as _;
 use sha2::{Digest as _, Sha256};
 
 const SCRIPT: &str = include_str!("../python/baseline.py");
@@ -48,20 +45,8 @@ pub fn import_failures(
             return Ok(map);
         }
     }
-    let input = serde_json::to_vec(
-        &serde_json::json!({ "paths": paths, "modules": modules, "excludes": excludes }),
-    )?;
-    let mut child = Command::new(python)
-        .args(["-I", "-S", "-c", SCRIPT])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {}", python.display()))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(&input)?;
-    }
-    let out = child.wait_with_output()?;
+    let input = serde_json::json!({ "paths": paths, "modules": modules, "excludes": excludes });
+    let out = crate::pyrun::run_script(python, &["-I", "-S"], SCRIPT, &input)?;
     let last = out
         .stdout
         .split(|&b| b == b'\n')

@@ -1,9 +1,7 @@
 //! Compiling modules to bytecode with the embedded interpreter, with a content cache.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
@@ -129,18 +127,12 @@ fn run_compiler(python: &Path, part: &[(&Job, PathBuf)]) -> anyhow::Result<Vec<(
         .iter()
         .map(|(j, out)| serde_json::json!({"path": j.path, "filename": j.filename, "out": out, "names": j.names}))
         .collect();
-    let input = serde_json::to_vec(&serde_json::json!({ "jobs": jobs }))?;
-    let mut child = Command::new(python)
-        .args(["-I", "-c", COMPILER])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {}", python.display()))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(&input)?;
-    }
-    let out = child.wait_with_output()?;
+    let out = crate::pyrun::run_script(
+        python,
+        &["-I"],
+        COMPILER,
+        &serde_json::json!({ "jobs": jobs }),
+    )?;
     if !out.status.success() {
         bail!(
             "the bytecode compiler failed: {}",

@@ -18,6 +18,7 @@ mod compile;
 mod install;
 mod native;
 mod project;
+mod pyrun;
 mod stdlib;
 
 use std::collections::BTreeMap;
