@@ -2,94 +2,28 @@
 //! and the glibc family, with an empty environment.
 
 mod common;
+#[path = "common/sandbox.rs"]
+mod sandbox;
 
 use common::{Session, exercise_notes_server};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-const GLIBC_FAMILY: &[&str] = &[
-    "ld-linux-x86-64.so.2",
-    "libc.so.6",
-    "libm.so.6",
-    "libgcc_s.so.1",
-    "libpthread.so.0",
-    "libdl.so.2",
-    "librt.so.1",
-];
-
-fn find_lib(name: &str) -> Option<PathBuf> {
-    [
-        "/lib/x86_64-linux-gnu",
-        "/usr/lib/x86_64-linux-gnu",
-        "/lib64",
-        "/usr/lib64",
-    ]
-    .iter()
-    .map(|d| Path::new(d).join(name))
-    .find(|p| p.exists())
-}
-
-fn bwrap() -> Option<PathBuf> {
-    let found = ["/usr/bin/bwrap", "/bin/bwrap"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists());
-    if found.is_none() && std::env::var_os("PYKILN_SKIP_SANDBOX").is_none() {
-        panic!(
-            "bubblewrap is required for this test (apt-get install bubblewrap), or set PYKILN_SKIP_SANDBOX=1"
-        );
-    }
-    found
+fn bwrap() -> Option<std::path::PathBuf> {
+    sandbox::bwrap()
 }
 
 fn sandbox_command(root: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(bwrap().unwrap());
-    cmd.env_clear()
-        .arg("--bind")
-        .arg(root)
-        .arg("/")
-        .args([
-            "--proc",
-            "/proc",
-            "--dev",
-            "/dev",
-            "--tmpfs",
-            "/tmp",
-            "--unshare-all",
-            "--die-with-parent",
-            "--clearenv",
-        ])
-        .args([
-            "--setenv",
-            "HOME",
-            "/tmp",
-            "--setenv",
-            "PYKILN_NOTES_DB",
-            "/tmp/notes.db",
-        ])
-        .arg("/app/pykiln-notes")
-        .args(args);
-    cmd
+    sandbox::command(
+        root,
+        "pykiln-notes",
+        &[("PYKILN_NOTES_DB", "/tmp/notes.db")],
+        args,
+    )
 }
 
 fn make_root() -> tempfile::TempDir {
-    let root = tempfile::tempdir().unwrap();
-    let r = root.path();
-    for d in ["app", "lib/x86_64-linux-gnu", "lib64", "tmp", "proc", "dev"] {
-        std::fs::create_dir_all(r.join(d)).unwrap();
-    }
-    std::fs::copy(common::binary(), r.join("app/pykiln-notes")).unwrap();
-    for name in GLIBC_FAMILY {
-        if let Some(p) = find_lib(name) {
-            std::fs::copy(&p, r.join("lib/x86_64-linux-gnu").join(name)).unwrap();
-        }
-    }
-    std::fs::copy(
-        r.join("lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"),
-        r.join("lib64/ld-linux-x86-64.so.2"),
-    )
-    .unwrap();
-    root
+    sandbox::make_root(&common::binary(), "pykiln-notes")
 }
 
 #[test]
@@ -99,7 +33,7 @@ fn runs_in_a_root_without_python() {
     }
     let root = make_root();
     // Nothing Python-shaped is in the root.
-    for e in walkdir(root.path()) {
+    for e in sandbox::walk(root.path()) {
         let s = e.to_string_lossy();
         assert!(
             !s.contains("python") && !s.contains("sqlite") && !s.contains("libssl"),
@@ -131,16 +65,146 @@ fn runs_in_a_root_without_python() {
     assert!(out.contains("OpenSSL"), "{out}");
 }
 
-fn walkdir(p: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(p) {
-        for e in rd.flatten() {
-            let path = e.path();
-            if path.is_dir() {
-                out.extend(walkdir(&path));
-            }
-            out.push(path);
-        }
+/// A TLS client and server inside the sandbox, both in the packed interpreter: the
+/// client uses `ssl.create_default_context()`, i.e. whatever CA store the runtime finds.
+const TLS_ROUND_TRIP: &str = r#"
+import socket, ssl, threading
+srv_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+srv_ctx.load_cert_chain("/app/tls/server.pem", "/app/tls/server.key")
+lsock = socket.create_server(("127.0.0.1", 0))
+def serve():
+    conn, _ = lsock.accept()
+    with srv_ctx.wrap_socket(conn, server_side=True) as s:
+        s.sendall(s.recv(4)[::-1])
+threading.Thread(target=serve, daemon=True).start()
+ctx = ssl.create_default_context()
+try:
+    with ctx.wrap_socket(socket.create_connection(lsock.getsockname()), server_hostname="localhost") as c:
+        c.sendall(b"ping")
+        print("verified", c.recv(4).decode(), c.getpeercert()["subject"][0][0][1])
+except ssl.SSLCertVerificationError as e:
+    print("rejected", e.verify_message)
+"#;
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl (apt-get install openssl) makes the test certificates");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A throw-away CA and a server certificate for localhost signed by it.
+fn test_pki(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=pykiln test CA",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ],
+    );
+}
+
+#[test]
+fn tls_trusts_the_targets_ca_store_wherever_its_distro_keeps_it() {
+    if bwrap().is_none() {
+        return;
     }
-    out
+    let pki = tempfile::tempdir().unwrap();
+    test_pki(pki.path());
+    let run = |ca_at: Option<&str>, env: &[(&str, &str)]| {
+        let root = make_root();
+        let tls = root.path().join("app/tls");
+        std::fs::create_dir_all(&tls).unwrap();
+        for f in ["server.pem", "server.key"] {
+            std::fs::copy(pki.path().join(f), tls.join(f)).unwrap();
+        }
+        if let Some(at) = ca_at {
+            let dest = root.path().join(at.trim_start_matches('/'));
+            std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+            std::fs::copy(pki.path().join("ca.pem"), dest).unwrap();
+        }
+        let mut cmd = sandbox::command(
+            root.path(),
+            "pykiln-notes",
+            env,
+            &["--pykiln", "python", "-c", TLS_ROUND_TRIP],
+        );
+        common::stdout_of(&mut cmd)
+    };
+    // Fedora/RHEL's location (the build machine is Debian: its OpenSSL looks in
+    // /usr/lib/ssl), Alpine's, then a path only the user's SSL_CERT_FILE names.
+    for at in ["/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"] {
+        let out = run(Some(at), &[]);
+        assert!(
+            out.starts_with("verified gnip localhost"),
+            "CA at {at}: {out}"
+        );
+    }
+    let out = run(
+        Some("/opt/corp/ca.pem"),
+        &[("SSL_CERT_FILE", "/opt/corp/ca.pem")],
+    );
+    assert!(out.starts_with("verified"), "SSL_CERT_FILE: {out}");
+    // Control: without the CA anywhere the same client refuses the server.
+    let out = run(None, &[]);
+    assert!(out.starts_with("rejected"), "no CA: {out}");
+    let out = run(Some("/opt/corp/ca.pem"), &[]);
+    assert!(out.starts_with("rejected"), "CA at an unknown path: {out}");
 }

@@ -137,6 +137,33 @@ pub struct Manifest {
     /// `--pykiln verify` reports these without counting them as packaging failures.
     #[serde(default)]
     pub expected_import_failures: std::collections::BTreeMap<String, String>,
+    /// Distributions that read their own files by path (`__file__`-relative data,
+    /// libraries loaded with ctypes/cffi, executables): the runtime extracts each to a
+    /// content-addressed directory on first import and points `__file__` there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_disk: Vec<OnDiskGroup>,
+    /// `import` lines of the `.pth` files of the packed site-packages, run in order at
+    /// start-up as `site` would.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pth_imports: Vec<String>,
+    /// OpenSSL's compiled-in CA file and directory on the build machine; when neither
+    /// exists at run time the runtime looks for the target's bundle.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub openssl_default_paths: Vec<String>,
+}
+
+/// A distribution served from the on-disk file view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct OnDiskGroup {
+    /// Distribution (or app) name.
+    pub name: String,
+    /// Hex digest of the group's files: the directory name of its extracted view.
+    pub id: String,
+    /// Packages (dotted prefixes) the view covers, or data directories of the import
+    /// root (`_soundfile_data`).
+    pub tops: Vec<String>,
+    /// Why the build chose it (shown by `--pykiln info`).
+    pub reason: String,
 }
 
 /// The packed application.
@@ -148,6 +175,16 @@ pub struct AppInfo {
     pub version: String,
     /// `module:function` that the executable runs.
     pub entry_point: String,
+    /// Whether `<binary> -c CODE` / `-m MODULE` (after optional interpreter flags) runs
+    /// Python instead of the app, so code that starts `sys.executable` as an
+    /// interpreter works. `[tool.pykiln] python-cli = false` turns it off for apps
+    /// whose own arguments look like that.
+    #[serde(default = "yes")]
+    pub python_cli: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A packed distribution and its version.

@@ -252,7 +252,11 @@ impl ArchiveWriter {
     ) -> Result<(), WriteError> {
         let kind = EntryKind::Resource;
         let shown = format!("{package}:{path}");
-        Self::check_part(kind, &shown, package)?;
+        // An empty package is the import root: data directories that sit beside
+        // top-level modules (`_soundfile_data/` next to `soundfile.py`).
+        if !package.is_empty() {
+            Self::check_part(kind, &shown, package)?;
+        }
         Self::check_part(kind, &shown, path)?;
         self.insert(
             kind,

@@ -57,13 +57,14 @@ fn sample() -> Vec<u8> {
             name: "notes".into(),
             version: "1".into(),
             entry_point: "n:main".into(),
+            python_cli: true,
         }),
         distributions: vec![Distribution {
             name: "mcp".into(),
             version: "2.3.0".into(),
         }],
         build: Default::default(),
-        expected_import_failures: Default::default(),
+        ..Default::default()
     })
     .unwrap();
     w.finish().unwrap()

@@ -1,9 +1,10 @@
 """pykiln-build's import baseline: which modules fail to import in a plain environment.
 
 Run by the interpreter being embedded with the staged site-packages on sys.path.
-stdin: JSON {"paths": [...], "modules": [...], "excludes": [...]}; run with -I -S so
-only the stdlib and `paths` are importable, and excluded stdlib modules are blocked as
-they are absent from the archive. stdout (last line): JSON
+stdin: JSON {"paths": [...], "modules": [...], "stdlib_excludes": [...], "excludes":
+[...]}; run with -I -S so only the stdlib and `paths` are importable, and excluded
+modules are blocked as they are absent from the archive (the stdlib patterns only for
+modules that do not come from `paths`). stdout (last line): JSON
 {module: "ExcType: message"} for each module whose import fails here too, so that
 `--pykiln verify` can tell packaging failures from modules that never import on this
 platform or without an optional dependency.
@@ -18,16 +19,29 @@ SKIP = {"this", "antigravity", "__hello__", "__phello__"}
 
 
 class BlockExcluded:
-    """Makes excluded standard-library modules unimportable, as in the archive."""
+    """Makes excluded modules unimportable, as in the archive."""
 
-    def __init__(self, patterns):
+    def __init__(self, stdlib_patterns, patterns, paths):
+        self.stdlib_patterns = stdlib_patterns
         self.patterns = patterns
+        self.paths = paths
+        self.third_party = {}
+
+    def _is_third_party(self, top):
+        if top not in self.third_party:
+            import importlib.machinery
+
+            self.third_party[top] = importlib.machinery.PathFinder.find_spec(top, self.paths) is not None
+        return self.third_party[top]
 
     def find_spec(self, name, path=None, target=None):
         parts = name.split(".")
+        patterns = self.patterns
+        if not self._is_third_party(parts[0]):
+            patterns = patterns + self.stdlib_patterns
         for i in range(1, len(parts) + 1):
             prefix = ".".join(parts[:i])
-            if any(fnmatch.fnmatchcase(prefix, p) for p in self.patterns):
+            if any(fnmatch.fnmatchcase(prefix, p) for p in patterns):
                 raise ModuleNotFoundError(f"No module named {name!r} (excluded from the archive)", name=name)
         return None
 
@@ -35,7 +49,7 @@ class BlockExcluded:
 def main():
     job = json.load(sys.stdin)
     sys.path[:0] = job["paths"]
-    sys.meta_path.insert(0, BlockExcluded(job.get("excludes", [])))
+    sys.meta_path.insert(0, BlockExcluded(job["stdlib_excludes"], job["excludes"], job["paths"]))
     report = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # anything a module prints goes to stderr, not into the report
     failures = {}

@@ -13,6 +13,7 @@ pub fn import_failures(
     python: &Path,
     paths: &[PathBuf],
     modules: &[&str],
+    stdlib_excludes: &[String],
     excludes: &[String],
     cache: &Path,
     warnings: &mut Vec<String>,
@@ -27,6 +28,8 @@ pub fn import_failures(
     for m in modules
         .iter()
         .copied()
+        .chain(stdlib_excludes.iter().map(String::as_str))
+        .chain(["\0"])
         .chain(excludes.iter().map(String::as_str))
     {
         h.update(m.as_bytes());
@@ -45,7 +48,12 @@ pub fn import_failures(
             return Ok(map);
         }
     }
-    let input = serde_json::json!({ "paths": paths, "modules": modules, "excludes": excludes });
+    let input = serde_json::json!({
+        "paths": paths,
+        "modules": modules,
+        "stdlib_excludes": stdlib_excludes,
+        "excludes": excludes,
+    });
     let out = crate::pyrun::run_script(python, &["-I", "-S"], SCRIPT, &input)?;
     let last = out
         .stdout

@@ -47,7 +47,13 @@ pub struct Collected {
     pub warnings: Vec<String>,
     /// Every app file read (for `rerun-if-changed`).
     pub app_files: Vec<PathBuf>,
+    /// `import` lines of site-packages `.pth` files, in `site`'s order (by file name).
+    pub pth_imports: Vec<String>,
 }
+
+/// Top-level site-packages directories that are not import roots' data: installers put
+/// scripts, headers and `data_files` there.
+const SITE_NON_DATA: &[&str] = &["bin", "include", "share", "etc", "man", "__pycache__"];
 
 fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
@@ -123,7 +129,7 @@ impl<'a> Collector<'a> {
         is_package: bool,
         layer: Layer,
     ) {
-        if self.excludes.excludes(&name) {
+        if self.excludes.excludes(&name, layer == Layer::Stdlib) {
             return;
         }
         if let Some(existing) = self.out.modules.get(&name) {
@@ -150,7 +156,7 @@ impl<'a> Collector<'a> {
         );
     }
 
-    fn add_extension(&mut self, pkg: &str, file: &str, path: &Path) {
+    fn add_extension(&mut self, pkg: &str, file: &str, path: &Path, layer: Layer) {
         let mut parts = file.split('.');
         let stem = parts.next().unwrap_or_default();
         let tag: Vec<&str> = parts.collect();
@@ -172,7 +178,9 @@ impl<'a> Collector<'a> {
             return;
         }
         let name = join(pkg, stem);
-        if self.excludes.excludes(&name) || self.out.extensions.contains_key(&name) {
+        if self.excludes.excludes(&name, layer == Layer::Stdlib)
+            || self.out.extensions.contains_key(&name)
+        {
             return;
         }
         self.out.extensions.insert(name, path.to_path_buf());
@@ -204,7 +212,7 @@ impl<'a> Collector<'a> {
 
     /// A package directory (regular or namespace) and everything under it.
     pub fn walk_package(&mut self, dir: &Path, pkg: &str, rel_dir: &str, layer: Layer) {
-        if self.excludes.excludes(pkg) {
+        if self.excludes.excludes(pkg, layer == Layer::Stdlib) {
             return;
         }
         for (name, path, is_dir) in sorted_entries(dir) {
@@ -227,7 +235,7 @@ impl<'a> Collector<'a> {
                     self.add_module(join(pkg, stem), &path, rel, false, layer);
                 }
             } else if name.ends_with(".so") {
-                self.add_extension(pkg, &name, &path);
+                self.add_extension(pkg, &name, &path, layer);
             } else if name.ends_with(".pyc") || name.ends_with(".pyo") || name.ends_with(".pyi") {
                 // Bytecode is recompiled; stubs are for type checkers only.
             } else {
@@ -251,13 +259,14 @@ impl<'a> Collector<'a> {
         }
         for (name, path, is_dir) in sorted_entries(dynload) {
             if !is_dir && name.ends_with(".so") {
-                self.add_extension("", &name, &path);
+                self.add_extension("", &name, &path, Layer::Stdlib);
             }
         }
     }
 
     /// A `pip install --target` directory.
     pub fn walk_site(&mut self, site: &Path) {
+        let mut pth_dirs = Vec::new();
         for (name, path, is_dir) in sorted_entries(site) {
             if is_dir {
                 if name.ends_with(".dist-info") {
@@ -285,30 +294,113 @@ impl<'a> Collector<'a> {
                     && (path.join("__init__.py").is_file() || contains_python(&path))
                 {
                     self.walk_package(&path, &name, &name, Layer::Site);
-                } else if name != "bin" && name != "__pycache__" {
-                    self.out.warnings.push(format!(
-                        "ignoring {}: not an importable package",
-                        path.display()
-                    ));
+                } else if !SITE_NON_DATA.contains(&name.as_str()) && !name.ends_with(".data") {
+                    // A data directory beside top-level modules (`_soundfile_data/`),
+                    // found by code through `__file__`: packed as import-root data.
+                    self.add_resource_tree("", &path, &format!("{name}/"), Layer::Site);
                 }
             } else if let Some(stem) = name.strip_suffix(".py") {
                 if is_identifier(stem) {
                     self.add_module(stem.to_string(), &path, name.clone(), false, Layer::Site);
                 }
             } else if name.ends_with(".so") {
-                self.add_extension("", &name, &path);
+                self.add_extension("", &name, &path, Layer::Site);
             } else if name.ends_with(".pth") {
-                self.out.warnings.push(format!(
-                    "{} is not evaluated: packed imports do not run .pth files",
-                    path.display()
-                ));
+                pth_dirs.extend(self.read_pth(site, &path, &name));
+            }
+        }
+        // Directories a .pth file adds to sys.path are import roots of their own.
+        for dir in pth_dirs {
+            self.walk_root(&dir);
+        }
+    }
+
+    /// Top-level modules and packages of an extra import root (a `.pth` path line).
+    fn walk_root(&mut self, root: &Path) {
+        for (name, path, is_dir) in sorted_entries(root) {
+            if is_dir {
+                if is_identifier(&name)
+                    && (path.join("__init__.py").is_file() || contains_python(&path))
+                {
+                    self.walk_package(&path, &name, &name, Layer::Site);
+                }
+            } else if let Some(stem) = name.strip_suffix(".py") {
+                if is_identifier(stem) {
+                    self.add_module(stem.to_string(), &path, name.clone(), false, Layer::Site);
+                }
+            } else if name.ends_with(".so") {
+                self.add_extension("", &name, &path, Layer::Site);
             }
         }
     }
 
+    /// Emulate `site.addpackage` for one `.pth` file at build time: path lines name
+    /// extra import roots (returned; only directories inside site-packages), `import`
+    /// lines are kept to run at start-up. `*-nspkg.pth` files are skipped: they
+    /// pre-create namespace packages, which the archive importer already serves per
+    /// PEP 420.
+    fn read_pth(&mut self, site: &Path, path: &Path, name: &str) -> Vec<PathBuf> {
+        let mut dirs = Vec::new();
+        if name.ends_with("-nspkg.pth") {
+            return dirs;
+        }
+        let Ok(text) = std::fs::read_to_string(path) else {
+            self.out
+                .warnings
+                .push(format!("{}: not UTF-8 text, ignored", path.display()));
+            return dirs;
+        };
+        for line in text.lines() {
+            let line = line.trim_end();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            if line.starts_with("import ") || line.starts_with("import\t") {
+                self.out.pth_imports.push(line.to_string());
+                continue;
+            }
+            let dir = site.join(line);
+            match dir.canonicalize() {
+                Ok(d) if d.is_dir() && site.canonicalize().is_ok_and(|s| d.starts_with(s)) => {
+                    dirs.push(dir)
+                }
+                Ok(_) => self.out.warnings.push(format!(
+                    "{}: path line '{line}' leaves site-packages, ignored",
+                    path.display()
+                )),
+                Err(_) => {} // site.py silently skips paths that do not exist, too
+            }
+        }
+        dirs
+    }
+
     /// Drop pure-Python modules that an extension of the same name shadows (the
-    /// extension loader comes first on a real `sys.path`, too).
+    /// extension loader comes first on a real `sys.path`, too), and turn `.so` files
+    /// that are not extension modules (no `PyInit_<name>`) into package data.
     pub fn finish(mut self) -> Collected {
+        let not_modules: Vec<String> = self
+            .out
+            .extensions
+            .iter()
+            .filter(|(name, path)| {
+                let stem = name.rsplit('.').next().unwrap_or(name);
+                std::fs::read(path).is_ok_and(|bytes| {
+                    bytes.starts_with(b"\x7fELF")
+                        && !crate::native::is_extension_module(&bytes, stem)
+                })
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in not_modules {
+            if let Some(path) = self.out.extensions.remove(&name) {
+                let pkg = name.rsplit_once('.').map(|(p, _)| p).unwrap_or_default();
+                let file = path
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                self.out.resources.insert((pkg.to_string(), file), path);
+            }
+        }
         let shadowed: Vec<String> = self
             .out
             .extensions

@@ -17,6 +17,7 @@ mod collect;
 mod compile;
 mod install;
 mod native;
+mod ondisk;
 mod project;
 mod pyrun;
 mod stdlib;
@@ -185,6 +186,8 @@ impl App {
         let collected = collector.finish();
         inputs.extend(collected.app_files.iter().cloned());
         let mut warnings = collected.warnings.clone();
+        let on_disk = ondisk::plan(&collected, &project);
+        warnings.extend(on_disk.warnings.iter().cloned());
 
         let (entry_module, entry_func) = project.entry_point.split_once(':').unwrap_or_default();
         let jobs: Vec<compile::Job> = collected
@@ -232,7 +235,9 @@ impl App {
             }));
         for (name, m) in &collected.modules {
             let code = std::fs::read(&compiled[&m.path].code_path)?;
-            let source = if m.layer == Layer::App || self.stdlib_sources {
+            // Sources of on-disk groups are packed too: their view is a real package
+            // directory, listed and read like one.
+            let source = if m.layer == Layer::App || self.stdlib_sources || on_disk.covers(name) {
                 Some(
                     std::fs::read(&m.path)
                         .with_context(|| format!("reading {}", m.path.display()))?,
@@ -313,6 +318,7 @@ impl App {
             std::slice::from_ref(&site),
             &third_party,
             self.excludes.patterns(),
+            self.excludes.user_patterns(),
             &cache,
             &mut warnings,
         )?
@@ -344,10 +350,18 @@ impl App {
                 name: project.name.clone(),
                 version: project.version.clone(),
                 entry_point: project.entry_point.clone(),
+                python_cli: project.python_cli,
             }),
             distributions,
             build,
             expected_import_failures,
+            on_disk: on_disk.groups,
+            pth_imports: collected.pth_imports.clone(),
+            openssl_default_paths: python
+                .openssl_paths
+                .iter()
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect(),
         })?;
         let entries = w.len();
         let bytes = w.finish()?;

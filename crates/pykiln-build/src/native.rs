@@ -69,6 +69,19 @@ pub fn elf_info(path: &Path, bytes: &[u8]) -> anyhow::Result<ElfInfo> {
     })
 }
 
+/// Whether an ELF file defines `PyInit_<stem>`, i.e. is a Python extension module and
+/// not a plain shared library that happens to sit in a package (`libsndfile_x86_64.so`,
+/// loaded by path with cffi).
+pub fn is_extension_module(bytes: &[u8], stem: &str) -> bool {
+    let Ok(elf) = Elf::parse(bytes) else {
+        return false;
+    };
+    let want = format!("PyInit_{stem}");
+    elf.dynsyms
+        .iter()
+        .any(|sym| sym.st_shndx != 0 && elf.dynstrtab.get_at(sym.st_name) == Some(want.as_str()))
+}
+
 /// Directories ld.so searches by default, from /etc/ld.so.conf and the built-in list.
 pub fn system_search_dirs() -> Vec<PathBuf> {
     let mut dirs = Vec::new();

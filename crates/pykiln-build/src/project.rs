@@ -36,6 +36,11 @@ struct PykilnTable {
     entry_point: Option<String>,
     packages: Option<Vec<String>>,
     requirements: Option<String>,
+    #[serde(default)]
+    on_disk: Vec<String>,
+    #[serde(default)]
+    in_memory: Vec<String>,
+    python_cli: Option<bool>,
 }
 
 /// A Python project to pack.
@@ -59,6 +64,14 @@ pub struct Project {
     pub packages: Vec<(String, PathBuf)>,
     /// Entry point groups for the generated dist-info.
     pub entry_points: BTreeMap<String, BTreeMap<String, String>>,
+    /// Distributions (or the app's name) forced into the on-disk file view
+    /// (`[tool.pykiln] on-disk`).
+    pub on_disk: Vec<String>,
+    /// Distributions kept in memory even if they look `__file__`-dependent
+    /// (`[tool.pykiln] in-memory`).
+    pub in_memory: Vec<String>,
+    /// `[tool.pykiln] python-cli` (default true): `<binary> -c/-m …` runs Python.
+    pub python_cli: bool,
 }
 
 impl Project {
@@ -138,6 +151,9 @@ impl Project {
             requirements: tool.requirements.map(|r| dir.join(r)),
             entry_point,
             packages,
+            on_disk: tool.on_disk,
+            in_memory: tool.in_memory,
+            python_cli: tool.python_cli.unwrap_or(true),
             entry_points,
         })
     }

@@ -3,10 +3,13 @@
 /// The exclusion list as shipped with this version of pykiln-build.
 pub const DEFAULT_EXCLUDES: &str = include_str!("../../../python-stdlib/exclude.txt");
 
-/// Module-name patterns that leave modules (and their subpackages) out of an archive.
+/// Module-name patterns that leave modules (and their subpackages) out of an archive:
+/// the standard-library list applies to the standard library only (`*.tests` must not
+/// drop `jinja2.tests`), patterns added with [`Excludes::push`] to every layer.
 #[derive(Debug, Clone, Default)]
 pub struct Excludes {
     patterns: Vec<String>,
+    user: Vec<String>,
 }
 
 impl Excludes {
@@ -18,7 +21,10 @@ impl Excludes {
             .filter(|l| !l.is_empty())
             .map(str::to_string)
             .collect();
-        Excludes { patterns }
+        Excludes {
+            patterns,
+            user: Vec::new(),
+        }
     }
 
     /// The shipped defaults.
@@ -26,24 +32,35 @@ impl Excludes {
         Self::parse(DEFAULT_EXCLUDES)
     }
 
-    /// Add one pattern.
+    /// Add one pattern that applies to every layer.
     pub fn push(&mut self, pattern: impl Into<String>) {
-        self.patterns.push(pattern.into());
+        self.user.push(pattern.into());
     }
 
-    /// The patterns, in order.
+    /// The standard-library patterns, in order.
     pub fn patterns(&self) -> &[String] {
         &self.patterns
     }
 
-    /// Whether `module` or a package above it matches a pattern.
-    pub fn excludes(&self, module: &str) -> bool {
+    /// The patterns added with `push`.
+    pub fn user_patterns(&self) -> &[String] {
+        &self.user
+    }
+
+    /// Whether `module` (of the standard library if `stdlib`) or a package above it
+    /// matches a pattern.
+    pub fn excludes(&self, module: &str, stdlib: bool) -> bool {
         let mut end = 0;
         let parts: Vec<&str> = module.split('.').collect();
+        let stdlib_patterns = if stdlib { &self.patterns[..] } else { &[] };
         for part in &parts {
             end += part.len();
             let prefix = &module[..end];
-            if self.patterns.iter().any(|p| glob(p, prefix)) {
+            if stdlib_patterns
+                .iter()
+                .chain(&self.user)
+                .any(|p| glob(p, prefix))
+            {
                 return true;
             }
             end += 1;
@@ -88,7 +105,7 @@ mod tests {
             "encodings.mbcs",
             "xxlimited_35",
         ] {
-            assert!(ex.excludes(gone), "{gone} should be excluded");
+            assert!(ex.excludes(gone, true), "{gone} should be excluded");
         }
         for kept in [
             "unittest",
@@ -100,8 +117,19 @@ mod tests {
             "testing",
             "contest",
         ] {
-            assert!(!ex.excludes(kept), "{kept} should be kept");
+            assert!(!ex.excludes(kept, true), "{kept} should be kept");
         }
+    }
+
+    #[test]
+    fn stdlib_patterns_spare_third_party_packages() {
+        let mut ex = Excludes::defaults();
+        assert!(ex.excludes("unittest.test", true));
+        assert!(!ex.excludes("jinja2.tests", false));
+        assert!(!ex.excludes("_testing_helpers", false));
+        ex.push("mypkg.heavy*");
+        assert!(ex.excludes("mypkg.heavy_models.x", false));
+        assert!(ex.excludes("mypkg.heavy", true));
     }
 
     #[test]

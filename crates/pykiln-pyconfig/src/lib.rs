@@ -103,6 +103,9 @@ pub struct PythonConfig {
     pub link_libs: Vec<String>,
     /// Whether the build is free-threaded (`Py_GIL_DISABLED`).
     pub gil_disabled: bool,
+    /// OpenSSL's compiled-in CA file and directory (what `ssl` trusts by default).
+    #[serde(default)]
+    pub openssl_paths: Vec<PathBuf>,
 }
 
 const PROBE: &str = r#"
@@ -113,6 +116,13 @@ for var in ("LIBS", "SYSLIBS"):
     for tok in (v(var) or "").split():
         if tok.startswith("-l"):
             libs.append(tok[2:])
+def _ssl_paths():
+    try:
+        import ssl
+    except ImportError:
+        return []
+    p = ssl.get_default_verify_paths()
+    return [x for x in (p.openssl_cafile, p.openssl_capath) if x]
 print(json.dumps({
     "implementation": sys.implementation.name,
     "major": sys.version_info[0],
@@ -127,6 +137,7 @@ print(json.dumps({
     "abiflags": getattr(sys, "abiflags", ""),
     "link_libs": libs,
     "gil_disabled": bool(v("Py_GIL_DISABLED")),
+    "openssl_paths": _ssl_paths(),
 }))
 "#;
 
@@ -231,6 +242,7 @@ mod tests {
             abiflags: String::new(),
             link_libs: vec![],
             gil_disabled: false,
+            openssl_paths: vec![],
         };
         assert_eq!(cfg.link_name(), "python3.11");
         assert_eq!(cfg.static_library(), PathBuf::from("/x/libpython3.11.a"));

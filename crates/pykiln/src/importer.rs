@@ -7,10 +7,14 @@
 //!
 //! `__file__` follows zipimport's convention: `<executable>/<package path>/<module>.py`.
 //! Nothing exists at that path; code that needs a real file uses importlib.resources.
+//! Distributions the build marked as `__file__`-dependent are the exception: their
+//! modules get `__file__` inside an on-disk file view (see `fileview`), written on the
+//! first import of one of them.
 
 use std::borrow::Cow;
 
-use pykiln_archive::{Archive, Entry, EntryKind};
+use once_cell::sync::OnceCell;
+use pykiln_archive::{Archive, Entry, EntryKind, OnDiskGroup};
 use pyo3::exceptions::{PyFileNotFoundError, PyImportError};
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -28,6 +32,8 @@ pub struct Importer {
     prefix: String,
     module_spec: Py<PyAny>,
     fix_co_filename: Py<PyAny>,
+    /// Distributions served from an on-disk view, and the view's directory once made.
+    views: Vec<(OnDiskGroup, OnceCell<Result<String, String>>)>,
 }
 
 /// Put an importer for `archive` on `sys.meta_path`. Runs in the core phase of start-up,
@@ -35,17 +41,100 @@ pub struct Importer {
 pub fn install(py: Python<'_>, archive: Archive<'static>, exe: &std::path::Path) -> PyResult<()> {
     let bootstrap = py.import("_frozen_importlib")?;
     let imp = py.import("_imp")?;
+    let views = archive_views(&archive);
     let importer = Importer {
         archive,
         prefix: exe.to_string_lossy().into_owned(),
         module_spec: bootstrap.getattr("ModuleSpec")?.unbind(),
         fix_co_filename: imp.getattr("_fix_co_filename")?.unbind(),
+        views,
     };
     let obj = Bound::new(py, importer)?;
     py.import("sys")?
         .getattr("meta_path")?
         .call_method1("append", (obj,))?;
     Ok(())
+}
+
+/// Put the importer's path hook first on `sys.path_hooks` (after start-up, which
+/// installs the default hooks), so tools that walk `__path__` entries — `pkgutil`'s
+/// `iter_modules` and `walk_packages` — see packed packages.
+pub fn install_path_hook(py: Python<'_>) -> PyResult<()> {
+    let sys = py.import("sys")?;
+    for finder in sys.getattr("meta_path")?.try_iter()? {
+        let finder = finder?;
+        if finder.is_instance_of::<Importer>() {
+            let hook = finder.getattr("_path_hook")?;
+            sys.getattr("path_hooks")?
+                .call_method1("insert", (0, hook))?;
+        }
+    }
+    Ok(())
+}
+
+/// A `sys.path_importer_cache` entry for one virtual package directory.
+#[pyclass(module = "_pykiln", name = "PackedPathEntry", frozen)]
+pub struct PathEntry {
+    importer: Py<Importer>,
+    /// Dotted package name (`""` for the import root).
+    package: String,
+}
+
+#[pymethods]
+impl PathEntry {
+    /// What `pkgutil.iter_modules` asks a path entry finder for: `(name, ispkg)` pairs.
+    #[pyo3(signature = (prefix=""))]
+    fn iter_modules(&self, py: Python<'_>, prefix: &str) -> Vec<(String, bool)> {
+        let mut out: Vec<(String, bool)> = self
+            .importer
+            .bind(py)
+            .get()
+            .archive
+            .children(&self.package)
+            .into_iter()
+            .map(|(n, e)| {
+                (
+                    format!("{prefix}{n}"),
+                    e.kind() == EntryKind::Module && e.is_package(),
+                )
+            })
+            .collect();
+        out.dedup();
+        out
+    }
+
+    /// Path entry finder protocol: the spec of a module inside this package.
+    #[pyo3(signature = (fullname, target=None))]
+    fn find_spec<'py>(
+        &self,
+        py: Python<'py>,
+        fullname: &str,
+        target: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let parent = fullname.rsplit_once('.').map(|(p, _)| p).unwrap_or("");
+        if parent != self.package {
+            return Ok(None);
+        }
+        Importer::find_spec(self.importer.bind(py), fullname, None, target)
+    }
+
+    fn invalidate_caches(&self) {}
+
+    fn __repr__(&self) -> String {
+        format!("<PackedPathEntry {:?}>", self.package)
+    }
+}
+
+fn archive_views(
+    archive: &Archive<'static>,
+) -> Vec<(OnDiskGroup, OnceCell<Result<String, String>>)> {
+    archive
+        .manifest()
+        .map(|m| m.on_disk)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|g| (g, OnceCell::new()))
+        .collect()
 }
 
 fn import_error(name: &str, msg: impl std::fmt::Display) -> PyErr {
@@ -61,24 +150,52 @@ impl Importer {
         name.replace('.', "/")
     }
 
+    /// The directory `name`'s files live under: the executable's virtual root, or the
+    /// on-disk view of its distribution (written now if this is its first use).
+    fn root(&self, name: &str) -> PyResult<&str> {
+        let Some((group, cell)) = self
+            .views
+            .iter()
+            .find(|(g, _)| crate::fileview::covers(g, name))
+        else {
+            return Ok(&self.prefix);
+        };
+        cell.get_or_init(|| {
+            crate::fileview::ensure(&self.archive, group)
+                .map(|p| p.to_string_lossy().into_owned())
+                .map_err(|e| format!("distribution {}: {e}", group.name))
+        })
+        .as_deref()
+        .map_err(|e| import_error(name, e))
+    }
+
     /// `__file__` of a module entry.
-    fn origin(&self, name: &str, entry: &Entry<'_>) -> String {
+    fn origin(&self, name: &str, entry: &Entry<'_>) -> PyResult<String> {
+        let root = self.root(name)?;
         let rel = Self::rel_path(name);
-        match entry.kind() {
+        Ok(match entry.kind() {
             EntryKind::Extension => {
                 let file = entry.aux().next().unwrap_or_default();
                 match rel.rsplit_once('/') {
-                    Some((dir, _)) => format!("{}/{dir}/{file}", self.prefix),
-                    None => format!("{}/{file}", self.prefix),
+                    Some((dir, _)) => format!("{root}/{dir}/{file}"),
+                    None => format!("{root}/{file}"),
                 }
             }
-            _ if entry.is_package() => format!("{}/{rel}/__init__.py", self.prefix),
-            _ => format!("{}/{rel}.py", self.prefix),
-        }
+            _ if entry.is_package() => format!("{root}/{rel}/__init__.py"),
+            _ => format!("{root}/{rel}.py"),
+        })
     }
 
-    fn package_dir(&self, name: &str) -> String {
-        format!("{}/{}", self.prefix, Self::rel_path(name))
+    /// `__path__` entry of a package.
+    fn package_dir(&self, name: &str) -> PyResult<String> {
+        Ok(format!("{}/{}", self.root(name)?, Self::rel_path(name)))
+    }
+
+    /// Whether `name` is served from an on-disk view.
+    fn on_disk(&self, name: &str) -> bool {
+        self.views
+            .iter()
+            .any(|(g, _)| crate::fileview::covers(g, name))
     }
 
     fn entry(&self, name: &str) -> PyResult<Entry<'static>> {
@@ -156,7 +273,7 @@ impl Importer {
         .map_err(|e| import_error(name, format!("cannot unmarshal its bytecode: {e}")))?;
         self.fix_co_filename
             .bind(py)
-            .call1((&code, self.origin(name, &entry)))?;
+            .call1((&code, self.origin(name, &entry)?))?;
         Ok(code)
     }
 
@@ -169,6 +286,10 @@ impl Importer {
         let py = spec.py();
         let needed: Vec<&str> = entry.aux().skip(1).collect();
         crate::native::ensure_libs(&self.archive, &needed).map_err(|e| import_error(name, e))?;
+        if self.on_disk(name) {
+            // spec.origin is the extension's file in the view: dlopen it where it is.
+            return py.import("_imp")?.getattr("create_dynamic")?.call1((spec,));
+        }
         let elf = entry.read().map_err(|e| archive_error(name, e))?;
         crate::native::release_pages(entry.stored_bytes());
         let path = crate::native::materialize(name, &elf).map_err(|e| import_error(name, e))?;
@@ -253,11 +374,15 @@ impl Importer {
         }
         if let Some(entry) = this.archive.module(fullname) {
             let is_pkg = entry.kind() == EntryKind::Module && entry.is_package();
-            let search = is_pkg.then(|| this.package_dir(fullname));
+            let search = if is_pkg {
+                Some(this.package_dir(fullname)?)
+            } else {
+                None
+            };
             return Self::make_spec(
                 slf,
                 fullname,
-                Some(this.origin(fullname, &entry)),
+                Some(this.origin(fullname, &entry)?),
                 search,
                 true,
             )
@@ -265,8 +390,8 @@ impl Importer {
         }
         if this.archive.has_submodules(fullname) {
             // PEP 420 namespace package: no loader, the import system supplies one.
-            return Self::make_spec(slf, fullname, None, Some(this.package_dir(fullname)), false)
-                .map(Some);
+            let dir = this.package_dir(fullname)?;
+            return Self::make_spec(slf, fullname, None, Some(dir), false).map(Some);
         }
         Ok(None)
     }
@@ -294,7 +419,7 @@ impl Importer {
                 py.import("_imp")?
                     .getattr("exec_dynamic")?
                     .call1((module,))?;
-                module.setattr("__file__", self.origin(&name, &entry))?;
+                module.setattr("__file__", self.origin(&name, &entry)?)?;
                 return Ok(());
             }
         }
@@ -355,20 +480,30 @@ impl Importer {
     /// ExecutionLoader: the module's (virtual) file name.
     fn get_filename(&self, fullname: &str) -> PyResult<String> {
         let entry = self.entry(fullname)?;
-        Ok(self.origin(fullname, &entry))
+        self.origin(fullname, &entry)
     }
 
-    /// ResourceLoader: bytes of a packed file addressed by its virtual path
-    /// (what `pkgutil.get_data` asks for).
+    /// ResourceLoader: bytes of a file by path (what `pkgutil.get_data` asks for): a
+    /// packed file under the virtual root, or a real file (on-disk views) elsewhere.
     fn get_data<'py>(&self, py: Python<'py>, path: &str) -> PyResult<Bound<'py, PyBytes>> {
-        match self.resolve_path(path) {
-            Some(e) => read_bytes(py, path, &e),
-            None => Err(PyFileNotFoundError::new_err((
-                2,
-                "No such file in the pykiln archive",
-                path.to_string(),
-            ))),
+        if let Some(e) = self.resolve_path(path) {
+            return read_bytes(py, path, &e);
         }
+        if !path.starts_with(&format!("{}/", self.prefix)) {
+            let bytes = std::fs::read(path).map_err(|e| {
+                pyo3::exceptions::PyOSError::new_err((
+                    e.raw_os_error().unwrap_or(0),
+                    e.to_string(),
+                    path.to_string(),
+                ))
+            })?;
+            return Ok(PyBytes::new(py, &bytes));
+        }
+        Err(PyFileNotFoundError::new_err((
+            2,
+            "No such file in the pykiln archive",
+            path.to_string(),
+        )))
     }
 
     /// `importlib.resources` reader for a package.
@@ -397,6 +532,28 @@ impl Importer {
 
     // ---- helpers for _pykiln_support -------------------------------------------------
 
+    /// `sys.path_hooks` entry: claims the virtual directories of packed packages.
+    fn _path_hook(slf: &Bound<'_, Self>, path: &str) -> PyResult<PathEntry> {
+        let this = slf.get();
+        let package = if path == this.prefix {
+            Some(String::new())
+        } else {
+            path.strip_prefix(&this.prefix)
+                .and_then(|r| r.strip_prefix('/'))
+                .map(|r| r.trim_end_matches('/').replace('/', "."))
+                .filter(|p| this._is_packed(p))
+        };
+        match package {
+            Some(package) => Ok(PathEntry {
+                importer: slf.clone().unbind(),
+                package,
+            }),
+            None => Err(PyImportError::new_err(format!(
+                "{path} is not a packed package directory"
+            ))),
+        }
+    }
+
     /// The virtual root of `__file__` paths.
     #[getter]
     fn _prefix(&self) -> &str {
@@ -418,7 +575,7 @@ impl Importer {
         package: &str,
         path: &str,
     ) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        let full = format!("{}/{}", self.package_dir(package), path);
+        let full = format!("{}/{}/{}", self.prefix, Self::rel_path(package), path);
         match self.resolve_path(&full) {
             Some(e) => read_bytes(py, &full, &e).map(Some),
             None => Ok(None),

@@ -43,6 +43,8 @@ pub fn run(archive: Archive<'static>, mode: Mode, argv: Vec<OsString>) -> anyhow
         Mode::Verify => Some(VERIFY_COMMAND.to_string()),
         Mode::Python => None,
     };
+    let manifest = archive.manifest()?;
+    crate::ca::configure(&manifest.openssl_default_paths);
     let start = std::time::Instant::now();
     // SAFETY: called once, on the main thread, before any other use of the C API.
     unsafe {
@@ -54,6 +56,11 @@ pub fn run(archive: Archive<'static>, mode: Mode, argv: Vec<OsString>) -> anyhow
             run_command.as_deref(),
         )?
     };
+    if !manifest.pth_imports.is_empty() {
+        // SAFETY: the interpreter is initialised and this thread holds the GIL.
+        let py = unsafe { pyo3::Python::assume_attached() };
+        run_pth_imports(py, &manifest.pth_imports);
+    }
     tracing::debug!(elapsed = ?start.elapsed(), "interpreter initialised");
     // SAFETY: the interpreter is fully initialised and this thread holds the GIL.
     let code = unsafe { ffi::Py_RunMain() };
@@ -103,6 +110,20 @@ fn app_command(entry_point: &str) -> anyhow::Result<String> {
          \x20   _pykiln_status = 128 + signal.SIGTERM\n\
          sys.exit(_pykiln_status)\n"
     ))
+}
+
+/// Run the `import` lines of the packed `.pth` files as `site.addpackage` would: each
+/// in its own namespace; a failing line is reported on stderr and the rest still run.
+fn run_pth_imports(py: pyo3::Python<'_>, lines: &[String]) {
+    for line in lines {
+        let result = py.import("builtins").and_then(|b| {
+            let globals = pyo3::types::PyDict::new(py);
+            b.getattr("exec")?.call1((line.as_str(), globals))
+        });
+        if let Err(e) = result {
+            eprintln!("pykiln: error in a .pth import line ({line}): {e}");
+        }
+    }
 }
 
 /// Uncaught exceptions are printed by the `traceback` module instead of CPython's C
@@ -211,6 +232,8 @@ unsafe fn initialize(
             std::process::exit(code);
         }
         install_excepthook(py).map_err(|e| anyhow::anyhow!("installing sys.excepthook: {e}"))?;
+        crate::importer::install_path_hook(py)
+            .map_err(|e| anyhow::anyhow!("installing the path hook: {e}"))?;
     }
     Ok(())
 }

@@ -15,7 +15,10 @@
 //! `argv[1] == "--pykiln"` selects the launcher console (`info`, `python`, `verify`);
 //! every other argument belongs to the application.
 
+mod ca;
+mod cache;
 mod console;
+mod fileview;
 mod importer;
 mod interp;
 mod native;
@@ -81,6 +84,14 @@ fn run_inner(bytes: &'static [u8]) -> anyhow::Result<i32> {
     let app = manifest
         .app
         .context("the archive names no application entry point")?;
+    match python_command_line(&args[1.min(args.len())..]) {
+        // multiprocessing starts `sys.executable` (this binary) as an interpreter.
+        Some(PythonCli::Multiprocessing) => return interp::run(archive, Mode::Python, args),
+        Some(PythonCli::Other) if app.python_cli => {
+            return interp::run(archive, Mode::Python, args);
+        }
+        _ => {}
+    }
     interp::run(
         archive,
         Mode::App {
@@ -88,6 +99,44 @@ fn run_inner(bytes: &'static [u8]) -> anyhow::Result<i32> {
         },
         args,
     )
+}
+
+/// An interpreter command line found in the arguments.
+#[derive(Debug, PartialEq, Eq)]
+enum PythonCli {
+    /// `-c 'from multiprocessing.… import …'`: spawn/forkserver children, the resource
+    /// tracker.
+    Multiprocessing,
+    /// Any other `-c CODE` or `-m MODULE`.
+    Other,
+}
+
+/// Whether the arguments are interpreter flags followed by `-c` or `-m`: what code that
+/// runs `sys.executable` as Python passes.
+fn python_command_line(args: &[std::ffi::OsString]) -> Option<PythonCli> {
+    let mut it = args.iter().map(|a| a.to_str());
+    while let Some(Some(arg)) = it.next() {
+        match arg {
+            "-c" => {
+                let code = it.next().flatten()?;
+                return Some(if code.starts_with("from multiprocessing.") {
+                    PythonCli::Multiprocessing
+                } else {
+                    PythonCli::Other
+                });
+            }
+            "-m" => return it.next().flatten().map(|_| PythonCli::Other),
+            // Flags that take a separate value (sys.flags → _args_from_interpreter_flags).
+            "-W" | "-X" => {
+                it.next();
+            }
+            "-I" | "-E" | "-s" | "-S" | "-u" | "-B" | "-O" | "-OO" | "-q" | "-b" | "-bb" | "-d"
+            | "-v" | "-R" | "-P" => {}
+            flag if (flag.starts_with("-W") || flag.starts_with("-X")) && flag.len() > 2 => {}
+            _ => return None,
+        }
+    }
+    None
 }
 
 fn check_python_version(archive: &Archive<'_>) -> anyhow::Result<()> {
@@ -118,4 +167,61 @@ pub fn sqlite_version() -> String {
     unsafe { std::ffi::CStr::from_ptr(libsqlite3_sys::sqlite3_libversion()) }
         .to_string_lossy()
         .into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<std::ffi::OsString> {
+        a.iter().map(Into::into).collect()
+    }
+
+    #[test]
+    fn interpreter_command_lines_are_recognised() {
+        use PythonCli::*;
+        for (argv, want) in [
+            (
+                &[
+                    "-I",
+                    "-c",
+                    "from multiprocessing.spawn import spawn_main; spawn_main(tracker_fd=5, pipe_handle=7)",
+                    "--multiprocessing-fork",
+                ][..],
+                Multiprocessing,
+            ),
+            (
+                &[
+                    "-c",
+                    "from multiprocessing.forkserver import main; main(8, 9, ['__main__'], **{})",
+                ],
+                Multiprocessing,
+            ),
+            (
+                &[
+                    "-I",
+                    "-W",
+                    "ignore",
+                    "-Xutf8",
+                    "-c",
+                    "from multiprocessing.resource_tracker import main;main(4)",
+                ],
+                Multiprocessing,
+            ),
+            (&["-c", "print(1)"], Other),
+            (&["-I", "-m", "json.tool"], Other),
+        ] {
+            assert_eq!(python_command_line(&args(argv)), Some(want), "{argv:?}");
+        }
+        for no in [
+            &[][..],
+            &["--pykiln", "python"],
+            &["-c"],
+            &["serve", "-c", "from multiprocessing.spawn import x"],
+            &["--port", "-c", "x"],
+            &["-p", "-c", "x"],
+        ] {
+            assert_eq!(python_command_line(&args(no)), None, "{no:?}");
+        }
+    }
 }

@@ -16,8 +16,8 @@ use std::collections::HashSet;
 use std::fs;
 use std::io::Write as _;
 use std::os::fd::{FromRawFd as _, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use once_cell::sync::Lazy;
@@ -159,26 +159,16 @@ fn memfd(name: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
 
 /// The per-user cache directory for native images.
 pub fn cache_root() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .filter(|v| !v.is_empty())
-                .map(|h| Path::new(&h).join(".cache"))
-        })?;
-    Some(base.join("pykiln").join("native"))
+    Some(crate::cache::base()?.join("native"))
 }
 
 fn cached(name: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
-    let root = cache_root()
-        .ok_or_else(|| std::io::Error::other("neither XDG_CACHE_HOME nor HOME is set"))?;
+    let root = cache_root().ok_or_else(|| {
+        std::io::Error::other("no usable cache directory (XDG_CACHE_HOME, HOME, private temp dir)")
+    })?;
     let hash = hex(&Sha256::digest(bytes));
     let dir = root.join(&hash);
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)?;
+    crate::cache::create_private(&dir)?;
     let file_name: String = name
         .chars()
         .map(|c| if c == '/' { '_' } else { c })

@@ -1,0 +1,436 @@
+//! Choosing the distributions that get an on-disk file view.
+//!
+//! Most code reaches its data through `importlib.resources` or `pkgutil.get_data`, which
+//! the archive importer serves from memory. Some code builds paths from `__file__`
+//! instead (`open(os.path.join(os.path.dirname(__file__), "data.json"))`), loads a
+//! bundled library with ctypes/cffi by path, or runs a bundled executable. For those
+//! distributions the runtime extracts the distribution's files once to a
+//! content-addressed directory and points `__file__` there; bytecode still comes from
+//! the archive. This module decides which distributions need it:
+//!
+//! - the package holding an ELF shared library that is not an extension module (it is
+//!   loaded by path) or an executable;
+//! - the package of a module whose source mentions `__file__` and also names, in a
+//!   string literal, a data file or directory that sits beside it;
+//! - plus whole distributions named in `[tool.pykiln] on-disk`, minus those in
+//!   `[tool.pykiln] in-memory`.
+//!
+//! A view covers packages (dotted prefixes), not necessarily whole distributions, so
+//! `numpy.f2py._backends` can get one while the rest of numpy stays in memory.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use pykiln_archive::OnDiskGroup;
+use sha2::{Digest as _, Sha256};
+
+use crate::collect::{Collected, Layer};
+use crate::project::{Project, normalize};
+
+/// Files that are not runtime data: type stubs, C sources and headers, docs.
+fn is_build_artifact(file: &str) -> bool {
+    let base = file.rsplit('/').next().unwrap_or(file);
+    let upper = base.to_ascii_uppercase();
+    const EXT: &[&str] = &[
+        ".pyi", ".pxd", ".pyx", ".pxi", ".h", ".hpp", ".c", ".cc", ".cpp", ".f", ".f90", ".md",
+        ".rst", ".a", ".typed",
+    ];
+    base == "py.typed"
+        || EXT.iter().any(|e| base.ends_with(e))
+        || ["LICENSE", "LICENCE", "COPYING", "NOTICE", "AUTHORS"]
+            .iter()
+            .any(|p| upper.starts_with(p))
+}
+
+/// Test suites, benchmarks and examples shipped inside a package do not run in a server.
+fn is_dev_only(module: &str) -> bool {
+    module.split('.').any(|p| {
+        matches!(
+            p,
+            "tests" | "test" | "testing" | "benchmarks" | "bench" | "examples" | "docs"
+        )
+    })
+}
+
+fn top_of(dotted: &str) -> &str {
+    dotted.split('.').next().unwrap_or(dotted)
+}
+
+/// Top-level name of a RECORD path (`pkg/x.py` → `pkg`, `mod.cpython-311-….so` → `mod`).
+fn record_top(path: &str) -> Option<String> {
+    let first = path.split('/').next()?;
+    if first.is_empty() || first.starts_with("..") || first.ends_with(".dist-info") {
+        return None;
+    }
+    if path.contains('/') {
+        return Some(first.to_string());
+    }
+    let stem = first.split('.').next()?;
+    (first.ends_with(".py") || first.ends_with(".so")).then(|| stem.to_string())
+}
+
+/// String literals of a Python source (short strings only; good enough to spot names).
+fn string_literals(src: &str) -> BTreeSet<&str> {
+    let mut out = BTreeSet::new();
+    let bytes = src.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let q = bytes[i];
+        if q == b'"' || q == b'\'' {
+            let start = i + 1;
+            let mut j = start;
+            while j < bytes.len() && bytes[j] != q && bytes[j] != b'\n' {
+                j += if bytes[j] == b'\\' { 2 } else { 1 };
+            }
+            if j < bytes.len() && bytes[j] == q {
+                if let Some(s) = src.get(start..j) {
+                    out.insert(s);
+                }
+            }
+            i = j + 1;
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Result of the analysis.
+pub struct Plan {
+    /// Groups for the manifest.
+    pub groups: Vec<OnDiskGroup>,
+    /// Every prefix in some group (their sources are packed, for the view).
+    pub prefixes: BTreeSet<String>,
+    /// Findings for the user.
+    pub warnings: Vec<String>,
+}
+
+impl Plan {
+    /// Whether module `name` is served from a view.
+    pub fn covers(&self, name: &str) -> bool {
+        self.prefixes.iter().any(|p| covered(name, p))
+    }
+}
+
+/// `name` is `prefix` or inside it.
+fn covered(name: &str, prefix: &str) -> bool {
+    name == prefix
+        || (name.len() > prefix.len()
+            && name.starts_with(prefix)
+            && name.as_bytes()[prefix.len()] == b'.')
+}
+
+/// What a group found so far: view prefixes and the first reason.
+#[derive(Default)]
+struct Found {
+    prefixes: BTreeSet<String>,
+    reason: String,
+}
+
+impl Found {
+    fn add(&mut self, prefix: &str, why: String) {
+        self.prefixes.insert(prefix.to_string());
+        if self.reason.is_empty() {
+            self.reason = why;
+        }
+    }
+}
+
+/// Decide the on-disk groups of a build.
+pub fn plan(collected: &Collected, project: &Project) -> Plan {
+    // Distribution → its top-level names, from RECORD; the app is one more group.
+    let mut dists: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for ((dir, file), path) in &collected.dist_files {
+        if file != "RECORD" {
+            continue;
+        }
+        let name = normalize(dir.split('-').next().unwrap_or(dir));
+        let Ok(text) = std::fs::read_to_string(path) else {
+            continue;
+        };
+        let tops = dists.entry(name).or_default();
+        for line in text.lines() {
+            let rel = line.split(',').next().unwrap_or_default();
+            tops.extend(record_top(rel));
+        }
+    }
+    let app = normalize(&project.name);
+    dists.insert(
+        app.clone(),
+        project
+            .packages
+            .iter()
+            .map(|(n, _)| top_of(n).to_string())
+            .collect(),
+    );
+    let dist_of: BTreeMap<&str, &str> = dists
+        .iter()
+        .flat_map(|(d, tops)| tops.iter().map(move |t| (t.as_str(), d.as_str())))
+        .collect();
+
+    let mut found: BTreeMap<String, Found> = BTreeMap::new();
+    let mut warnings = Vec::new();
+
+    // Data files by directory (relative to the import root), and ELF/executable files.
+    let mut data_dirs: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for ((pkg, rel), path) in &collected.resources {
+        let full = if pkg.is_empty() {
+            rel.clone()
+        } else {
+            format!("{}/{rel}", pkg.replace('.', "/"))
+        };
+        let top = full.split('/').next().unwrap_or_default();
+        let Some(dist) = dist_of.get(top) else {
+            continue;
+        };
+        // The package holding the file, or the import-root directory it sits in.
+        let owner = if pkg.is_empty() { top } else { pkg.as_str() };
+        let head = read_head(path);
+        if head.starts_with(b"\x7fELF") {
+            if rel.contains(".so") {
+                found.entry(dist.to_string()).or_default().add(
+                    owner,
+                    format!("ships a shared library loaded by path: {full}"),
+                );
+            } else {
+                warnings.push(format!(
+                    "{dist} ships an executable ({full}); it runs from the on-disk file view"
+                ));
+                found
+                    .entry(dist.to_string())
+                    .or_default()
+                    .add(owner, format!("ships an executable: {full}"));
+            }
+        } else if head.starts_with(b"#!") && is_executable(path) {
+            warnings.push(format!(
+                "{dist} ships an executable script ({full}); it runs from the on-disk file view"
+            ));
+            found
+                .entry(dist.to_string())
+                .or_default()
+                .add(owner, format!("ships an executable script: {full}"));
+        }
+        if is_build_artifact(rel) {
+            continue;
+        }
+        // Every directory level between the package and the file can be named.
+        let parts: Vec<&str> = full.split('/').collect();
+        for i in 0..parts.len().saturating_sub(1) {
+            data_dirs
+                .entry(parts[..=i].join("/"))
+                .or_default()
+                .insert(parts[i + 1].to_string());
+        }
+        data_dirs
+            .entry(String::new())
+            .or_default()
+            .insert(parts[0].to_string());
+    }
+
+    // Directories that are packages: a literal naming one is a submodule reference.
+    let package_dirs: BTreeSet<String> = collected
+        .modules
+        .iter()
+        .filter(|(_, m)| m.is_package)
+        .map(|(n, _)| n.replace('.', "/"))
+        .collect();
+    for (name, m) in &collected.modules {
+        let Some(dist) = dist_of.get(top_of(name)) else {
+            continue;
+        };
+        if m.layer == Layer::Stdlib || is_dev_only(name) {
+            continue;
+        }
+        let Ok(src) = std::fs::read_to_string(&m.path) else {
+            continue;
+        };
+        if !src.contains("__file__") {
+            continue;
+        }
+        let dir = match m.rel.rsplit_once('/') {
+            Some((d, _)) => d.to_string(),
+            None => String::new(),
+        };
+        let Some(beside) = data_dirs.get(&dir) else {
+            continue;
+        };
+        let hit = string_literals(&src)
+            .into_iter()
+            .filter_map(|lit| lit.trim_matches('/').split('/').next())
+            .find(|first| {
+                let path = if dir.is_empty() {
+                    first.to_string()
+                } else {
+                    format!("{dir}/{first}")
+                };
+                !first.is_empty() && beside.contains(*first) && !package_dirs.contains(&path)
+            });
+        let Some(hit) = hit else {
+            continue;
+        };
+        let why = format!("{} opens '{hit}' relative to __file__", m.rel);
+        let entry = found.entry(dist.to_string()).or_default();
+        if dir.is_empty() {
+            // A top-level module and an import-root data directory beside it.
+            entry.add(name, why.clone());
+            entry.add(hit, why);
+        } else {
+            entry.add(&dir.replace('/', "."), why);
+        }
+    }
+
+    for forced in &project.on_disk {
+        let n = normalize(forced);
+        match dists.get(&n) {
+            Some(tops) => {
+                let entry = found.entry(n).or_default();
+                for t in tops {
+                    entry.add(t, "[tool.pykiln] on-disk".into());
+                }
+            }
+            None => warnings.push(format!(
+                "[tool.pykiln] on-disk names '{forced}', which is not a packed distribution"
+            )),
+        }
+    }
+    for kept in &project.in_memory {
+        found.remove(&normalize(kept));
+    }
+
+    let mut groups = Vec::new();
+    let mut prefixes = BTreeSet::new();
+    for (dist, f) in found {
+        // Drop prefixes inside other prefixes of the group.
+        let tops: Vec<String> = f
+            .prefixes
+            .iter()
+            .filter(|p| !f.prefixes.iter().any(|q| q != *p && covered(p, q)))
+            .cloned()
+            .collect();
+        if dist != app {
+            warnings.push(format!(
+                "{dist} looks __file__-dependent ({}); on-disk file view for: {} \
+                 (set [tool.pykiln] in-memory = [\"{dist}\"] to keep it in memory)",
+                f.reason,
+                tops.join(", ")
+            ));
+        }
+        groups.push(OnDiskGroup {
+            id: group_id(collected, &tops),
+            name: dist,
+            tops: tops.clone(),
+            reason: f.reason,
+        });
+        prefixes.extend(tops);
+    }
+    Plan {
+        groups,
+        prefixes,
+        warnings,
+    }
+}
+
+/// A digest of every file a group's view holds (names and contents).
+fn group_id(collected: &Collected, tops: &[String]) -> String {
+    let ours = |name: &str| tops.iter().any(|p| covered(name, p));
+    let mut h = Sha256::new();
+    let mut add = |key: &str, path: &Path| {
+        h.update(key.as_bytes());
+        h.update([0]);
+        if let Ok(bytes) = std::fs::read(path) {
+            h.update((bytes.len() as u64).to_le_bytes());
+            h.update(&bytes);
+        }
+    };
+    for (name, m) in &collected.modules {
+        if ours(name) {
+            add(&m.rel, &m.path);
+        }
+    }
+    for (name, path) in &collected.extensions {
+        if ours(name) {
+            add(name, path);
+        }
+    }
+    for ((pkg, rel), path) in &collected.resources {
+        let owner = if pkg.is_empty() {
+            rel.split('/').next().unwrap_or_default()
+        } else {
+            pkg
+        };
+        if ours(owner) {
+            add(&format!("{pkg}\0{rel}"), path);
+        }
+    }
+    h.update(env!("CARGO_PKG_VERSION").as_bytes());
+    h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn read_head(path: &Path) -> [u8; 4] {
+    use std::io::Read as _;
+    let mut head = [0u8; 4];
+    if let Ok(mut f) = std::fs::File::open(path) {
+        let _ = f.read(&mut head);
+    }
+    head
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_paths_give_top_level_names() {
+        assert_eq!(record_top("pkg/sub/x.py").as_deref(), Some("pkg"));
+        assert_eq!(record_top("six.py").as_deref(), Some("six"));
+        assert_eq!(
+            record_top("_cffi_backend.cpython-311-x86_64-linux-gnu.so").as_deref(),
+            Some("_cffi_backend")
+        );
+        assert_eq!(
+            record_top("_soundfile_data/lib.so").as_deref(),
+            Some("_soundfile_data")
+        );
+        assert_eq!(record_top("../../bin/tool"), None);
+        assert_eq!(record_top("pkg-1.0.dist-info/RECORD"), None);
+        assert_eq!(record_top("README"), None);
+    }
+
+    #[test]
+    fn literals_are_found() {
+        let lits = string_literals(
+            "p = os.path.join(os.path.dirname(__file__), 'locale-data')\nq = \"a\\\"b\"\nx = 'unterminated\n",
+        );
+        assert!(lits.contains("locale-data"));
+        assert!(lits.contains("a\\\"b"));
+        assert!(!lits.iter().any(|l| l.contains("unterminated")));
+    }
+
+    #[test]
+    fn artifacts_are_not_data() {
+        for f in [
+            "py.typed",
+            "x/__init__.pyi",
+            "include/numpy/arrayobject.h",
+            "LICENSE.txt",
+        ] {
+            assert!(is_build_artifact(f), "{f}");
+        }
+        for f in [
+            "locale-data/de.dat",
+            "zoneinfo/Europe/Paris",
+            "template.txt",
+            "data.json",
+        ] {
+            assert!(!is_build_artifact(f), "{f}");
+        }
+    }
+}

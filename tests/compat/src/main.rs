@@ -1,0 +1,2 @@
+//! The compatibility corpus packed into one executable (see corpus/pyproject.toml).
+pykiln::main!();
