@@ -156,9 +156,11 @@ fn writer_rejects_duplicates_and_bad_keys() {
         Err(WriteError::BadKey { .. })
     ));
     assert!(matches!(
-        w.add_resource("", "x", vec![]),
+        w.add_resource("pkg", "", vec![]),
         Err(WriteError::BadKey { .. })
     ));
+    // An empty package is the import root (data directories beside top-level modules).
+    w.add_resource("", "_data/lib.so", vec![1]).unwrap();
     // Same key, other kind: fine.
     w.add_extension("a", "a.so", vec![], &[]).unwrap();
 }
@@ -284,4 +286,22 @@ proptest! {
             prop_assert_eq!(e.read_source().unwrap().map(|c| c.into_owned()), pkg.then(|| code.clone()));
         }
     }
+}
+
+#[test]
+fn import_root_resources_round_trip() {
+    let mut w = ArchiveWriter::new((3, 11));
+    w.add_resource("", "_data/lib.so", b"elf".to_vec()).unwrap();
+    w.add_resource("pkg", "data.json", b"{}".to_vec()).unwrap();
+    let bytes = w.finish().unwrap();
+    let a = Archive::open(&bytes).unwrap();
+    assert_eq!(
+        &*a.resource("", "_data/lib.so").unwrap().read().unwrap(),
+        b"elf"
+    );
+    assert!(a.resource("pkg", "_data/lib.so").is_none());
+    assert_eq!(
+        &*a.resource("pkg", "data.json").unwrap().read().unwrap(),
+        b"{}"
+    );
 }

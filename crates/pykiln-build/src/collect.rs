@@ -444,16 +444,36 @@ mod tests {
             "pkg-1.0.dist-info/licenses/LICENSE",
             "pkg.libs/libfoo-abc.so.1",
             "bin/tool",
-            "thing.pth",
+            "extra/extmod.py",
+            "_pkg_data/table.bin",
+            "legacy-nspkg.pth",
         ] {
             touch(s, f);
         }
+        std::fs::write(
+            s.join("thing.pth"),
+            "# comment\nextra\nmissing-dir\n../../outside\nimport os; os.environ.setdefault('X', '1')\n",
+        )
+        .unwrap();
+        std::fs::write(s.join("legacy-nspkg.pth"), "import sys, types; ns = 1\n").unwrap();
         let ex = Excludes::default();
         let mut c = Collector::new(&ex, "cpython-311");
         c.walk_site(s);
         let out = c.finish();
         let mods: Vec<&str> = out.modules.keys().map(String::as_str).collect();
-        assert_eq!(mods, ["ns.part", "pkg", "pkg.mod", "single"]);
+        // extra/ is an import root because thing.pth names it (and, as on a real
+        // sys.path, also a namespace package of site-packages).
+        assert_eq!(
+            mods,
+            [
+                "extmod",
+                "extra.extmod",
+                "ns.part",
+                "pkg",
+                "pkg.mod",
+                "single"
+            ]
+        );
         assert!(out.modules["pkg"].is_package);
         assert_eq!(out.modules["pkg.mod"].rel, "pkg/mod.py");
         assert_eq!(out.extensions.keys().collect::<Vec<_>>(), ["pkg._speed"]);
@@ -462,14 +482,25 @@ mod tests {
             .keys()
             .map(|(p, r)| format!("{p}:{r}"))
             .collect();
-        assert_eq!(res, ["pkg:data/schema.json", "pkg:py.typed"]);
+        assert_eq!(
+            res,
+            [
+                ":_pkg_data/table.bin",
+                "pkg:data/schema.json",
+                "pkg:py.typed"
+            ]
+        );
+        assert_eq!(
+            out.pth_imports,
+            ["import os; os.environ.setdefault('X', '1')"],
+            "-nspkg.pth skipped, comments and paths are not imports"
+        );
         assert_eq!(out.dist_files.len(), 2);
         assert!(out.dist_files.contains_key(&(
             "pkg-1.0.dist-info".to_string(),
             "licenses/LICENSE".to_string()
         )));
         assert!(out.vendored.contains_key("libfoo-abc.so.1"));
-        assert!(out.warnings.iter().any(|w| w.contains("thing.pth")));
         assert!(out.warnings.iter().any(|w| w.contains("_old")));
     }
 }

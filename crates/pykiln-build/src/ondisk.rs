@@ -193,18 +193,12 @@ pub fn plan(collected: &Collected, project: &Project) -> Plan {
                     format!("ships a shared library loaded by path: {full}"),
                 );
             } else {
-                warnings.push(format!(
-                    "{dist} ships an executable ({full}); it runs from the on-disk file view"
-                ));
                 found
                     .entry(dist.to_string())
                     .or_default()
                     .add(owner, format!("ships an executable: {full}"));
             }
         } else if head.starts_with(b"#!") && is_executable(path) {
-            warnings.push(format!(
-                "{dist} ships an executable script ({full}); it runs from the on-disk file view"
-            ));
             found
                 .entry(dist.to_string())
                 .or_default()

@@ -91,6 +91,7 @@ fn info(archive: &Archive<'static>) -> anyhow::Result<serde_json::Value> {
         "app": manifest.app,
         "distributions": manifest.distributions,
         "build": manifest.build,
+        "on_disk": manifest.on_disk,
     }))
 }
 

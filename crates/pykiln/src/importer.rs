@@ -628,6 +628,13 @@ impl Importer {
             .unwrap_or_default()
     }
 
+    /// Whether `name` is a packed native extension module.
+    fn _is_extension(&self, name: &str) -> bool {
+        self.archive
+            .module(name)
+            .is_some_and(|e| e.kind() == EntryKind::Extension)
+    }
+
     /// Whether `name` is a packed module or namespace package.
     fn _is_packed(&self, name: &str) -> bool {
         self.archive.module(name).is_some() || self.archive.has_submodules(name)

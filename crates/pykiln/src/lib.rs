@@ -41,6 +41,10 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The build script (pykiln-build) sets `PYKILN_ARCHIVE` to the archive path; the bytes
 /// are embedded with `include_bytes!`, so the result stays one file and the kernel maps
 /// the archive lazily with the rest of the executable.
+///
+/// `pykiln::main!(entry_point = "pkg.module:function")` runs another entry point of the
+/// same archive instead of the project's, so one build can give several binaries
+/// (e.g. a server and its admin tool).
 #[macro_export]
 macro_rules! main {
     () => {
@@ -49,12 +53,27 @@ macro_rules! main {
             $crate::run(ARCHIVE)
         }
     };
+    (entry_point = $entry:literal) => {
+        fn main() -> ::std::process::ExitCode {
+            static ARCHIVE: &[u8] = include_bytes!(env!("PYKILN_ARCHIVE"));
+            $crate::run_entry_point(ARCHIVE, $entry)
+        }
+    };
 }
 
 /// Run the packed application (or the `--pykiln` console) and return its exit status.
 pub fn run(archive: &'static [u8]) -> ExitCode {
+    run_with(archive, None)
+}
+
+/// Like [`run`], with `entry_point` (`module:function`) instead of the archive's own.
+pub fn run_entry_point(archive: &'static [u8], entry_point: &str) -> ExitCode {
+    run_with(archive, Some(entry_point))
+}
+
+fn run_with(archive: &'static [u8], entry_point: Option<&str>) -> ExitCode {
     init_logging();
-    match run_inner(archive) {
+    match run_inner(archive, entry_point) {
         Ok(code) => exit_code(code),
         Err(e) => {
             // Errors before Python runs: one clear line on stderr, never a backtrace.
@@ -69,7 +88,7 @@ fn exit_code(code: i32) -> ExitCode {
     ExitCode::from((code & 0xff) as u8)
 }
 
-fn run_inner(bytes: &'static [u8]) -> anyhow::Result<i32> {
+fn run_inner(bytes: &'static [u8], entry_point: Option<&str>) -> anyhow::Result<i32> {
     let start = std::time::Instant::now();
     let archive = Archive::open(bytes).context("the embedded pykiln archive is unreadable")?;
     tracing::debug!(entries = archive.len(), bytes = archive.size(), elapsed = ?start.elapsed(), "archive opened");
@@ -95,7 +114,7 @@ fn run_inner(bytes: &'static [u8]) -> anyhow::Result<i32> {
     interp::run(
         archive,
         Mode::App {
-            entry_point: app.entry_point,
+            entry_point: entry_point.map_or(app.entry_point, str::to_string),
         },
         args,
     )

@@ -1,0 +1,315 @@
+#!/usr/bin/env python3
+"""pykiln against a venv and PyInstaller, on the demo and on mcp-server-time.
+
+    python3 bench/compare.py [--runs 12] [--out bench/RESULTS.md] [--skip-build-times]
+
+Builds each server four ways: the pykiln binary, `python -m` in a venv holding the same
+packages, PyInstaller `--onefile` and `--onedir` (PyInstaller pip-installed into that
+venv). Then measures them interleaved in one run (A B C D A B C D …, one warm-up round,
+medians and ratios; absolute times on a shared machine mean little): spawn → initialize
+response, spawn → tools/list response, one tools/call round trip, RSS of the whole
+process tree after tools/list (PyInstaller's onefile bootloader is a parent process),
+file size (onedir: the whole directory), and build times (clean, and after a one-line
+edit of an app .py; the demo only, mcp-server-time has no app code of ours).
+
+Everything it creates lives under ~/.cache/pykiln/bench; the mcp-server-time binary is
+a small cargo project there that depends on this repository's crates by path. Writes a
+markdown table with machine information to --out and prints it.
+"""
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = Path.home() / ".cache" / "pykiln" / "bench"
+TIME_PIN = "mcp-server-time==2026.10.19"
+PYINSTALLER_PIN = "pyinstaller==6.16.0"
+
+INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bench", "version": "0"}}}
+INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+LIST = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+
+SERVERS = {
+    "pykiln-notes": {
+        "module": "pykiln_notes",
+        "entry": "from pykiln_notes.server import main\nmain()\n",
+        "tool": ("list_notes", {}),
+        "expect": b"search_notes",
+    },
+    "mcp-server-time": {
+        "module": "mcp_server_time",
+        "entry": "from mcp_server_time import main\nmain()\n",
+        "tool": ("get_current_time", {"timezone": "Etc/UTC"}),
+        "expect": b"convert_time",
+    },
+}
+
+
+def sh(cmd, **kw):
+    subprocess.check_call(cmd, stdout=subprocess.DEVNULL, **kw)
+
+
+def timed(cmd, **kw):
+    t0 = time.perf_counter()
+    sh(cmd, **kw)
+    return time.perf_counter() - t0
+
+
+def python_tag(python):
+    return subprocess.check_output([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], text=True).strip()
+
+
+def venv(python):
+    tag = python_tag(python)
+    d = CACHE / f"compare-venv-{tag}"
+    exe = d / "bin" / "python"
+    if not (d / ".complete").exists():
+        shutil.rmtree(d, ignore_errors=True)
+        sh([python, "-m", "venv", str(d)])
+        sh([str(exe), "-m", "pip", "install", "-q", str(ROOT / "examples" / "notes-server"), TIME_PIN, PYINSTALLER_PIN])
+        (d / ".complete").write_text("")
+    return exe
+
+
+def time_server_project(python):
+    """A cargo project packing mcp-server-time with pykiln (outside the workspace)."""
+    d = CACHE / "time-server"
+    (d / "src").mkdir(parents=True, exist_ok=True)
+    (d / "py").mkdir(exist_ok=True)
+    (d / "py" / "pyproject.toml").write_text(
+        '[project]\nname = "bench-time"\nversion = "1.0.0"\n'
+        f'dependencies = ["{TIME_PIN}"]\n\n[tool.pykiln]\nentry-point = "mcp_server_time:main"\n'
+        'packages = ["bench_time"]\n')
+    (d / "py" / "bench_time").mkdir(exist_ok=True)
+    (d / "py" / "bench_time" / "__init__.py").write_text('"""Nothing: the server is the dependency."""\n')
+    (d / "Cargo.toml").write_text(
+        '[package]\nname = "bench-time-server"\nversion = "0.1.0"\nedition = "2024"\n\n'
+        "[workspace]\n\n"
+        f'[dependencies]\npykiln = {{ path = "{ROOT}/crates/pykiln" }}\n'
+        f'[build-dependencies]\npykiln-build = {{ path = "{ROOT}/crates/pykiln-build" }}\n\n'
+        '[profile.release]\ndebug = false\nstrip = "debuginfo"\npanic = "abort"\n')
+    (d / "build.rs").write_text('fn main() {\n    pykiln_build::App::from_project("py").run_build_script();\n}\n')
+    (d / "src" / "main.rs").write_text("pykiln::main!();\n")
+    (d / ".cargo").mkdir(exist_ok=True)
+    shutil.copy(ROOT / ".cargo" / "config.toml", d / ".cargo" / "config.toml")
+    return d
+
+
+def cargo_build(project, target_dir, env):
+    return timed(["cargo", "build", "--release", "--quiet", "--manifest-path", str(project / "Cargo.toml"),
+                  "--target-dir", str(target_dir)], env=env)
+
+
+def pyinstaller(venv_py, name, entry, onefile, module):
+    work = CACHE / "pyinstaller" / ("onefile" if onefile else "onedir") / name
+    work.mkdir(parents=True, exist_ok=True)
+    script = work / f"{name.replace('-', '_')}_entry.py"
+    script.write_text(entry)
+    dist = work / "dist"
+    cmd = [str(venv_py), "-m", "PyInstaller", "--noconfirm", "--log-level", "ERROR", "--name", name,
+           "--distpath", str(dist), "--workpath", str(work / "build"), "--specpath", str(work),
+           # What users end up adding so mcp's lazily imported modules are found.
+           "--collect-submodules", "mcp", "--collect-submodules", module, "--collect-data", "tzdata",
+           "--onefile" if onefile else "--onedir", str(script)]
+    return cmd, (dist / name if onefile else dist / name / name)
+
+
+def tree_rss_kib(pid):
+    total, pids = 0, [pid]
+    while pids:
+        p = pids.pop()
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+            pids.extend(int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split())
+        except OSError:
+            pass
+    return total
+
+
+def one_run(cmd, env, server):
+    spec = SERVERS[server]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+
+    def send(m):
+        proc.stdin.write((json.dumps(m) + "\n").encode())
+        proc.stdin.flush()
+
+    send(INIT)
+    first = proc.stdout.readline()
+    t_init = time.perf_counter() - t0
+    assert b'"id":1' in first.replace(b" ", b""), (cmd, first[:300])
+    send(INITIALIZED)
+    send(LIST)
+    second = proc.stdout.readline()
+    t_list = time.perf_counter() - t0
+    assert spec["expect"] in second, (cmd, second[:300])
+    rss = tree_rss_kib(proc.pid)
+    name, args = spec["tool"]
+    t1 = time.perf_counter()
+    send({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": name, "arguments": args}})
+    third = proc.stdout.readline()
+    t_call = time.perf_counter() - t1
+    assert b'"id":3' in third.replace(b" ", b"") and b'"isError":true' not in third.replace(b" ", b""), third[:300]
+    proc.stdin.close()
+    proc.wait(timeout=30)
+    return t_init, t_list, t_call, rss
+
+
+# Run inside the packed interpreter: the importer's own cost per import.
+FINDER = r"""
+import statistics, sys, time
+imp = next(f for f in sys.meta_path if type(f).__name__ == "PykilnImporter")
+names = [n for n in imp._module_names() if not n.endswith("__main__")][::3][:2000]
+def per_call(fn):
+    runs = []
+    for _ in range(5):
+        t0 = time.perf_counter_ns()
+        for n in names:
+            fn(n)
+        runs.append((time.perf_counter_ns() - t0) / len(names) / 1000)
+    return statistics.median(runs)
+spec = per_call(lambda n: imp.find_spec(n))
+code = per_call(lambda n: imp.get_code(n) if not imp._is_extension(n) else None)
+print(f"{spec:.2f} {code:.2f} {len(names)}")
+"""
+
+
+def size_of(path):
+    p = Path(path)
+    if p.is_dir():
+        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file() and not f.is_symlink())
+    return p.stat().st_size
+
+
+def machine():
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {platform.platform()}"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=12)
+    ap.add_argument("--python", default=os.environ.get("PYO3_PYTHON", shutil.which("python3")))
+    ap.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
+    ap.add_argument("--skip-build-times", action="store_true")
+    args = ap.parse_args()
+    env_build = dict(os.environ, PYO3_PYTHON=args.python)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    vpy = venv(args.python)
+    target = ROOT / "target"
+
+    print("building …", file=sys.stderr)
+    builds = {}
+    builds["pykiln-notes", "pykiln"] = cargo_build(ROOT, target, env_build)
+    time_proj = time_server_project(args.python)
+    builds["mcp-server-time", "pykiln"] = cargo_build(time_proj, target, env_build)
+    bins = {("pykiln-notes", "pykiln"): [str(target / "release" / "pykiln-notes")],
+            ("mcp-server-time", "pykiln"): [str(target / "release" / "bench-time-server")]}
+    sizes = {k: size_of(v[0]) for k, v in bins.items()}
+    for server, spec in SERVERS.items():
+        bins[server, "venv"] = [str(vpy), "-m", spec["module"]]
+        sizes[server, "venv"] = None
+        for onefile in (True, False):
+            kind = "pyinstaller onefile" if onefile else "pyinstaller onedir"
+            cmd, exe = pyinstaller(vpy, server, spec["entry"], onefile, spec["module"])
+            builds[server, kind] = timed(cmd + ["--clean"])
+            bins[server, kind] = [str(exe)]
+            sizes[server, kind] = size_of(exe if onefile else exe.parent)
+
+    edits = {}
+    if not args.skip_build_times:
+        # Clean archive builds (Rust dependencies compiled, pip/bytecode caches warm, as
+        # PyInstaller's own caches are): drop the build script's output and the
+        # compressed-blob cache, then build. Then a one-line edit of an app .py.
+        app_py = ROOT / "examples" / "notes-server" / "src" / "pykiln_notes" / "store.py"
+        original = app_py.read_text()
+        try:
+            sh(["cargo", "clean", "--release", "-p", "pykiln-notes", "--target-dir", str(target)], cwd=ROOT)
+            builds["pykiln-notes", "pykiln"] = cargo_build(ROOT, target, env_build)
+            app_py.write_text(original + f"\n# bench edit {time.time()}\n")
+            edits["pykiln-notes", "pykiln"] = cargo_build(ROOT, target, env_build)
+            for kind, onefile in (("pyinstaller onefile", True), ("pyinstaller onedir", False)):
+                sh([str(vpy), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(ROOT / "examples" / "notes-server")])
+                cmd, _ = pyinstaller(vpy, "pykiln-notes", SERVERS["pykiln-notes"]["entry"], onefile, "pykiln_notes")
+                edits["pykiln-notes", kind] = timed(cmd)
+        finally:
+            app_py.write_text(original)
+            sh([str(vpy), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(ROOT / "examples" / "notes-server")])
+            cargo_build(ROOT, target, env_build)
+
+    tmp = tempfile.mkdtemp(prefix="pykiln-bench-")
+    env = {"PATH": "/usr/bin:/bin", "HOME": tmp, "PYKILN_NOTES_DB": os.path.join(tmp, "notes.db")}
+    order = list(bins)
+    results = {k: [] for k in order}
+    print(f"measuring {len(order)} variants × {args.runs} runs …", file=sys.stderr)
+    for i in range(args.runs + 1):
+        for key in order:
+            r = one_run(bins[key], dict(env), key[0])
+            if i > 0:  # round 0 warms the page cache
+                results[key].append(r)
+    med = {k: [statistics.median(r[j] for r in rs) for j in range(4)] for k, rs in results.items()}
+
+    lines = [
+        "# Benchmark: pykiln vs venv Python vs PyInstaller",
+        "",
+        f"Written by `python3 bench/compare.py --runs {args.runs}`. Machine: {machine()}; "
+        f"Python {python_tag(args.python)}. {args.runs} interleaved rounds after one warm-up; medians. "
+        "Ratios compare variants measured in the same run; absolute times on this shared machine are noisy.",
+        "",
+    ]
+    for server in SERVERS:
+        v = med[server, "venv"]
+        one = med[server, "pyinstaller onefile"]
+        lines += [
+            f"## {server}",
+            "",
+            "| variant | spawn→initialize ms | ×venv | ×onefile | spawn→tools/list ms | tools/call ms | tree RSS MB | ×venv | size MB | build s | one-line edit s |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for kind in ("pykiln", "venv", "pyinstaller onefile", "pyinstaller onedir"):
+            ti, tl, tc, rss = med[server, kind]
+            size = sizes.get((server, kind))
+            b = builds.get((server, kind))
+            e = edits.get((server, kind))
+            lines.append(
+                f"| {kind} | {ti * 1e3:.0f} | {ti / v[0]:.2f} | {ti / one[0]:.2f} | {tl * 1e3:.0f} | {tc * 1e3:.1f} | "
+                f"{rss / 1024:.1f} | {rss / v[3]:.2f} | {'' if size is None else f'{size / 1e6:.1f}'} | "
+                f"{'' if b is None else f'{b:.1f}'} | {'' if e is None else f'{e:.1f}'} |")
+        p_size, o_size = sizes[server, "pykiln"], sizes[server, "pyinstaller onefile"]
+        lines += ["", f"pykiln size / onefile size: {p_size / o_size:.2f}", ""]
+    out = subprocess.check_output(bins["pykiln-notes", "pykiln"] + ["--pykiln", "python", "-c", FINDER], text=True, env=env)
+    spec_us, code_us, n = out.split()
+    lines += [
+        "## Importer",
+        "",
+        f"Inside the packed demo, median over {n} packed modules: `find_spec` {spec_us} µs per call; "
+        f"`get_code` (lookup, checksum, zstd, unmarshal) {code_us} µs per call. "
+        "Archive-level micro-benchmarks (open, lookup, decompression): `cargo bench -p pykiln-archive`.",
+        "",
+    ]
+    text = "\n".join(lines) + "\n"
+    Path(args.out).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Nothing of ours: the servers are the dependencies (see pyproject.toml)."""
