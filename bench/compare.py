@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path.home() / ".cache" / "pykiln" / "bench"
 TIME_PIN = "mcp-server-time==2026.10.19"
-PYINSTALLER_PIN = "pyinstaller==6.16.0"
+PYINSTALLER_PIN = "pyinstaller==6.22.3"
 
 INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
         "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bench", "version": "0"}}}
@@ -117,8 +117,7 @@ def pyinstaller(venv_py, name, entry, onefile, module):
     dist = work / "dist"
     cmd = [str(venv_py), "-m", "PyInstaller", "--noconfirm", "--log-level", "ERROR", "--name", name,
            "--distpath", str(dist), "--workpath", str(work / "build"), "--specpath", str(work),
-           # What users end up adding so mcp's lazily imported modules are found.
-           "--collect-submodules", "mcp", "--collect-submodules", module, "--collect-data", "tzdata",
+           "--collect-submodules", module,
            "--onefile" if onefile else "--onedir", str(script)]
     return cmd, (dist / name if onefile else dist / name / name)
 
@@ -211,6 +210,7 @@ def main():
     ap.add_argument("--python", default=os.environ.get("PYO3_PYTHON", shutil.which("python3")))
     ap.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
     ap.add_argument("--skip-build-times", action="store_true")
+    ap.add_argument("--reuse", action="store_true", help="keep existing PyInstaller builds (no build times)")
     args = ap.parse_args()
     env_build = dict(os.environ, PYO3_PYTHON=args.python)
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -231,12 +231,13 @@ def main():
         for onefile in (True, False):
             kind = "pyinstaller onefile" if onefile else "pyinstaller onedir"
             cmd, exe = pyinstaller(vpy, server, spec["entry"], onefile, spec["module"])
-            builds[server, kind] = timed(cmd + ["--clean"])
+            if not (args.reuse and exe.exists()):
+                builds[server, kind] = timed(cmd + ["--clean"])
             bins[server, kind] = [str(exe)]
             sizes[server, kind] = size_of(exe if onefile else exe.parent)
 
     edits = {}
-    if not args.skip_build_times:
+    if not (args.skip_build_times or args.reuse):
         # Clean archive builds (Rust dependencies compiled, pip/bytecode caches warm, as
         # PyInstaller's own caches are): drop the build script's output and the
         # compressed-blob cache, then build. Then a one-line edit of an app .py.

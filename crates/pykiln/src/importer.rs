@@ -628,6 +628,12 @@ impl Importer {
             .unwrap_or_default()
     }
 
+    /// Drop this process's resident copies of the archive's pages (start-up has read
+    /// what it needs; later reads fault pages back in from the page cache).
+    fn _release_pages(&self) {
+        crate::native::release_pages(self.archive.bytes());
+    }
+
     /// Whether `name` is a packed native extension module.
     fn _is_extension(&self, name: &str) -> bool {
         self.archive

