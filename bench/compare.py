@@ -207,12 +207,17 @@ def machine():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=12)
-    ap.add_argument("--python", default=os.environ.get("PYO3_PYTHON", shutil.which("python3")))
+    ap.add_argument("--python", help="CPython to embed and to make the venv with (default: what pyo3 picks)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
     ap.add_argument("--skip-build-times", action="store_true")
     ap.add_argument("--reuse", action="store_true", help="keep existing PyInstaller builds (no build times)")
     args = ap.parse_args()
-    env_build = dict(os.environ, PYO3_PYTHON=args.python)
+    env_build = dict(os.environ)
+    if args.python:
+        env_build["PYO3_PYTHON"] = args.python
+    else:
+        # pyo3's choice: PYO3_PYTHON, else python3 on PATH (an active venv is ignored here).
+        args.python = os.environ.get("PYO3_PYTHON") or shutil.which("python3")
     CACHE.mkdir(parents=True, exist_ok=True)
     vpy = venv(args.python)
     target = ROOT / "target"

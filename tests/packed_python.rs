@@ -30,6 +30,8 @@ fn importlib_metadata_reads_packed_dist_info() {
          print(md.entry_points(group='console_scripts')['pykiln-notes'].value)\n\
          print(any(str(f).endswith('pydantic/__init__.py') for f in md.files('pydantic')))\n\
          print(len(md.requires('mcp')) > 3, len(list(md.distributions())) > 20)\n\
+         meta = [f for f in md.files('pydantic_core') if f.name == 'METADATA'][0]\n\
+         print(meta.locate().exists(), meta.read_text().startswith('Metadata-Version'))\n\
          try:\n    md.version('not-a-packed-dist')\nexcept md.PackageNotFoundError:\n    print('missing ok')\n",
     );
     assert!(ok, "{err}");
@@ -40,7 +42,8 @@ fn importlib_metadata_reads_packed_dist_info() {
     assert_eq!(lines[3], "pykiln_notes.server:main");
     assert_eq!(lines[4], "True");
     assert_eq!(lines[5], "True True");
-    assert_eq!(lines[6], "missing ok");
+    assert_eq!(lines[6], "True True", "dist-info files exist and read");
+    assert_eq!(lines[7], "missing ok");
 }
 
 #[test]
@@ -126,10 +129,11 @@ fn native_code_falls_back_to_a_private_cache_without_memfd() {
 #[test]
 fn pep_420_namespace_packages_import() {
     // opentelemetry (a dependency of mcp) ships `opentelemetry` and
-    // `opentelemetry.util` without __init__.py.
+    // `opentelemetry.util` without __init__.py. (3.10 names the loader
+    // `_NamespaceLoader`.)
     let (ok, out, err) = python(
         "import sys, importlib.util, opentelemetry.util as u, opentelemetry.util.types as t\n\
-         print(u.__spec__.origin, getattr(u, '__file__', None), type(u.__loader__).__name__)\n\
+         print(u.__spec__.origin, getattr(u, '__file__', None), type(u.__loader__).__name__.lstrip('_'))\n\
          print(list(u.__path__) == [sys.executable + '/opentelemetry/util'])\n\
          print(importlib.util.find_spec('opentelemetry.util.types').origin == sys.executable + '/opentelemetry/util/types.py')\n",
     );

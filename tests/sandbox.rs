@@ -74,9 +74,13 @@ srv_ctx.load_cert_chain("/app/tls/server.pem", "/app/tls/server.key")
 lsock = socket.create_server(("127.0.0.1", 0))
 def serve():
     conn, _ = lsock.accept()
-    with srv_ctx.wrap_socket(conn, server_side=True) as s:
-        s.sendall(s.recv(4)[::-1])
-threading.Thread(target=serve, daemon=True).start()
+    try:
+        with srv_ctx.wrap_socket(conn, server_side=True) as s:
+            s.sendall(s.recv(4)[::-1])
+    except OSError:
+        pass  # the client refused our certificate
+server = threading.Thread(target=serve)
+server.start()
 ctx = ssl.create_default_context()
 try:
     with ctx.wrap_socket(socket.create_connection(lsock.getsockname()), server_hostname="localhost") as c:
@@ -84,6 +88,7 @@ try:
         print("verified", c.recv(4).decode(), c.getpeercert()["subject"][0][0][1])
 except ssl.SSLCertVerificationError as e:
     print("rejected", e.verify_message)
+server.join(10)
 "#;
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -117,6 +122,10 @@ fn test_pki(dir: &Path) {
             "2",
             "-subj",
             "/CN=pykiln test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
         ],
     );
     openssl(
@@ -136,7 +145,10 @@ fn test_pki(dir: &Path) {
     );
     std::fs::write(
         dir.join("san.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+        // What Python 3.13's VERIFY_X509_STRICT default asks of a leaf certificate.
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+         keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n\
+         subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n",
     )
     .unwrap();
     openssl(

@@ -41,6 +41,9 @@ pub const BUILD_ENV: &[&str] = &[
     "CC",
 ];
 
+/// Set to print the time of each build step as a cargo warning.
+pub const TIMINGS_ENV: &str = "PYKILN_BUILD_TIMINGS";
+
 /// A Python application to pack.
 #[derive(Debug, Clone)]
 pub struct App {
@@ -63,6 +66,29 @@ pub struct BuildReport {
     pub warnings: Vec<String>,
     /// Entries written.
     pub entries: usize,
+    /// Wall time of each pipeline step, in order.
+    pub timings: Vec<(&'static str, std::time::Duration)>,
+}
+
+/// Wall-clock time per pipeline step.
+struct Phases {
+    last: std::time::Instant,
+    done: Vec<(&'static str, std::time::Duration)>,
+}
+
+impl Phases {
+    fn new() -> Self {
+        Phases {
+            last: std::time::Instant::now(),
+            done: Vec::new(),
+        }
+    }
+
+    fn mark(&mut self, step: &'static str) {
+        let now = std::time::Instant::now();
+        self.done.push((step, now - self.last));
+        self.last = now;
+    }
 }
 
 impl App {
@@ -151,6 +177,14 @@ impl App {
                 for w in &report.warnings {
                     println!("cargo:warning={w}");
                 }
+                if std::env::var_os(TIMINGS_ENV).is_some() {
+                    let steps: Vec<String> = report
+                        .timings
+                        .iter()
+                        .map(|(step, t)| format!("{step} {:.0} ms", t.as_secs_f64() * 1e3))
+                        .collect();
+                    println!("cargo:warning=pykiln build steps: {}", steps.join(", "));
+                }
                 println!(
                     "cargo:rustc-env=PYKILN_ARCHIVE={}",
                     report.archive.display()
@@ -168,14 +202,17 @@ impl App {
 
     /// Build the archive at `out` (written to a temporary name, then renamed).
     pub fn build_to(&self, out: &Path) -> anyhow::Result<BuildReport> {
+        let mut phases = Phases::new();
         let python = PythonConfig::discover()?;
         let cache = self.cache()?;
         let project = Project::load(&self.dir, self.entry_point.as_deref())?;
         let mut inputs = vec![self.dir.join("pyproject.toml")];
         inputs.extend(project.requirements.clone());
 
+        phases.mark("probe");
         let site =
             install::stage_dependencies(&python.interpreter, &python.version, &project, &cache)?;
+        phases.mark("install");
 
         let mut collector = collect::Collector::new(&self.excludes, &python.cache_tag);
         collector.walk_stdlib(&python.stdlib, &python.dynload);
@@ -184,6 +221,7 @@ impl App {
         }
         collector.walk_site(&site);
         let collected = collector.finish();
+        phases.mark("collect");
         inputs.extend(collected.app_files.iter().cloned());
         let mut warnings = collected.warnings.clone();
         let on_disk = ondisk::plan(&collected, &project);
@@ -200,6 +238,7 @@ impl App {
             })
             .collect();
         let compiled = compile::compile_all(&python.interpreter, &python.cache_tag, &cache, &jobs)?;
+        phases.mark("compile");
 
         match collected
             .modules
@@ -313,6 +352,7 @@ impl App {
             .map(|(n, _)| n.as_str())
             .chain(collected.extensions.keys().map(String::as_str))
             .collect();
+        phases.mark("add entries");
         let expected_import_failures = baseline::import_failures(
             &python.interpreter,
             std::slice::from_ref(&site),
@@ -364,8 +404,11 @@ impl App {
                 .collect(),
         })?;
         let entries = w.len();
+        phases.mark("baseline");
         let bytes = w.finish()?;
+        phases.mark("compress");
         write_atomically(out, &bytes)?;
+        phases.mark("write");
         warnings.sort();
         warnings.dedup();
         Ok(BuildReport {
@@ -373,6 +416,7 @@ impl App {
             inputs,
             warnings,
             entries,
+            timings: phases.done,
         })
     }
 }

@@ -52,10 +52,25 @@ class PackedDistribution(_metadata.Distribution):
 
 
 class _VirtualPath(str):
-    """What ``locate_file`` returns: a path string under the executable (not on disk)."""
+    """What ``locate_file`` returns: a path string under the executable (not on disk),
+    with the few ``pathlib`` methods ``importlib.metadata`` uses on it (3.13's
+    ``files()`` keeps only paths whose ``exists()`` is true, as for files on disk)."""
 
     def __new__(cls, root, rel):
         return super().__new__(cls, posixpath.join(root, rel))
+
+    def exists(self):
+        return __loader__._path_exists(str(self))
+
+    def read_bytes(self):
+        return __loader__.get_data(str(self))
+
+    def read_text(self, encoding=None):
+        return self.read_bytes().decode(encoding or "utf-8")
+
+    def open(self, mode="r", encoding=None, **kwargs):
+        stream = io.BytesIO(self.read_bytes())
+        return stream if "b" in mode else io.TextIOWrapper(stream, encoding=encoding or "utf-8")
 
 
 def find_distributions(importer, context=None):

@@ -303,6 +303,36 @@ impl Importer {
         result
     }
 
+    /// The `.dist-info` file at a virtual path (`<prefix>/x-1.0.dist-info/METADATA`).
+    fn dist_file_at(&self, path: &str) -> Option<Entry<'static>> {
+        let rel = path.strip_prefix(&self.prefix)?.strip_prefix('/')?;
+        let (dir, file) = rel.split_once('/')?;
+        if !dir.ends_with(".dist-info") {
+            return None;
+        }
+        self.archive.dist_file(dir, file)
+    }
+
+    /// The packed source of the module whose virtual `.py` path is `path`, if packed.
+    fn packed_source_at(&self, path: &str) -> PyResult<Option<Vec<u8>>> {
+        let Some(rel) = path
+            .strip_prefix(&self.prefix)
+            .and_then(|r| r.strip_prefix('/'))
+            .and_then(|r| r.strip_suffix(".py"))
+        else {
+            return Ok(None);
+        };
+        let dotted = rel.replace('/', ".");
+        let name = dotted.strip_suffix(".__init__").unwrap_or(&dotted);
+        match self.archive.module(name) {
+            Some(e) if e.kind() == EntryKind::Module => Ok(e
+                .read_source()
+                .map_err(|err| archive_error(name, err))?
+                .map(|c| c.into_owned())),
+            _ => Ok(None),
+        }
+    }
+
     /// Resolve `<prefix>/a/b/file` to (package, relative path) of a packed resource.
     fn resolve_path(&self, path: &str) -> Option<Entry<'static>> {
         let rel = path.strip_prefix(&self.prefix)?.strip_prefix('/')?;
@@ -489,6 +519,12 @@ impl Importer {
         if let Some(e) = self.resolve_path(path) {
             return read_bytes(py, path, &e);
         }
+        if let Some(src) = self.packed_source_at(path)? {
+            return Ok(PyBytes::new(py, &src));
+        }
+        if let Some(e) = self.dist_file_at(path) {
+            return read_bytes(py, path, &e);
+        }
         if !path.starts_with(&format!("{}/", self.prefix)) {
             let bytes = std::fs::read(path).map_err(|e| {
                 pyo3::exceptions::PyOSError::new_err((
@@ -632,6 +668,44 @@ impl Importer {
     /// what it needs; later reads fault pages back in from the page cache).
     fn _release_pages(&self) {
         crate::native::release_pages(self.archive.bytes());
+    }
+
+    /// Whether a path under the virtual root names something packed: a module's
+    /// `.py`, an extension module's file, package data or a `.dist-info` file.
+    fn _path_exists(&self, path: &str) -> bool {
+        if self.resolve_path(path).is_some() {
+            return true;
+        }
+        let Some(rel) = path
+            .strip_prefix(&self.prefix)
+            .and_then(|r| r.strip_prefix('/'))
+        else {
+            return false;
+        };
+        if self.dist_file_at(path).is_some() {
+            return true;
+        }
+        let (dir, file) = rel.rsplit_once('/').unwrap_or(("", rel));
+        let package = dir.replace('/', ".");
+        let join = |stem: &str| {
+            if package.is_empty() {
+                stem.to_string()
+            } else if stem == "__init__" {
+                package.clone()
+            } else {
+                format!("{package}.{stem}")
+            }
+        };
+        if let Some(stem) = file.strip_suffix(".py") {
+            return self
+                .archive
+                .module(&join(stem))
+                .is_some_and(|e| e.kind() == EntryKind::Module);
+        }
+        let stem = file.split('.').next().unwrap_or_default();
+        self.archive
+            .module(&join(stem))
+            .is_some_and(|e| e.kind() == EntryKind::Extension && e.aux().next() == Some(file))
     }
 
     /// Whether `name` is a packed native extension module.

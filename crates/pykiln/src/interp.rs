@@ -78,7 +78,9 @@ const VERIFY_COMMAND: &str = "import sys, _pykiln_support\nsys.exit(_pykiln_supp
 /// event loop has installed its own SIGINT handler (asyncio's cancels the main task),
 /// SIGTERM goes through that handler instead of raising inside arbitrary code, which
 /// would corrupt the loop's cancel scopes; otherwise it raises SystemExit. Either way
-/// the exit status is 143, and threads still blocked on stdin get five seconds.
+/// the exit status is 143 (also when the loop ends in `CancelledError` rather than
+/// `KeyboardInterrupt`, as anyio's runner does on 3.10), and threads still blocked on
+/// stdin get five seconds.
 fn app_command(entry_point: &str) -> anyhow::Result<String> {
     let (module, func) = entry_point.split_once(':').with_context(|| {
         format!("entry point '{entry_point}' is not of the form module:function")
@@ -117,8 +119,9 @@ fn app_command(entry_point: &str) -> anyhow::Result<String> {
          \x20       getattr(_pykiln_f, '_release_pages', lambda: None)()\n\
          try:\n\
          \x20   _pykiln_status = _pykiln_entry()\n\
-         except KeyboardInterrupt:\n\
-         \x20   if not _pykiln_terminated:\n\
+         except BaseException as _pykiln_e:\n\
+         \x20   _pykiln_cancelled = getattr(sys.modules.get('asyncio'), 'CancelledError', ())\n\
+         \x20   if not (_pykiln_terminated and isinstance(_pykiln_e, (KeyboardInterrupt, _pykiln_cancelled))):\n\
          \x20       raise\n\
          \x20   _pykiln_status = 128 + signal.SIGTERM\n\
          sys.exit(_pykiln_status)\n"
