@@ -96,7 +96,8 @@ def time_server_project(python):
         "[workspace]\n\n"
         f'[dependencies]\npykiln = {{ path = "{ROOT}/crates/pykiln" }}\n'
         f'[build-dependencies]\npykiln-build = {{ path = "{ROOT}/crates/pykiln-build" }}\n\n'
-        '[profile.release]\ndebug = false\nstrip = "debuginfo"\npanic = "abort"\n')
+        '[profile.release]\ndebug = false\nstrip = "symbols"\npanic = "abort"\n\n'
+        '[profile.release.build-override]\nopt-level = 3\n')
     (d / "build.rs").write_text('fn main() {\n    pykiln_build::App::from_project("py").run_build_script();\n}\n')
     (d / "src" / "main.rs").write_text("pykiln::main!();\n")
     (d / ".cargo").mkdir(exist_ok=True)
