@@ -152,6 +152,14 @@ pub struct Manifest {
     pub openssl_default_paths: Vec<String>,
 }
 
+/// Whether dotted `name` is `package` itself or a module inside it.
+pub fn within_package(name: &str, package: &str) -> bool {
+    name == package
+        || (name.len() > package.len()
+            && name.starts_with(package)
+            && name.as_bytes()[package.len()] == b'.')
+}
+
 /// A distribution served from the on-disk file view.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct OnDiskGroup {
@@ -164,6 +172,13 @@ pub struct OnDiskGroup {
     pub tops: Vec<String>,
     /// Why the build chose it (shown by `--pykiln info`).
     pub reason: String,
+}
+
+impl OnDiskGroup {
+    /// Whether module (or package, or import-root data directory) `name` is in the view.
+    pub fn covers(&self, name: &str) -> bool {
+        self.tops.iter().any(|p| within_package(name, p))
+    }
 }
 
 /// The packed application.

@@ -305,3 +305,12 @@ fn import_root_resources_round_trip() {
         b"{}"
     );
 }
+
+#[test]
+fn package_membership_is_by_dotted_component() {
+    use pykiln_archive::within_package;
+    assert!(within_package("numpy.f2py", "numpy.f2py"));
+    assert!(within_package("numpy.f2py._backends._meson", "numpy.f2py"));
+    assert!(!within_package("numpy.f2pyx", "numpy.f2py"));
+    assert!(!within_package("numpy", "numpy.f2py"));
+}

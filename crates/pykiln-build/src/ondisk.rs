@@ -21,7 +21,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use pykiln_archive::OnDiskGroup;
+use pykiln_archive::{OnDiskGroup, within_package};
 use sha2::{Digest as _, Sha256};
 
 use crate::collect::{Collected, Layer};
@@ -108,16 +108,8 @@ pub struct Plan {
 impl Plan {
     /// Whether module `name` is served from a view.
     pub fn covers(&self, name: &str) -> bool {
-        self.prefixes.iter().any(|p| covered(name, p))
+        self.prefixes.iter().any(|p| within_package(name, p))
     }
-}
-
-/// `name` is `prefix` or inside it.
-fn covered(name: &str, prefix: &str) -> bool {
-    name == prefix
-        || (name.len() > prefix.len()
-            && name.starts_with(prefix)
-            && name.as_bytes()[prefix.len()] == b'.')
 }
 
 /// What a group found so far: view prefixes and the first reason.
@@ -298,7 +290,7 @@ pub fn plan(collected: &Collected, project: &Project) -> Plan {
         let tops: Vec<String> = f
             .prefixes
             .iter()
-            .filter(|p| !f.prefixes.iter().any(|q| q != *p && covered(p, q)))
+            .filter(|p| !f.prefixes.iter().any(|q| q != *p && within_package(p, q)))
             .cloned()
             .collect();
         if dist != app {
@@ -326,7 +318,7 @@ pub fn plan(collected: &Collected, project: &Project) -> Plan {
 
 /// A digest of every file a group's view holds (names and contents).
 fn group_id(collected: &Collected, tops: &[String]) -> String {
-    let ours = |name: &str| tops.iter().any(|p| covered(name, p));
+    let ours = |name: &str| tops.iter().any(|p| within_package(name, p));
     let mut h = Sha256::new();
     let mut add = |key: &str, path: &Path| {
         h.update(key.as_bytes());

@@ -48,16 +48,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ViewError + '_ {
     }
 }
 
-/// Whether module or package `name` is in the view of `group`.
-pub fn covers(group: &OnDiskGroup, name: &str) -> bool {
-    group.tops.iter().any(|p| {
-        name == p
-            || (name.len() > p.len()
-                && name.starts_with(p.as_str())
-                && name.as_bytes()[p.len()] == b'.')
-    })
-}
-
 /// The directory of `group`'s view, writing it first if needed.
 pub fn ensure(archive: &Archive<'_>, group: &OnDiskGroup) -> Result<PathBuf, ViewError> {
     let base = crate::cache::base()
@@ -141,7 +131,7 @@ fn write_view(root: &Path, archive: &Archive<'_>, group: &OnDiskGroup) -> Result
         let key = e.key_lossy();
         match e.kind() {
             EntryKind::Module => {
-                if !covers(group, &key) {
+                if !group.covers(&key) {
                     continue;
                 }
                 let parts: Vec<&str> = key.split('.').collect();
@@ -158,7 +148,7 @@ fn write_view(root: &Path, archive: &Archive<'_>, group: &OnDiskGroup) -> Result
                 }
             }
             EntryKind::Extension => {
-                if !covers(group, &key) {
+                if !group.covers(&key) {
                     continue;
                 }
                 let parts: Vec<&str> = key.split('.').collect();
@@ -176,7 +166,7 @@ fn write_view(root: &Path, archive: &Archive<'_>, group: &OnDiskGroup) -> Result
                 } else {
                     pkg
                 };
-                if !covers(group, owner) {
+                if !group.covers(owner) {
                     continue;
                 }
                 let mut parts: Vec<&str> = if pkg.is_empty() {

@@ -153,11 +153,7 @@ impl Importer {
     /// The directory `name`'s files live under: the executable's virtual root, or the
     /// on-disk view of its distribution (written now if this is its first use).
     fn root(&self, name: &str) -> PyResult<&str> {
-        let Some((group, cell)) = self
-            .views
-            .iter()
-            .find(|(g, _)| crate::fileview::covers(g, name))
-        else {
+        let Some((group, cell)) = self.views.iter().find(|(g, _)| g.covers(name)) else {
             return Ok(&self.prefix);
         };
         cell.get_or_init(|| {
@@ -193,9 +189,7 @@ impl Importer {
 
     /// Whether `name` is served from an on-disk view.
     fn on_disk(&self, name: &str) -> bool {
-        self.views
-            .iter()
-            .any(|(g, _)| crate::fileview::covers(g, name))
+        self.views.iter().any(|(g, _)| g.covers(name))
     }
 
     fn entry(&self, name: &str) -> PyResult<Entry<'static>> {
