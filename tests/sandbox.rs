@@ -92,16 +92,8 @@ server.join(10)
 "#;
 
 fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl (apt-get install openssl) makes the test certificates");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // tests/prereqs installs openssl.
+    common::stdout_of(Command::new("openssl").current_dir(dir).args(args));
 }
 
 /// A throw-away CA and a server certificate for localhost signed by it.

@@ -4,7 +4,7 @@ use std::ffi::OsString;
 use std::io::Write as _;
 
 use anyhow::{Context as _, bail};
-use pykiln_archive::Archive;
+use pykiln_archive::{Archive, Manifest};
 
 use crate::interp::{self, Mode};
 
@@ -17,6 +17,7 @@ commands:\n\
 /// Run a console command; `rest` are the arguments after `--pykiln`.
 pub fn run(
     archive: Archive<'static>,
+    manifest: Manifest,
     argv0: &OsString,
     rest: Vec<OsString>,
 ) -> anyhow::Result<i32> {
@@ -26,7 +27,7 @@ pub fn run(
     };
     match cmd.to_str() {
         Some("info") => {
-            let info = info(&archive)?;
+            let info = info(&archive, &manifest)?;
             let mut out = std::io::stdout().lock();
             serde_json::to_writer_pretty(&mut out, &info)?;
             writeln!(out)?;
@@ -35,11 +36,11 @@ pub fn run(
         Some("python") => {
             let mut argv = vec![argv0.clone()];
             argv.extend(rest.into_iter().skip(1));
-            interp::run(archive, Mode::Python, argv)
+            interp::run(archive, manifest, Mode::Python, argv)
         }
         Some("verify") => {
             let bad = verify_checksums(&archive);
-            let code = interp::run(archive, Mode::Verify, vec![argv0.clone()])?;
+            let code = interp::run(archive, manifest, Mode::Verify, vec![argv0.clone()])?;
             Ok(if bad > 0 { 1 } else { code })
         }
         Some("help" | "--help" | "-h") => {
@@ -66,8 +67,7 @@ fn verify_checksums(archive: &Archive<'_>) -> usize {
     bad
 }
 
-fn info(archive: &Archive<'static>) -> anyhow::Result<serde_json::Value> {
-    let manifest = archive.manifest()?;
+fn info(archive: &Archive<'static>, manifest: &Manifest) -> anyhow::Result<serde_json::Value> {
     let exe = std::env::current_exe().context("cannot locate the running executable")?;
     let (offset, exe_len) = locate_in_executable(archive.bytes())?;
     let counts: serde_json::Map<String, serde_json::Value> = archive

@@ -36,12 +36,18 @@ pub struct Importer {
     views: Vec<(OnDiskGroup, OnceCell<Result<String, String>>)>,
 }
 
-/// Put an importer for `archive` on `sys.meta_path`. Runs in the core phase of start-up,
-/// so only builtin and frozen modules may be used here.
-pub fn install(py: Python<'_>, archive: Archive<'static>, exe: &std::path::Path) -> PyResult<()> {
+/// Put an importer for `archive` on `sys.meta_path`, serving the manifest's `on_disk`
+/// groups from file views. Runs in the core phase of start-up, so only builtin and
+/// frozen modules may be used here.
+pub fn install(
+    py: Python<'_>,
+    archive: Archive<'static>,
+    on_disk: Vec<OnDiskGroup>,
+    exe: &std::path::Path,
+) -> PyResult<()> {
     let bootstrap = py.import("_frozen_importlib")?;
     let imp = py.import("_imp")?;
-    let views = archive_views(&archive);
+    let views = on_disk.into_iter().map(|g| (g, OnceCell::new())).collect();
     let importer = Importer {
         archive,
         prefix: exe.to_string_lossy().into_owned(),
@@ -123,18 +129,6 @@ impl PathEntry {
     fn __repr__(&self) -> String {
         format!("<PackedPathEntry {:?}>", self.package)
     }
-}
-
-fn archive_views(
-    archive: &Archive<'static>,
-) -> Vec<(OnDiskGroup, OnceCell<Result<String, String>>)> {
-    archive
-        .manifest()
-        .map(|m| m.on_disk)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|g| (g, OnceCell::new()))
-        .collect()
 }
 
 fn import_error(name: &str, msg: impl std::fmt::Display) -> PyErr {

@@ -12,7 +12,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use pykiln_archive::Archive;
+use pykiln_archive::{Archive, Manifest, OnDiskGroup};
 use pyo3::ffi;
 use pyo3::types::PyAnyMethods as _;
 
@@ -36,20 +36,25 @@ pub enum Mode {
 }
 
 /// Bring up the interpreter for `mode` and run it to completion; returns the exit status.
-pub fn run(archive: Archive<'static>, mode: Mode, argv: Vec<OsString>) -> anyhow::Result<i32> {
+pub fn run(
+    archive: Archive<'static>,
+    manifest: Manifest,
+    mode: Mode,
+    argv: Vec<OsString>,
+) -> anyhow::Result<i32> {
     let exe = std::env::current_exe().context("cannot locate the running executable")?;
     let run_command = match &mode {
         Mode::App { entry_point } => Some(app_command(entry_point)?),
         Mode::Verify => Some(VERIFY_COMMAND.to_string()),
         Mode::Python => None,
     };
-    let manifest = archive.manifest()?;
     crate::ca::configure(&manifest.openssl_default_paths);
     let start = std::time::Instant::now();
     // SAFETY: called once, on the main thread, before any other use of the C API.
     unsafe {
         initialize(
             archive,
+            manifest.on_disk,
             &exe,
             &argv,
             matches!(mode, Mode::Python),
@@ -214,6 +219,7 @@ unsafe fn set_string(
 
 unsafe fn initialize(
     archive: Archive<'static>,
+    on_disk: Vec<OnDiskGroup>,
     exe: &Path,
     argv: &[OsString],
     parse_argv: bool,
@@ -241,7 +247,7 @@ unsafe fn initialize(
         }
 
         let py = pyo3::Python::assume_attached();
-        crate::importer::install(py, archive, exe)
+        crate::importer::install(py, archive, on_disk, exe)
             .map_err(|e| anyhow::anyhow!("installing the archive importer: {e}"))?;
 
         if let Some(code) = check(_Py_InitializeMain(), "_Py_InitializeMain")? {

@@ -93,26 +93,31 @@ fn run_inner(bytes: &'static [u8], entry_point: Option<&str>) -> anyhow::Result<
     let archive = Archive::open(bytes).context("the embedded pykiln archive is unreadable")?;
     tracing::debug!(entries = archive.len(), bytes = archive.size(), elapsed = ?start.elapsed(), "archive opened");
     check_python_version(&archive)?;
+    // Parsed once here; everything after start-up needs works from this copy.
+    let manifest = archive.manifest()?;
 
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == "--pykiln") {
         let rest = args.split_off(2);
-        return console::run(archive, &args[0], rest);
+        return console::run(archive, manifest, &args[0], rest);
     }
-    let manifest = archive.manifest()?;
     let app = manifest
         .app
+        .clone()
         .context("the archive names no application entry point")?;
     match python_command_line(&args[1.min(args.len())..]) {
         // multiprocessing starts `sys.executable` (this binary) as an interpreter.
-        Some(PythonCli::Multiprocessing) => return interp::run(archive, Mode::Python, args),
+        Some(PythonCli::Multiprocessing) => {
+            return interp::run(archive, manifest, Mode::Python, args);
+        }
         Some(PythonCli::Other) if app.python_cli => {
-            return interp::run(archive, Mode::Python, args);
+            return interp::run(archive, manifest, Mode::Python, args);
         }
         _ => {}
     }
     interp::run(
         archive,
+        manifest,
         Mode::App {
             entry_point: entry_point.map_or(app.entry_point, str::to_string),
         },
