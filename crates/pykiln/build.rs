@@ -1,6 +1,6 @@
 //! Link the embedded CPython statically and whole: extension modules loaded at run time
 //! resolve their `Py*` symbols against the executable, so every object of libpython
-//! must be present (the final binary is linked with `--export-dynamic` by pykiln-build).
+//! must be present (pykiln-build links the final binary exporting the `Py*` symbols).
 
 use pykiln_pyconfig::{PythonConfig, SELECTING_ENV};
 

@@ -279,3 +279,13 @@ pub fn stdout_of(cmd: &mut Command) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// The archive embedded in the built binary, read back from the file.
+pub fn archive_bytes() -> Vec<u8> {
+    let bin = binary();
+    let i = info(&bin);
+    let offset = i["archive"]["offset"].as_u64().expect("archive offset") as usize;
+    let length = i["archive"]["length"].as_u64().expect("archive length") as usize;
+    let file = std::fs::read(&bin).expect("read the binary");
+    file[offset..offset + length].to_vec()
+}

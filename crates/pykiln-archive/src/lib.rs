@@ -150,6 +150,10 @@ pub struct Manifest {
     /// exists at run time the runtime looks for the target's bundle.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub openssl_default_paths: Vec<String>,
+    /// Packed modules the app loads at start-up, in load order (recorded by the build);
+    /// the runtime reads them ahead of the importer on another thread.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub startup: Vec<String>,
 }
 
 /// Whether dotted `name` is `package` itself or a module inside it.

@@ -500,8 +500,44 @@ impl<'a> Entry<'a> {
             .map(Some)
     }
 
-    fn read_blob(&self, blob: Blob, zstd: bool) -> Result<Cow<'a, [u8]>, Error> {
+    /// The primary blob, checksum-verified and decompressed into `out`, which must be
+    /// exactly [`raw_len`](Self::raw_len) bytes long (e.g. a mapping of the file it
+    /// goes to, so that large native images are never copied through the heap).
+    pub fn read_into(&self, out: &mut [u8]) -> Result<(), Error> {
+        let blob = self.primary;
         let abs = self.data_offset.saturating_add(blob.offset);
+        if out.len() != blob.raw as usize {
+            return Err(self.decompress_error(
+                abs,
+                format!(
+                    "output buffer is {} bytes, expected {}",
+                    out.len(),
+                    blob.raw
+                ),
+            ));
+        }
+        let stored = self.verified(blob)?;
+        if self.flags & flags::PRIMARY_ZSTD == 0 {
+            if stored.len() != out.len() {
+                return Err(
+                    self.decompress_error(abs, "stored length differs from raw length".into())
+                );
+            }
+            out.copy_from_slice(stored);
+            return Ok(());
+        }
+        let n =
+            decompress_into(stored, out).map_err(|e| self.decompress_error(abs, e.to_string()))?;
+        if n != out.len() {
+            return Err(
+                self.decompress_error(abs, format!("got {n} bytes, expected {}", out.len()))
+            );
+        }
+        Ok(())
+    }
+
+    /// The stored bytes of `blob`, bounds- and checksum-checked.
+    fn verified(&self, blob: Blob) -> Result<&'a [u8], Error> {
         let stored = range(self.data, blob.offset, blob.stored as u64, || {
             format!("{} entry '{}'", self.kind, self.key_lossy())
         })?;
@@ -509,9 +545,15 @@ impl<'a> Entry<'a> {
             return Err(Error::EntryChecksum {
                 kind: self.kind,
                 key: self.key_lossy().into_owned(),
-                offset: abs,
+                offset: self.data_offset.saturating_add(blob.offset),
             });
         }
+        Ok(stored)
+    }
+
+    fn read_blob(&self, blob: Blob, zstd: bool) -> Result<Cow<'a, [u8]>, Error> {
+        let abs = self.data_offset.saturating_add(blob.offset);
+        let stored = self.verified(blob)?;
         if !zstd {
             if stored.len() != blob.raw as usize {
                 return Err(
@@ -556,15 +598,25 @@ thread_local! {
     static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
 }
 
-fn decompress(stored: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+fn with_dctx<T>(
+    f: impl FnOnce(&mut zstd::bulk::Decompressor<'static>) -> std::io::Result<T>,
+) -> std::io::Result<T> {
     DCTX.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
             *slot = Some(zstd::bulk::Decompressor::new()?);
         }
         match slot.as_mut() {
-            Some(d) => d.decompress(stored, capacity),
-            None => zstd::bulk::decompress(stored, capacity),
+            Some(d) => f(d),
+            None => f(&mut zstd::bulk::Decompressor::new()?),
         }
     })
+}
+
+fn decompress(stored: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    with_dctx(|d| d.decompress(stored, capacity))
+}
+
+fn decompress_into(stored: &[u8], out: &mut [u8]) -> std::io::Result<usize> {
+    with_dctx(|d| d.decompress_to_buffer(stored, out))
 }

@@ -75,6 +75,7 @@ pub struct ArchiveWriter {
     level: i32,
     compressor: Option<Box<Compressor>>,
     entries: BTreeMap<(EntryKind, Vec<u8>), Pending>,
+    first: Vec<(EntryKind, Vec<u8>)>,
 }
 
 impl ArchiveWriter {
@@ -85,7 +86,16 @@ impl ArchiveWriter {
             level: 12,
             compressor: None,
             entries: BTreeMap::new(),
+            first: Vec::new(),
         }
+    }
+
+    /// Lay out the data of these entries first, in this order (the modules an app
+    /// loads at start-up, so that start-up reads one contiguous run of the file).
+    /// Unknown keys are ignored; the index stays sorted either way.
+    pub fn data_order(mut self, first: Vec<(EntryKind, Vec<u8>)>) -> Self {
+        self.first = first;
+        self
     }
 
     /// Use `f` instead of plain zstd to make each frame (it must produce a zstd frame
@@ -317,10 +327,32 @@ impl ArchiveWriter {
         let compressed =
             compress_all(&items, level, self.compressor.as_deref().unwrap_or(default))?;
 
+        // Data layout: the requested entries first, then the rest in index order.
+        let mut layout: Vec<usize> = Vec::with_capacity(items.len());
+        let mut placed = vec![false; items.len()];
+        for key in &self.first {
+            if let Ok(i) = items.binary_search_by(|(k, _)| k.cmp(key)) {
+                if !std::mem::replace(&mut placed[i], true) {
+                    layout.push(i);
+                }
+            }
+        }
+        layout.extend((0..items.len()).filter(|&i| !placed[i]));
+        let mut data = Vec::new();
+        let mut blobs: Vec<[Option<BlobRef>; 2]> = vec![[None, None]; items.len()];
+        for &i in &layout {
+            let ((primary, _), secondary) = &compressed[i];
+            blobs[i][0] = Some(append_blob(&mut data, primary, items[i].1.primary.len()));
+            if let (Some((bytes, _)), Some(raw)) = (secondary, items[i].1.secondary.as_ref()) {
+                blobs[i][1] = Some(append_blob(&mut data, bytes, raw.len()));
+            }
+        }
+
         let mut strings = Vec::new();
         let mut index = Vec::with_capacity(items.len() * RECORD_LEN);
-        let mut data = Vec::new();
-        for (((kind, key), p), (primary, secondary)) in items.iter().zip(compressed) {
+        for (i, (((kind, key), p), (primary, secondary))) in
+            items.iter().zip(&compressed).enumerate()
+        {
             let mut rec = [0u8; RECORD_LEN];
             rec[record::KIND] = *kind as u8;
             let mut fl = p.flags;
@@ -332,22 +364,17 @@ impl ArchiveWriter {
             put_u32(&mut rec, record::KEY_LEN, key.len() as u32);
             put_u32(&mut rec, record::AUX_OFF, aux_off);
             put_u32(&mut rec, record::AUX_LEN, p.aux.len() as u32);
-            let (bytes, zstd) = primary;
-            if zstd {
+            if primary.1 {
                 fl |= flags::PRIMARY_ZSTD;
             }
-            write_blob(
-                &mut rec,
-                record::PRIMARY,
-                &mut data,
-                &bytes,
-                p.primary.len(),
-            );
-            if let (Some((bytes, zstd)), Some(raw)) = (secondary, p.secondary.as_ref()) {
-                if zstd {
+            if let Some(b) = &blobs[i][0] {
+                b.put(&mut rec, record::PRIMARY);
+            }
+            if let (Some((_, zstd)), Some(b)) = (secondary, &blobs[i][1]) {
+                if *zstd {
                     fl |= flags::SECONDARY_ZSTD;
                 }
-                write_blob(&mut rec, record::SECONDARY, &mut data, &bytes, raw.len());
+                b.put(&mut rec, record::SECONDARY);
             }
             rec[record::FLAGS] = fl;
             index.extend_from_slice(&rec);
@@ -442,12 +469,33 @@ fn pack(raw: &[u8], level: i32, compressor: &Compressor) -> std::io::Result<(Vec
     })
 }
 
-fn write_blob(rec: &mut [u8], at: usize, data: &mut Vec<u8>, stored: &[u8], raw_len: usize) {
-    put_u64(rec, at, data.len() as u64);
-    put_u32(rec, at + 8, stored.len() as u32);
-    put_u32(rec, at + 12, raw_len as u32);
-    put_u64(rec, at + 16, format::blob_checksum(stored));
+/// Where one blob went in the data section.
+#[derive(Clone, Copy)]
+struct BlobRef {
+    offset: u64,
+    stored: u32,
+    raw: u32,
+    checksum: u64,
+}
+
+impl BlobRef {
+    fn put(&self, rec: &mut [u8], at: usize) {
+        put_u64(rec, at, self.offset);
+        put_u32(rec, at + 8, self.stored);
+        put_u32(rec, at + 12, self.raw);
+        put_u64(rec, at + 16, self.checksum);
+    }
+}
+
+fn append_blob(data: &mut Vec<u8>, stored: &[u8], raw_len: usize) -> BlobRef {
+    let b = BlobRef {
+        offset: data.len() as u64,
+        stored: stored.len() as u32,
+        raw: raw_len as u32,
+        checksum: format::blob_checksum(stored),
+    };
     data.extend_from_slice(stored);
+    b
 }
 
 fn put_u32(b: &mut [u8], at: usize, v: u32) {

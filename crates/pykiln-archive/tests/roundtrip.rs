@@ -314,3 +314,61 @@ fn package_membership_is_by_dotted_component() {
     assert!(!within_package("numpy.f2pyx", "numpy.f2py"));
     assert!(!within_package("numpy", "numpy.f2py"));
 }
+
+#[test]
+fn data_order_lays_out_listed_entries_first_and_reads_the_same() {
+    let build = |first: Vec<(EntryKind, Vec<u8>)>| {
+        let mut w = ArchiveWriter::new((3, 11)).compression_level(3);
+        for name in ["a", "b", "c", "d"] {
+            w.add_module(name, name.repeat(500).into_bytes(), None, false)
+                .unwrap();
+        }
+        w.add_shared_lib("libx.so.1", b"\x7fELF".repeat(300), &[])
+            .unwrap();
+        w.data_order(first).finish().unwrap()
+    };
+    let plain = build(Vec::new());
+    let first = vec![
+        (EntryKind::Module, b"c".to_vec()),
+        (EntryKind::SharedLib, b"libx.so.1".to_vec()),
+        (EntryKind::Module, b"not-there".to_vec()),
+        (EntryKind::Module, b"c".to_vec()),
+    ];
+    let ordered = build(first);
+    assert_ne!(plain, ordered);
+    let a = Archive::open(&ordered).unwrap();
+    let at = |kind, key: &[u8]| a.find(kind, key).unwrap().stored_bytes().as_ptr() as usize;
+    let c = at(EntryKind::Module, b"c");
+    let lib = at(EntryKind::SharedLib, b"libx.so.1");
+    assert!(c < lib, "listed order");
+    for other in [b"a", b"b", b"d"] {
+        assert!(
+            lib < at(EntryKind::Module, other),
+            "listed entries come first"
+        );
+    }
+    for name in ["a", "b", "c", "d"] {
+        let e = a.module(name).unwrap();
+        assert_eq!(&*e.read().unwrap(), name.repeat(500).as_bytes());
+    }
+}
+
+#[test]
+fn read_into_fills_a_caller_buffer_and_checks_its_size() {
+    let bytes = sample();
+    let a = Archive::open(&bytes).unwrap();
+    for e in a.entries() {
+        let mut out = vec![0u8; e.raw_len()];
+        e.read_into(&mut out).unwrap();
+        assert_eq!(out, &*e.read().unwrap(), "{}", e.key_lossy());
+    }
+    let json = a.module("json").unwrap();
+    let err = json
+        .read_into(&mut vec![0u8; json.raw_len() + 1])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("'json'") && err.contains("output buffer"),
+        "{err}"
+    );
+}

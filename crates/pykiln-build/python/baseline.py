@@ -8,8 +8,14 @@ modules that do not come from `paths`). stdout (last line): JSON
 {module: "ExcType: message"} for each module whose import fails here too, so that
 `--pykiln verify` can tell packaging failures from modules that never import on this
 platform or without an optional dependency.
+
+With {"startup": "pkg.module", "pth_imports": [...]} instead of "modules", it imports
+only the app's entry module (after the `.pth` import lines, as the runtime runs them)
+and reports {"startup": [every module in sys.modules, in the order they were loaded]}:
+the order in which the packed binary will ask for them at start-up.
 """
 import fnmatch
+import importlib.machinery  # before BlockExcluded is installed: it uses PathFinder
 import json
 import os
 import sys
@@ -29,8 +35,6 @@ class BlockExcluded:
 
     def _is_third_party(self, top):
         if top not in self.third_party:
-            import importlib.machinery
-
             self.third_party[top] = importlib.machinery.PathFinder.find_spec(top, self.paths) is not None
         return self.third_party[top]
 
@@ -46,12 +50,46 @@ class BlockExcluded:
         return None
 
 
+class LoadOrder:
+    """Records module names in the order the import system starts looking for them,
+    which is the order a loader is asked for their code (sys.modules cannot tell: a
+    module moves to its end when it finishes loading). Modules served by the frozen
+    and builtin importers, which come before pykiln's, are left out."""
+
+    def __init__(self, already):
+        self.order = []
+        self.seen = set()
+        for name in already:
+            self._add(name)
+
+    def _add(self, name):
+        if name in self.seen:
+            return
+        self.seen.add(name)
+        if name in sys.builtin_module_names or importlib.machinery.FrozenImporter.find_spec(name):
+            return
+        self.order.append(name)
+
+    def find_spec(self, name, path=None, target=None):
+        self._add(name)
+        return None
+
+
 def main():
     job = json.load(sys.stdin)
     sys.path[:0] = job["paths"]
     sys.meta_path.insert(0, BlockExcluded(job["stdlib_excludes"], job["excludes"], job["paths"]))
     report = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # anything a module prints goes to stderr, not into the report
+    if "startup" in job:
+        recorder = LoadOrder(sys.modules)
+        sys.meta_path.insert(0, recorder)
+        for line in job.get("pth_imports", []):
+            exec(line, {})
+        __import__(job["startup"])
+        report.write(json.dumps({"startup": recorder.order}) + "\n")
+        report.flush()
+        os._exit(0)
     failures = {}
     for name in job["modules"]:
         if name in SKIP or name.rsplit(".", 1)[-1] == "__main__":

@@ -77,3 +77,49 @@ pub fn import_failures(
         }
     }
 }
+
+/// The modules the app loads at start-up, in load order: the entry module imported in
+/// a plain interpreter over the same files (after the `.pth` import lines). The
+/// runtime decompresses them ahead of the importer on another core, and the archive
+/// lays them out first. Never cached: an edit can change what the app imports, and
+/// the run overlaps the rest of the build.
+pub fn startup_order(
+    python: &Path,
+    paths: &[PathBuf],
+    entry_module: &str,
+    pth_imports: &[String],
+    stdlib_excludes: &[String],
+    excludes: &[String],
+) -> anyhow::Result<Vec<String>> {
+    let input = serde_json::json!({
+        "paths": paths,
+        "startup": entry_module,
+        "pth_imports": pth_imports,
+        "stdlib_excludes": stdlib_excludes,
+        "excludes": excludes,
+    });
+    let out = crate::pyrun::run_script_limited(
+        python,
+        &["-I", "-S"],
+        SCRIPT,
+        &input,
+        std::time::Duration::from_secs(120),
+    )?;
+    #[derive(serde::Deserialize)]
+    struct Reply {
+        startup: Vec<String>,
+    }
+    let last = out
+        .stdout
+        .split(|&b| b == b'\n')
+        .rfind(|l| !l.is_empty())
+        .unwrap_or_default();
+    match serde_json::from_slice::<Reply>(last) {
+        Ok(r) if out.status.success() => Ok(r.startup),
+        _ => {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let last_line = stderr.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
+            anyhow::bail!("exit status {:?}: {last_line}", out.status.code())
+        }
+    }
+}

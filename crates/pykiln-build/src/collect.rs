@@ -51,6 +51,38 @@ pub struct Collected {
     pub pth_imports: Vec<String>,
 }
 
+/// Calls through which code reads Python source (its own or another module's) at run
+/// time: anyio builds its lazy-import table from its `__init__.py` source, pydantic
+/// reads attribute docstrings from class sources.
+const SOURCE_READERS: &[&[u8]] = &[b"getsource(", b"getsourcelines(", b"findsource("];
+
+impl Collected {
+    /// Top-level packages of the dependencies whose code reads module sources through
+    /// `inspect`: their sources are packed too, or they behave differently than in a
+    /// venv (anyio imports all its submodules eagerly, pydantic finds no attribute
+    /// docstrings). The standard library is not scanned: its readers (`inspect`,
+    /// `doctest`, `pdb`) work on other code.
+    pub fn source_readers(&self) -> std::collections::BTreeSet<String> {
+        let mut out = std::collections::BTreeSet::new();
+        for (name, m) in &self.modules {
+            let top = name.split('.').next().unwrap_or(name);
+            if m.layer != Layer::Site || out.contains(top) {
+                continue;
+            }
+            let Ok(text) = std::fs::read(&m.path) else {
+                continue;
+            };
+            if SOURCE_READERS
+                .iter()
+                .any(|pat| text.windows(pat.len()).any(|w| w == *pat))
+            {
+                out.insert(top.to_string());
+            }
+        }
+        out
+    }
+}
+
 /// Top-level site-packages directories that are not import roots' data: installers put
 /// scripts, headers and `data_files` there.
 const SITE_NON_DATA: &[&str] = &["bin", "include", "share", "etc", "man", "__pycache__"];

@@ -21,12 +21,13 @@ mod ondisk;
 mod project;
 mod pyrun;
 mod stdlib;
+mod strip;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use pykiln_archive::{AppInfo, ArchiveWriter, Distribution, Manifest};
+use pykiln_archive::{AppInfo, ArchiveWriter, Distribution, EntryKind, Manifest};
 use pykiln_pyconfig::PythonConfig;
 
 pub use collect::Layer;
@@ -40,6 +41,13 @@ pub const BUILD_ENV: &[&str] = &[
     "XDG_CACHE_HOME",
     "CC",
 ];
+
+/// The symbols the executable exports to the extension modules it loads: the Python C
+/// API and the bundled SQLite's. Not everything (`--export-dynamic`): exported symbols
+/// are kept by the linker even when unused (zstd's compressor, ~0.5 MB), make every
+/// symbol lookup of a loading extension search a bigger table, and would interpose on
+/// same-named symbols inside extensions (a wheel with its own zstd or xxhash).
+const EXPORTS: &str = "{\n  Py*;\n  _Py*;\n  sqlite3_*;\n};\n";
 
 /// Set to print the time of each build step as a cargo warning.
 pub const TIMINGS_ENV: &str = "PYKILN_BUILD_TIMINGS";
@@ -169,9 +177,14 @@ impl App {
         }
         let result = std::env::var_os("OUT_DIR")
             .context("OUT_DIR is not set: run_build_script() is for build scripts; use build_to() elsewhere")
-            .and_then(|out| self.build_to(&Path::new(&out).join("app.pykiln")));
+            .and_then(|out| {
+                let out = Path::new(&out);
+                let exports = out.join("pykiln-exports.list");
+                write_atomically(&exports, EXPORTS.as_bytes())?;
+                Ok((self.build_to(&out.join("app.pykiln"))?, exports))
+            });
         match result {
-            Ok(report) => {
+            Ok((report, exports)) => {
                 for input in &report.inputs {
                     println!("cargo:rerun-if-changed={}", input.display());
                 }
@@ -191,14 +204,57 @@ impl App {
                     report.archive.display()
                 );
                 // Extension modules resolve Py* (and the bundled sqlite3_*) symbols
-                // against the executable.
-                println!("cargo:rustc-link-arg-bins=-Wl,--export-dynamic");
+                // against the executable; nothing else is exported (see EXPORTS).
+                println!(
+                    "cargo:rustc-link-arg-bins=-Wl,--dynamic-list={}",
+                    exports.display()
+                );
             }
             Err(e) => {
                 eprintln!("error: pykiln: {e:#}");
                 std::process::exit(1);
             }
         }
+    }
+
+    /// Start recording the app's start-up import order on another thread (it imports
+    /// the entry module in a plain interpreter, which overlaps compiling and packing).
+    fn record_startup(
+        &self,
+        python: &PythonConfig,
+        site: &Path,
+        project: &Project,
+        collected: &collect::Collected,
+    ) -> std::thread::JoinHandle<anyhow::Result<Vec<String>>> {
+        // The app's import roots: the directory above each top-level package.
+        let mut paths: Vec<PathBuf> = Vec::new();
+        for (name, dir) in &project.packages {
+            if let Some(root) = dir.ancestors().nth(name.matches('.').count() + 1) {
+                if !paths.iter().any(|p| p == root) {
+                    paths.push(root.to_path_buf());
+                }
+            }
+        }
+        paths.push(site.to_path_buf());
+        let interpreter = python.interpreter.clone();
+        let entry_module = project
+            .entry_point
+            .split_once(':')
+            .map_or("", |(m, _)| m)
+            .to_string();
+        let pth_imports = collected.pth_imports.clone();
+        let stdlib_excludes = self.excludes.patterns().to_vec();
+        let excludes = self.excludes.user_patterns().to_vec();
+        std::thread::spawn(move || {
+            baseline::startup_order(
+                &interpreter,
+                &paths,
+                &entry_module,
+                &pth_imports,
+                &stdlib_excludes,
+                &excludes,
+            )
+        })
     }
 
     /// Build the archive at `out` (written to a temporary name, then renamed).
@@ -223,6 +279,7 @@ impl App {
         collector.walk_site(&site);
         let collected = collector.finish();
         phases.mark("collect");
+        let startup = self.record_startup(&python, &site, &project, &collected);
         inputs.extend(collected.app_files.iter().cloned());
         let mut warnings = collected.warnings.clone();
         let on_disk = ondisk::plan(&collected, &project);
@@ -273,11 +330,17 @@ impl App {
             .compressor(Box::new(move |raw: &[u8], level: i32| {
                 cached_compress(&zstd_cache, raw, level)
             }));
+        let source_readers = collected.source_readers();
         for (name, m) in &collected.modules {
             let code = std::fs::read(&compiled[&m.path].code_path)?;
             // Sources of on-disk groups are packed too: their view is a real package
             // directory, listed and read like one.
-            let source = if m.layer == Layer::App || self.stdlib_sources || on_disk.covers(name) {
+            let top = name.split('.').next().unwrap_or(name);
+            let source = if m.layer == Layer::App
+                || self.stdlib_sources
+                || on_disk.covers(name)
+                || source_readers.contains(top)
+            {
                 Some(
                     std::fs::read(&m.path)
                         .with_context(|| format!("reading {}", m.path.display()))?,
@@ -288,7 +351,17 @@ impl App {
             w.add_module(name, code, source, m.is_package)?;
         }
 
+        // Debug info and symbol tables are most of a `-g` build's size; the loader
+        // reads neither.
+        let strip_elf = |bytes: Vec<u8>| {
+            if project.strip_native {
+                strip::strip_checked(bytes)
+            } else {
+                bytes
+            }
+        };
         let mut roots = Vec::new();
+        let mut ext_needed = BTreeMap::new();
         for (name, path) in &collected.extensions {
             let bytes =
                 std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -303,13 +376,17 @@ impl App {
                 .file_name()
                 .map(|f| f.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            w.add_extension(name, &file, bytes.clone(), &needed)?;
+            w.add_extension(name, &file, strip_elf(bytes), &needed)?;
+            ext_needed.insert(
+                name.clone(),
+                needed.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+            );
             roots.push((path.clone(), info));
         }
         let libs = native::closure(&roots, &collected.vendored)?;
         for (soname, lib) in &libs {
             let needed: Vec<&str> = lib.needed.iter().map(String::as_str).collect();
-            w.add_shared_lib(soname, lib.bytes.clone(), &needed)?;
+            w.add_shared_lib(soname, strip_elf(lib.bytes.clone()), &needed)?;
         }
         let placeholders: std::collections::BTreeSet<&str> = roots
             .iter()
@@ -319,7 +396,7 @@ impl App {
             .filter(|n| native::provided_by_executable(n))
             .collect();
         for soname in placeholders {
-            w.add_shared_lib(soname, placeholder_library(soname, &cache)?, &[])?;
+            w.add_shared_lib(soname, strip_elf(placeholder_library(soname, &cache)?), &[])?;
         }
 
         for ((pkg, rel), path) in &collected.resources {
@@ -376,6 +453,7 @@ impl App {
 
         let mut build = BTreeMap::new();
         build.insert("zstd_level".to_string(), self.level.to_string());
+        build.insert("strip_native".to_string(), project.strip_native.to_string());
         build.insert(
             "stdlib_excludes".to_string(),
             "python-stdlib/exclude.txt".to_string(),
@@ -384,7 +462,7 @@ impl App {
             "sources".to_string(),
             if self.stdlib_sources { "all" } else { "app" }.to_string(),
         );
-        w.set_manifest(&Manifest {
+        let manifest = Manifest {
             pykiln_version: env!("CARGO_PKG_VERSION").to_string(),
             python_version: python.version.clone(),
             app: Some(AppInfo {
@@ -403,6 +481,27 @@ impl App {
                 .iter()
                 .map(|p| p.to_string_lossy().into_owned())
                 .collect(),
+            startup: Vec::new(),
+        };
+        let startup = match startup.join() {
+            Ok(Ok(order)) => order,
+            Ok(Err(e)) => {
+                warnings.push(format!(
+                    "start-up order not recorded (importing {entry_module} in a plain interpreter: {e:#}); \
+                     the binary works, but decompresses its start-up modules on the main thread"
+                ));
+                Vec::new()
+            }
+            Err(_) => Vec::new(),
+        };
+        let startup: Vec<String> = startup
+            .into_iter()
+            .filter(|n| collected.modules.contains_key(n) || collected.extensions.contains_key(n))
+            .collect();
+        w = w.data_order(startup_layout(&startup, &collected, &ext_needed, &libs));
+        w.set_manifest(&Manifest {
+            startup,
+            ..manifest
         })?;
         let entries = w.len();
         phases.mark("baseline");
@@ -420,6 +519,44 @@ impl App {
             timings: phases.done,
         })
     }
+}
+
+/// The archive entries start-up reads, in the order it reads them: each module's
+/// bytecode, or an extension's libraries (dependencies first) and then the extension.
+fn startup_layout(
+    startup: &[String],
+    collected: &collect::Collected,
+    ext_needed: &BTreeMap<String, Vec<String>>,
+    libs: &BTreeMap<String, native::PackedLib>,
+) -> Vec<(EntryKind, Vec<u8>)> {
+    fn lib_first(
+        soname: &str,
+        libs: &BTreeMap<String, native::PackedLib>,
+        out: &mut Vec<(EntryKind, Vec<u8>)>,
+        seen: &mut std::collections::BTreeSet<String>,
+    ) {
+        let Some(lib) = libs.get(soname) else { return };
+        if !seen.insert(soname.to_string()) {
+            return;
+        }
+        for dep in &lib.needed {
+            lib_first(dep, libs, out, seen);
+        }
+        out.push((EntryKind::SharedLib, soname.as_bytes().to_vec()));
+    }
+    let mut out = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for name in startup {
+        if collected.modules.contains_key(name) {
+            out.push((EntryKind::Module, name.as_bytes().to_vec()));
+        } else if let Some(needed) = ext_needed.get(name) {
+            for soname in needed {
+                lib_first(soname, libs, &mut out, &mut seen);
+            }
+            out.push((EntryKind::Extension, name.as_bytes().to_vec()));
+        }
+    }
+    out
 }
 
 /// zstd frames cached by content and level: after a one-file edit only that file's

@@ -302,7 +302,7 @@ pub fn plan(collected: &Collected, project: &Project) -> Plan {
             ));
         }
         groups.push(OnDiskGroup {
-            id: group_id(collected, &tops),
+            id: group_id(collected, &tops, project.strip_native),
             name: dist,
             tops: tops.clone(),
             reason: f.reason,
@@ -316,10 +316,14 @@ pub fn plan(collected: &Collected, project: &Project) -> Plan {
     }
 }
 
-/// A digest of every file a group's view holds (names and contents).
-fn group_id(collected: &Collected, tops: &[String]) -> String {
+/// A digest of every file a group's view holds (names and contents, and whether its
+/// native files are stripped, which changes them).
+fn group_id(collected: &Collected, tops: &[String], strip_native: bool) -> String {
     let ours = |name: &str| tops.iter().any(|p| within_package(name, p));
     let mut h = Sha256::new();
+    if strip_native {
+        h.update(b"strip-native\0");
+    }
     let mut add = |key: &str, path: &Path| {
         h.update(key.as_bytes());
         h.update([0]);

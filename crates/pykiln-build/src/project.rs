@@ -41,6 +41,7 @@ struct PykilnTable {
     #[serde(default)]
     in_memory: Vec<String>,
     python_cli: Option<bool>,
+    strip_native: Option<bool>,
 }
 
 /// A Python project to pack.
@@ -72,6 +73,9 @@ pub struct Project {
     pub in_memory: Vec<String>,
     /// `[tool.pykiln] python-cli` (default true): `<binary> -c/-m …` runs Python.
     pub python_cli: bool,
+    /// `[tool.pykiln] strip-native` (default true): drop debug info and symbol tables
+    /// from packed extension modules and shared libraries.
+    pub strip_native: bool,
 }
 
 impl Project {
@@ -154,6 +158,7 @@ impl Project {
             on_disk: tool.on_disk,
             in_memory: tool.in_memory,
             python_cli: tool.python_cli.unwrap_or(true),
+            strip_native: tool.strip_native.unwrap_or(true),
             entry_points,
         })
     }

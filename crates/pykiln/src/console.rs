@@ -92,6 +92,7 @@ fn info(archive: &Archive<'static>, manifest: &Manifest) -> anyhow::Result<serde
         "distributions": manifest.distributions,
         "build": manifest.build,
         "on_disk": manifest.on_disk,
+        "startup_modules": manifest.startup.len(),
     }))
 }
 

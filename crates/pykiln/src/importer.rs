@@ -246,7 +246,10 @@ impl Importer {
                 "is a native extension and has no bytecode",
             ));
         }
-        let bytes = entry.read().map_err(|e| archive_error(name, e))?;
+        let bytes = match crate::prefetch::take(EntryKind::Module, entry.key()) {
+            Some(crate::prefetch::Product::Bytes(b)) => Cow::Owned(b),
+            _ => entry.read().map_err(|e| archive_error(name, e))?,
+        };
         // SAFETY: the pointer and length describe `bytes`, alive across the call;
         // PyMarshal_ReadObjectFromString copies what it needs.
         let code = unsafe {
@@ -278,9 +281,7 @@ impl Importer {
             // spec.origin is the extension's file in the view: dlopen it where it is.
             return py.import("_imp")?.getattr("create_dynamic")?.call1((spec,));
         }
-        let elf = entry.read().map_err(|e| archive_error(name, e))?;
-        crate::native::release_pages(entry.stored_bytes());
-        let path = crate::native::materialize(name, &elf).map_err(|e| import_error(name, e))?;
+        let path = crate::native::stage_entry(entry).map_err(|e| import_error(name, e))?;
         tracing::debug!(module = name, path = %path.display(), "loading extension module");
         // _imp.create_dynamic dlopens spec.origin; point it at the in-memory file for
         // the duration of the call only.
@@ -652,10 +653,16 @@ impl Importer {
             .unwrap_or_default()
     }
 
-    /// Drop this process's resident copies of the archive's pages (start-up has read
-    /// what it needs; later reads fault pages back in from the page cache).
+    /// End of start-up: stop the prefetcher, drop this process's resident copies of the
+    /// archive's and the other read-only pages of the executable (start-up has read
+    /// what it needs; later reads fault pages back in from the page cache) and hand the
+    /// heap that start-up freed back to the system.
     fn _release_pages(&self) {
+        crate::prefetch::finish();
         crate::native::release_pages(self.archive.bytes());
+        crate::native::release_readonly_segments();
+        // SAFETY: malloc_trim only returns free heap memory to the kernel.
+        unsafe { libc::malloc_trim(0) };
     }
 
     /// Whether a path under the virtual root names something packed: a module's

@@ -49,6 +49,14 @@ pub fn run(
         Mode::Python => None,
     };
     crate::ca::configure(&manifest.openssl_default_paths);
+    // The recorded start-up order is the archive's own entry point's; another entry
+    // point of the same archive (`main!(entry_point = …)`) imports something else.
+    let recorded = manifest.app.as_ref().map(|a| a.entry_point.as_str());
+    if let Mode::App { entry_point } = &mode {
+        if recorded == Some(entry_point.as_str()) {
+            crate::prefetch::start(archive, &manifest.startup);
+        }
+    }
     let start = std::time::Instant::now();
     // SAFETY: called once, on the main thread, before any other use of the C API.
     unsafe {

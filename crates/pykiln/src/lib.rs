@@ -22,6 +22,7 @@ mod fileview;
 mod importer;
 mod interp;
 mod native;
+mod prefetch;
 
 use std::process::ExitCode;
 
@@ -175,14 +176,30 @@ fn check_python_version(archive: &Archive<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Logs go to stderr (stdout is the MCP channel), filtered by `PYKILN_LOG`: a level
+/// (`debug`) or `target=level` pairs (`pykiln=debug,warn`). Colour only on a terminal.
 fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("PYKILN_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use std::io::IsTerminal as _;
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
+    let spec = std::env::var("PYKILN_LOG").unwrap_or_default();
+    let (filter, bad) = match spec.trim() {
+        "" => (Targets::new().with_default(LevelFilter::WARN), None),
+        s => match s.parse::<Targets>() {
+            Ok(t) => (t, None),
+            Err(e) => (Targets::new().with_default(LevelFilter::WARN), Some(e)),
+        },
+    };
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false);
+    let _ = tracing_subscriber::registry()
+        .with(layer.with_filter(filter))
         .try_init();
+    if let Some(e) = bad {
+        tracing::warn!("PYKILN_LOG={spec:?} is not a log filter ({e}); logging warnings only");
+    }
 }
 
 /// Version of the SQLite compiled into this executable.

@@ -15,13 +15,15 @@
 use std::collections::HashSet;
 use std::fs;
 use std::io::Write as _;
-use std::os::fd::{FromRawFd as _, OwnedFd};
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
 use once_cell::sync::Lazy;
-use pykiln_archive::{Archive, EntryKind};
+use pykiln_archive::{Archive, Entry, EntryKind};
+
+use crate::prefetch::Product;
 use sha2::{Digest as _, Sha256};
 
 /// Why a native image could not be loaded.
@@ -78,9 +80,7 @@ pub fn ensure_libs(archive: &Archive<'static>, needed: &[&str]) -> Result<(), Na
         }
         let deps: Vec<&str> = entry.aux().collect();
         ensure_libs(archive, &deps)?;
-        let bytes = entry.read()?;
-        release_pages(entry.stored_bytes());
-        let path = materialize(soname, &bytes)?;
+        let path = stage_entry(&entry)?;
         tracing::debug!(soname, path = %path.display(), "loading shared library");
         // SAFETY: loading a library runs its initialisers; these are the libraries the
         // packed extension modules were linked against.
@@ -114,35 +114,115 @@ pub fn release_pages(bytes: &[u8]) {
     }
 }
 
-/// Make `bytes` available as a file path for dlopen: a memfd if possible, else the cache.
-pub fn materialize(name: &str, bytes: &[u8]) -> Result<PathBuf, NativeError> {
+/// Drop the resident pages of the executable's read-only segments (the archive, the
+/// relocation and symbol tables, constant data): after start-up most of them are not
+/// read again, and any that are fault back in from the page cache. Segments that are
+/// writable or executable, or were ever written (RELRO), are left alone.
+pub fn release_readonly_segments() {
+    unsafe extern "C" fn each(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        _data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: glibc passes a valid dl_phdr_info whose dlpi_phdr array has
+        // dlpi_phnum entries; the first object reported is the main program.
+        unsafe {
+            let info = &*info;
+            let phdrs = std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize);
+            let relro: Vec<(usize, usize)> = phdrs
+                .iter()
+                .filter(|p| p.p_type == libc::PT_GNU_RELRO)
+                .map(|p| (p.p_vaddr as usize, (p.p_vaddr + p.p_memsz) as usize))
+                .collect();
+            for p in phdrs {
+                let start = p.p_vaddr as usize;
+                let end = start + p.p_memsz as usize;
+                let overlaps_relro = relro.iter().any(|&(a, b)| start < b && a < end);
+                if p.p_type == libc::PT_LOAD && p.p_flags == libc::PF_R && !overlaps_relro {
+                    let base = info.dlpi_addr as usize;
+                    let bytes =
+                        std::slice::from_raw_parts((base + start) as *const u8, end - start);
+                    release_pages(bytes);
+                }
+            }
+        }
+        1 // stop after the main program
+    }
+    // SAFETY: the callback only reads what glibc hands it.
+    unsafe { libc::dl_iterate_phdr(Some(each), std::ptr::null_mut()) };
+}
+
+/// The packed native image of an entry as a file path for dlopen: the start-up
+/// prefetcher's memfd if it made one, else a memfd made now, else (no memfd or no
+/// /proc) a file in the private cache.
+pub fn stage_entry(entry: &Entry<'static>) -> Result<PathBuf, NativeError> {
+    let name = entry.key_lossy();
     let stage = |source| NativeError::Stage {
         name: name.to_string(),
         source,
     };
-    if std::env::var_os("PYKILN_NO_MEMFD").is_none() {
-        match memfd(name, bytes) {
+    if let Some(Product::Image(fd)) = crate::prefetch::take(entry.kind(), entry.key()) {
+        match keep_open(fd) {
             Ok(path) => return Ok(path),
+            Err(e) => tracing::debug!(name = %name, error = %e, "prefetched memfd unusable"),
+        }
+    }
+    if memfd_allowed() {
+        let made = memfd_entry(entry);
+        release_pages(entry.stored_bytes());
+        match made {
+            Ok(fd) => match keep_open(fd) {
+                Ok(path) => return Ok(path),
+                Err(e) => {
+                    tracing::debug!(name = %name, error = %e, "/proc unavailable, using the cache directory")
+                }
+            },
+            Err(NativeError::Archive(e)) => return Err(e.into()),
             Err(e) => {
-                tracing::debug!(name, error = %e, "memfd unavailable, using the cache directory")
+                tracing::debug!(name = %name, error = %e, "memfd unavailable, using the cache directory")
             }
         }
     }
-    cached(name, bytes).map_err(stage)
+    let bytes = entry.read()?;
+    release_pages(entry.stored_bytes());
+    cached(&name, &bytes).map_err(stage)
 }
 
-fn memfd(name: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
-    let cname = std::ffi::CString::new(name.replace('\0', "_")).map_err(std::io::Error::other)?;
+/// Whether native images may go to memfds (`PYKILN_NO_MEMFD` unset).
+pub fn memfd_allowed() -> bool {
+    std::env::var_os("PYKILN_NO_MEMFD").is_none()
+}
+
+/// An anonymous memfd holding an entry's image, decompressed straight into a mapping
+/// of the memfd (no copy through the heap: images are megabytes).
+pub fn memfd_entry(entry: &Entry<'_>) -> Result<OwnedFd, NativeError> {
+    let name = entry.key_lossy();
+    let stage = |source| NativeError::Stage {
+        name: name.to_string(),
+        source,
+    };
+    let cname = std::ffi::CString::new(name.replace('\0', "_"))
+        .map_err(|e| stage(std::io::Error::other(e)))?;
     // SAFETY: plain syscall with a valid NUL-terminated name.
     let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
     if fd < 0 {
-        return Err(std::io::Error::last_os_error());
+        return Err(stage(std::io::Error::last_os_error()));
     }
     // SAFETY: fd was just returned by memfd_create and is owned by nobody else.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let mut file = fs::File::from(owned);
-    file.write_all(bytes)?;
-    let path = PathBuf::from(format!("/proc/self/fd/{fd}"));
+    let file = fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let len = entry.raw_len();
+    if len > 0 {
+        file.set_len(len as u64).map_err(stage)?;
+        // SAFETY: the memfd is ours alone and was just sized; nothing else maps it.
+        let mut map = unsafe { memmap2::MmapMut::map_mut(&file) }.map_err(stage)?;
+        entry.read_into(&mut map)?;
+    }
+    Ok(OwnedFd::from(file))
+}
+
+/// Keep a memfd open for the life of the process and return its `/proc` path.
+fn keep_open(fd: OwnedFd) -> std::io::Result<PathBuf> {
+    let path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
     if !path.exists() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::NotFound,
@@ -153,7 +233,7 @@ fn memfd(name: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .fds
-        .push(OwnedFd::from(file));
+        .push(fd);
     Ok(path)
 }
 
@@ -204,9 +284,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn memfd_path_holds_the_bytes() {
-        let p = memfd("test-image", b"\x7fELF-not-really").unwrap();
-        assert_eq!(fs::read(&p).unwrap(), b"\x7fELF-not-really");
+    fn memfd_path_holds_the_decompressed_image() {
+        let image: Vec<u8> = (0..300_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        let mut w = pykiln_archive::ArchiveWriter::new((3, 11)).compression_level(3);
+        w.add_shared_lib("libtest.so.1", image.clone(), &[])
+            .unwrap();
+        w.add_shared_lib("libempty.so.0", Vec::new(), &[]).unwrap();
+        let bytes = w.finish().unwrap();
+        let archive = Archive::open(&bytes).unwrap();
+        for (soname, want) in [("libtest.so.1", &image[..]), ("libempty.so.0", &[][..])] {
+            let entry = archive
+                .find(EntryKind::SharedLib, soname.as_bytes())
+                .unwrap();
+            let p = keep_open(memfd_entry(&entry).unwrap()).unwrap();
+            assert!(fs::read(&p).unwrap() == want, "{soname}");
+        }
     }
 
     #[test]

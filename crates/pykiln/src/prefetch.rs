@@ -1,0 +1,332 @@
+//! Start-up prefetch: the archive entries an app reads at start-up, decompressed on
+//! another thread ahead of the importer.
+//!
+//! Python imports on one thread, and a packed app spends a good part of its start-up
+//! in zstd (bytecode, and native images of several megabytes) and in copying native
+//! images into memfds. The build records the order in which the app loads its modules
+//! (`Manifest::startup`); this module walks that order on a second thread, so the
+//! importer finds most entries ready. Only pure Rust runs there: no Python, no dlopen.
+//!
+//! Each planned entry is in one state: waiting, being worked on, ready, or taken. The
+//! importer [`take`]s an entry: a ready one is handed over, one being worked on is
+//! waited for, and a waiting one is claimed so the prefetcher skips it (the importer
+//! then reads it itself, as without prefetch; errors are always reported by that read).
+//! What the prefetcher holds is bounded ([`BUDGET`]); [`finish`] at the end of start-up
+//! stops it and frees whatever was not taken.
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Condvar, Mutex};
+
+use once_cell::sync::OnceCell;
+use pykiln_archive::{Archive, Entry, EntryKind};
+
+/// Most decompressed bytes the prefetcher keeps ahead of the importer.
+const BUDGET: usize = 24 << 20;
+
+/// A prefetched entry.
+#[derive(Debug)]
+pub enum Product {
+    /// Decompressed, checksum-verified bytes (module bytecode).
+    Bytes(Vec<u8>),
+    /// A memfd holding a native image (extension module or shared library).
+    Image(OwnedFd),
+}
+
+enum Slot {
+    Waiting,
+    Working,
+    Ready(Product, usize),
+    Taken,
+}
+
+struct State {
+    slots: Vec<Slot>,
+    next: usize,
+    held: usize,
+    stopped: bool,
+    served: usize,
+}
+
+struct Shared {
+    plan: Vec<Entry<'static>>,
+    by_key: HashMap<(EntryKind, &'static [u8]), usize>,
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+static PREFETCH: OnceCell<Arc<Shared>> = OnceCell::new();
+static THREAD: Mutex<Option<std::thread::JoinHandle<()>>> = Mutex::new(None);
+
+/// Start prefetching the entries of the `startup` modules (in that order) and the
+/// shared libraries their extensions need. Does nothing if already started or if
+/// there is nothing to do.
+pub fn start(archive: Archive<'static>, startup: &[String]) {
+    // PYKILN_PREFETCH=0 turns it off (for measuring what it gains).
+    let off = std::env::var_os("PYKILN_PREFETCH").is_some_and(|v| v == "0");
+    if off || startup.is_empty() || PREFETCH.get().is_some() {
+        return;
+    }
+    let shared = Arc::new(plan(archive, startup));
+    if PREFETCH.set(shared.clone()).is_err() {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("pykiln-prefetch".into())
+        .stack_size(256 << 10)
+        .spawn(move || run(&shared));
+    match spawned {
+        Ok(handle) => *THREAD.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle),
+        Err(e) => {
+            tracing::debug!(error = %e, "no prefetch thread; start-up reads on the main thread");
+            finish();
+        }
+    }
+}
+
+fn plan(archive: Archive<'static>, startup: &[String]) -> Shared {
+    let mut plan: Vec<Entry<'static>> = Vec::new();
+    let mut by_key = HashMap::new();
+    let mut add = |e: Entry<'static>, plan: &mut Vec<Entry<'static>>| {
+        if let std::collections::hash_map::Entry::Vacant(slot) = by_key.entry((e.kind(), e.key())) {
+            slot.insert(plan.len());
+            plan.push(e);
+        }
+    };
+    for name in startup {
+        let Some(entry) = archive.module(name) else {
+            continue;
+        };
+        if entry.kind() == EntryKind::Extension {
+            // The libraries are loaded before the extension that needs them.
+            let mut stack: Vec<(Entry<'static>, bool)> = entry
+                .aux()
+                .skip(1)
+                .filter_map(|s| archive.find(EntryKind::SharedLib, s.as_bytes()))
+                .map(|e| (e, false))
+                .collect();
+            stack.reverse();
+            while let Some((lib, deps_done)) = stack.pop() {
+                if deps_done {
+                    add(lib, &mut plan);
+                    continue;
+                }
+                stack.push((lib, true));
+                for dep in lib.aux() {
+                    if let Some(d) = archive.find(EntryKind::SharedLib, dep.as_bytes()) {
+                        if d.key() != lib.key() && stack.len() < 64 {
+                            stack.push((d, false));
+                        }
+                    }
+                }
+            }
+        }
+        add(entry, &mut plan);
+    }
+    let slots = plan.iter().map(|_| Slot::Waiting).collect();
+    Shared {
+        plan,
+        by_key,
+        state: Mutex::new(State {
+            slots,
+            next: 0,
+            held: 0,
+            stopped: false,
+            served: 0,
+        }),
+        changed: Condvar::new(),
+    }
+}
+
+fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, State> {
+    shared.state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Decompress one entry (native images straight into a memfd).
+fn produce(entry: &Entry<'static>) -> Option<(Product, usize)> {
+    let product = match entry.kind() {
+        EntryKind::Extension | EntryKind::SharedLib if crate::native::memfd_allowed() => {
+            let fd = crate::native::memfd_entry(entry).ok();
+            crate::native::release_pages(entry.stored_bytes());
+            Product::Image(fd?)
+        }
+        _ => Product::Bytes(entry.read().ok()?.into_owned()),
+    };
+    Some((product, entry.raw_len()))
+}
+
+fn run(shared: &Shared) {
+    let mut st = lock(shared);
+    loop {
+        if st.stopped {
+            return;
+        }
+        while st.next < st.slots.len() && !matches!(st.slots[st.next], Slot::Waiting) {
+            st.next += 1;
+        }
+        let i = st.next;
+        if i >= st.slots.len() {
+            return;
+        }
+        let size = shared.plan[i].raw_len();
+        if st.held > 0 && st.held + size > BUDGET {
+            st = shared.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+            continue;
+        }
+        st.slots[i] = Slot::Working;
+        st.next = i + 1;
+        drop(st);
+        let product = produce(&shared.plan[i]);
+        st = lock(shared);
+        st.slots[i] = match product {
+            Some((p, len)) if !st.stopped => {
+                st.held += len;
+                Slot::Ready(p, len)
+            }
+            // A failed read is left to the importer, which reports it.
+            _ => Slot::Taken,
+        };
+        shared.changed.notify_all();
+    }
+}
+
+/// The prefetched product of an entry, if the prefetcher has (or is about to have) it.
+/// `None` means: read it yourself.
+pub fn take(kind: EntryKind, key: &[u8]) -> Option<Product> {
+    PREFETCH.get()?.take(kind, key)
+}
+
+/// End of start-up: stop the prefetcher and free what it made that nobody took.
+pub fn finish() {
+    if let Some(shared) = PREFETCH.get() {
+        shared.finish();
+    }
+    // A thread that has run out of work is reaped now, so that its buffers and zstd
+    // context are freed before start-up hands free memory back; one still busy with
+    // an entry nobody asked for just ends on its own.
+    let mut slot = THREAD.lock().unwrap_or_else(|p| p.into_inner());
+    if slot.as_ref().is_some_and(|h| h.is_finished()) {
+        if let Some(h) = slot.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Shared {
+    fn take(&self, kind: EntryKind, key: &[u8]) -> Option<Product> {
+        let &i = self.by_key.get(&(kind, key))?;
+        let mut st = lock(self);
+        loop {
+            if st.stopped {
+                return None;
+            }
+            match std::mem::replace(&mut st.slots[i], Slot::Taken) {
+                Slot::Ready(p, len) => {
+                    st.held -= len;
+                    st.served += 1;
+                    self.changed.notify_all();
+                    return Some(p);
+                }
+                Slot::Working => {
+                    st.slots[i] = Slot::Working;
+                    st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+                }
+                Slot::Waiting | Slot::Taken => return None,
+            }
+        }
+    }
+
+    fn finish(&self) {
+        let mut st = lock(self);
+        if st.stopped {
+            return;
+        }
+        st.stopped = true;
+        let mut unused = 0;
+        for s in st.slots.iter_mut() {
+            if matches!(s, Slot::Ready(..)) {
+                *s = Slot::Taken;
+                unused += 1;
+            }
+        }
+        st.held = 0;
+        tracing::debug!(
+            planned = self.plan.len(),
+            served = st.served,
+            unused,
+            "start-up prefetch finished"
+        );
+        self.changed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pykiln_archive::{ArchiveWriter, Manifest};
+
+    fn archive() -> Archive<'static> {
+        let mut w = ArchiveWriter::new((3, 11)).compression_level(3);
+        for i in 0..50 {
+            w.add_module(&format!("m{i}"), vec![i as u8; 5000 + i], None, false)
+                .unwrap();
+        }
+        w.set_manifest(&Manifest::default()).unwrap();
+        let bytes: &'static [u8] = Box::leak(w.finish().unwrap().into_boxed_slice());
+        Archive::open(bytes).unwrap()
+    }
+
+    fn bytes_of(p: Option<Product>) -> Option<Vec<u8>> {
+        match p? {
+            Product::Bytes(b) => Some(b),
+            Product::Image(_) => None,
+        }
+    }
+
+    #[test]
+    fn hands_over_each_entry_once_and_in_any_order() {
+        let a = archive();
+        let names: Vec<String> = (0..50).map(|i| format!("m{i}")).collect();
+        let shared = Arc::new(plan(a, &names));
+        let worker = {
+            let s = shared.clone();
+            std::thread::spawn(move || run(&s))
+        };
+        // Out of order, as imports sometimes are: every entry is either handed over
+        // with the right bytes or left to the caller, never both, never wrong.
+        let mut got = 0;
+        for i in (0..50).rev().chain(0..50) {
+            if let Some(b) = bytes_of(shared.take(EntryKind::Module, format!("m{i}").as_bytes())) {
+                assert_eq!(b, vec![i as u8; 5000 + i]);
+                got += 1;
+            }
+        }
+        assert!(got <= 50);
+        worker.join().unwrap();
+        let st = lock(&shared);
+        assert_eq!(st.held, 0, "everything handed over or left");
+        assert!(st.slots.iter().all(|s| matches!(s, Slot::Taken)));
+    }
+
+    #[test]
+    fn the_global_prefetcher_serves_then_stops() {
+        let a = archive();
+        let names: Vec<String> = (0..50).map(|i| format!("m{i}")).collect();
+        start(a, &names);
+        // In order, as start-up asks: each answer is right or None.
+        for i in 0..25 {
+            if let Some(b) = bytes_of(take(EntryKind::Module, format!("m{i}").as_bytes())) {
+                assert_eq!(b, vec![i as u8; 5000 + i]);
+            }
+        }
+        // Taken entries are not handed over twice.
+        assert!(take(EntryKind::Module, b"m0").is_none());
+        assert!(take(EntryKind::Module, b"not-planned").is_none());
+        finish();
+        assert!(
+            take(EntryKind::Module, b"m30").is_none(),
+            "nothing after finish"
+        );
+        assert_eq!(lock(PREFETCH.get().unwrap()).held, 0);
+    }
+}
