@@ -1,7 +1,8 @@
 //! Micro-benchmarks of the archive reader: what start-up and every import pay.
 //!
 //! `cargo bench -p pykiln-archive`. The archive is synthetic but shaped like a real
-//! one: 5,000 modules in packages, bytecode-sized blobs (1–8 KiB, zstd level 12).
+//! one: 5,000 modules in packages, bytecode-sized blobs (1–8 KiB, zstd level 12), with
+//! and without a trained dictionary.
 
 use std::hint::black_box;
 
@@ -30,8 +31,11 @@ fn bytecode(i: usize) -> Vec<u8> {
     out
 }
 
-fn build() -> Vec<u8> {
+fn build(dictionary: Option<Vec<u8>>) -> Vec<u8> {
     let mut w = ArchiveWriter::new((3, 11)).compression_level(12);
+    if let Some(d) = dictionary {
+        w = w.dictionary(d);
+    }
     for i in 0..MODULES {
         w.add_module(&module_name(i), bytecode(i), None, false)
             .unwrap();
@@ -43,7 +47,7 @@ fn build() -> Vec<u8> {
 }
 
 fn benches(c: &mut Criterion) {
-    let bytes = build();
+    let bytes = build(None);
     c.bench_function("open 5000-entry archive (header + index checksum)", |b| {
         b.iter(|| Archive::open(black_box(&bytes)).unwrap())
     });
@@ -66,6 +70,19 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % names.len();
             archive.module(&names[i]).unwrap().read().unwrap().len()
+        })
+    });
+    // The same with bytecode compressed against a dictionary trained on it, as the
+    // build does.
+    let samples: Vec<Vec<u8>> = (0..MODULES).step_by(5).map(bytecode).collect();
+    let dict = zstd::dict::from_samples(&samples, 64 * 1024).unwrap();
+    let with_dict = build(Some(dict));
+    let archive_d = Archive::open(&with_dict).unwrap();
+    c.bench_function("lookup + read bytecode, dictionary-compressed", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % names.len();
+            archive_d.module(&names[i]).unwrap().read().unwrap().len()
         })
     });
     let big = archive.resource("pkg0", "big.bin").unwrap();

@@ -8,8 +8,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .nth(1)
         .ok_or("usage: fuzz_seeds <directory>")?;
     std::fs::create_dir_all(&dir)?;
-    for (i, level) in [1, 3].into_iter().enumerate() {
+    for (i, level) in [1, 3, 19].into_iter().enumerate() {
         let mut w = ArchiveWriter::new((3, 11)).compression_level(level);
+        if level == 19 {
+            // A raw-content dictionary, so the dictionary path has a seed too.
+            w = w.dictionary(b"code-shared-bytes ".repeat(40));
+        }
         w.add_module("pkg", b"code".repeat(30), Some(b"# src\n".repeat(20)), true)?;
         w.add_module("pkg.mod", vec![1, 2, 3], None, false)?;
         w.add_module("ns.part.x", vec![4; 90], None, false)?;

@@ -4,8 +4,8 @@ use std::fmt;
 
 /// First eight bytes of every archive.
 pub const MAGIC: [u8; 8] = *b"PYKILN\0A";
-/// The only format version this crate reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The only format version this crate reads and writes (2: a shared zstd dictionary).
+pub const FORMAT_VERSION: u32 = 2;
 /// Size of the fixed header.
 pub const HEADER_LEN: usize = 64;
 /// Largest decompressed size of one blob; bounds the allocation a hostile record can ask for.
@@ -51,8 +51,10 @@ pub(crate) mod flags {
     pub const SECONDARY_ZSTD: u8 = 1 << 2;
     /// The entry has a secondary blob (module source).
     pub const HAS_SECONDARY: u8 = 1 << 3;
+    /// The primary blob's zstd frame was made with the archive's dictionary.
+    pub const PRIMARY_DICT: u8 = 1 << 4;
     /// Every bit this version defines.
-    pub const KNOWN: u8 = PACKAGE | PRIMARY_ZSTD | SECONDARY_ZSTD | HAS_SECONDARY;
+    pub const KNOWN: u8 = PACKAGE | PRIMARY_ZSTD | SECONDARY_ZSTD | HAS_SECONDARY | PRIMARY_DICT;
 }
 
 /// What an entry holds. The numeric value orders the index.
@@ -72,6 +74,9 @@ pub enum EntryKind {
     Resource = 4,
     /// A file of a `.dist-info` directory; key is `name-ver.dist-info\0file`.
     DistFile = 5,
+    /// The zstd dictionary that bytecode blobs flagged with it were compressed with
+    /// (stored raw); key is empty. At most one.
+    Dictionary = 6,
 }
 
 impl EntryKind {
@@ -84,18 +89,20 @@ impl EntryKind {
             3 => Self::SharedLib,
             4 => Self::Resource,
             5 => Self::DistFile,
+            6 => Self::Dictionary,
             _ => return None,
         })
     }
 
     /// Every kind, in index order.
-    pub const ALL: [EntryKind; 6] = [
+    pub const ALL: [EntryKind; 7] = [
         Self::Manifest,
         Self::Module,
         Self::Extension,
         Self::SharedLib,
         Self::Resource,
         Self::DistFile,
+        Self::Dictionary,
     ];
 
     /// Lower-case name used in messages and reports.
@@ -107,6 +114,7 @@ impl EntryKind {
             Self::SharedLib => "shared-library",
             Self::Resource => "resource",
             Self::DistFile => "dist-file",
+            Self::Dictionary => "zstd-dictionary",
         }
     }
 }

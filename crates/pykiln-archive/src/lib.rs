@@ -12,7 +12,8 @@
 //! index    count × 72 sorted by (kind, key): kind, flags, key/aux ranges in the
 //!                     string table, and two blob references (primary, secondary)
 //! strings  keys and auxiliary strings
-//! data     blobs, each raw or zstd-compressed on its own
+//! data     blobs, each raw or zstd-compressed on its own (module bytecode optionally
+//!          with the archive's zstd dictionary, itself a raw `Dictionary` entry)
 //! ```
 //!
 //! The [`Archive`] reader works directly on `&[u8]` (an `include_bytes!` static or a
@@ -30,7 +31,7 @@ mod writer;
 
 pub use format::{EntryKind, FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_ENTRY_LEN, RECORD_LEN};
 pub use reader::{Archive, Entry};
-pub use writer::{ArchiveWriter, Compressor, WriteError};
+pub use writer::{ArchiveWriter, FrameCache, WriteError};
 
 use serde::{Deserialize, Serialize};
 

@@ -70,6 +70,8 @@ pub struct Archive<'a> {
     data_offset: u64,
     count: usize,
     python: (u8, u8),
+    /// The zstd dictionary entry's bytes, checksum-verified at open.
+    dict: Option<&'a [u8]>,
 }
 
 impl std::fmt::Debug for Archive<'_> {
@@ -128,7 +130,7 @@ impl<'a> Archive<'a> {
             return Err(Error::MetaChecksum { stored, computed });
         }
 
-        let archive = Archive {
+        let mut archive = Archive {
             bytes,
             index,
             strings,
@@ -136,9 +138,26 @@ impl<'a> Archive<'a> {
             data_offset,
             count: count as usize,
             python: (bytes[header::PY_MAJOR], bytes[header::PY_MINOR]),
+            dict: None,
         };
         archive.validate_records()?;
+        if let Some(e) = archive.find(EntryKind::Dictionary, b"") {
+            if !e.is_stored_raw() {
+                let index = archive.lower_bound(EntryKind::Dictionary, b"");
+                return Err(Error::BadRecord {
+                    index,
+                    offset: HEADER_LEN + index * RECORD_LEN,
+                    problem: "the zstd dictionary is not stored raw".into(),
+                });
+            }
+            archive.dict = Some(e.verified(e.primary)?);
+        }
         Ok(archive)
+    }
+
+    /// The zstd dictionary bytecode blobs may be compressed with, if the archive has one.
+    pub fn dictionary(&self) -> Option<&'a [u8]> {
+        self.dict
     }
 
     fn validate_records(&self) -> Result<(), Error> {
@@ -231,6 +250,7 @@ impl<'a> Archive<'a> {
             secondary: Blob::parse(rec, record::SECONDARY),
             data: self.data,
             data_offset: self.data_offset,
+            dict: self.dict,
         })
     }
 
@@ -412,6 +432,7 @@ pub struct Entry<'a> {
     secondary: Blob,
     data: &'a [u8],
     data_offset: u64,
+    dict: Option<&'a [u8]>,
 }
 
 impl std::fmt::Debug for Entry<'_> {
@@ -488,7 +509,25 @@ impl<'a> Entry<'a> {
 
     /// The primary blob (bytecode, file contents…), checksum-verified and decompressed.
     pub fn read(&self) -> Result<Cow<'a, [u8]>, Error> {
-        self.read_blob(self.primary, self.flags & flags::PRIMARY_ZSTD != 0)
+        self.read_blob(
+            self.primary,
+            self.flags & flags::PRIMARY_ZSTD != 0,
+            self.primary_dict()?,
+        )
+    }
+
+    /// The dictionary the primary blob needs, if it was compressed with one.
+    fn primary_dict(&self) -> Result<Option<&'a [u8]>, Error> {
+        if self.flags & flags::PRIMARY_DICT == 0 {
+            return Ok(None);
+        }
+        match self.dict {
+            Some(d) => Ok(Some(d)),
+            None => Err(self.decompress_error(
+                self.data_offset.saturating_add(self.primary.offset),
+                "compressed with a zstd dictionary the archive does not have".into(),
+            )),
+        }
     }
 
     /// The secondary blob (module source), if the entry has one.
@@ -496,8 +535,12 @@ impl<'a> Entry<'a> {
         if !self.has_source() {
             return Ok(None);
         }
-        self.read_blob(self.secondary, self.flags & flags::SECONDARY_ZSTD != 0)
-            .map(Some)
+        self.read_blob(
+            self.secondary,
+            self.flags & flags::SECONDARY_ZSTD != 0,
+            None,
+        )
+        .map(Some)
     }
 
     /// The primary blob, checksum-verified and decompressed into `out`, which must be
@@ -526,8 +569,9 @@ impl<'a> Entry<'a> {
             out.copy_from_slice(stored);
             return Ok(());
         }
-        let n =
-            decompress_into(stored, out).map_err(|e| self.decompress_error(abs, e.to_string()))?;
+        let dict = self.primary_dict()?;
+        let n = decompress_into(stored, out, dict)
+            .map_err(|e| self.decompress_error(abs, e.to_string()))?;
         if n != out.len() {
             return Err(
                 self.decompress_error(abs, format!("got {n} bytes, expected {}", out.len()))
@@ -551,7 +595,12 @@ impl<'a> Entry<'a> {
         Ok(stored)
     }
 
-    fn read_blob(&self, blob: Blob, zstd: bool) -> Result<Cow<'a, [u8]>, Error> {
+    fn read_blob(
+        &self,
+        blob: Blob,
+        zstd: bool,
+        dict: Option<&[u8]>,
+    ) -> Result<Cow<'a, [u8]>, Error> {
         let abs = self.data_offset.saturating_add(blob.offset);
         let stored = self.verified(blob)?;
         if !zstd {
@@ -571,7 +620,7 @@ impl<'a> Entry<'a> {
                 ),
             ));
         }
-        let out = decompress(stored, blob.raw as usize)
+        let out = decompress(stored, blob.raw as usize, dict)
             .map_err(|e| self.decompress_error(abs, e.to_string()))?;
         if out.len() != blob.raw as usize {
             return Err(self.decompress_error(
@@ -596,27 +645,46 @@ thread_local! {
     // One decompression context per thread: creating a zstd context for each of the
     // hundreds of small blobs read at start-up costs more than decompressing them.
     static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
+    // And one with the archive's dictionary loaded (digested once, not per blob),
+    // keyed by the dictionary's address and length.
+    static DICT_DCTX: std::cell::RefCell<Option<DictContext>> = const { std::cell::RefCell::new(None) };
 }
+
+type DictContext = ((usize, usize), zstd::bulk::Decompressor<'static>);
 
 fn with_dctx<T>(
+    dict: Option<&[u8]>,
     f: impl FnOnce(&mut zstd::bulk::Decompressor<'static>) -> std::io::Result<T>,
 ) -> std::io::Result<T> {
-    DCTX.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            *slot = Some(zstd::bulk::Decompressor::new()?);
-        }
-        match slot.as_mut() {
-            Some(d) => f(d),
-            None => f(&mut zstd::bulk::Decompressor::new()?),
-        }
-    })
+    match dict {
+        None => DCTX.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            if slot.is_none() {
+                *slot = Some(zstd::bulk::Decompressor::new()?);
+            }
+            match slot.as_mut() {
+                Some(d) => f(d),
+                None => f(&mut zstd::bulk::Decompressor::new()?),
+            }
+        }),
+        Some(dict) => DICT_DCTX.with(|cell| {
+            let key = (dict.as_ptr() as usize, dict.len());
+            let mut slot = cell.borrow_mut();
+            if slot.as_ref().is_none_or(|(k, _)| *k != key) {
+                *slot = Some((key, zstd::bulk::Decompressor::with_dictionary(dict)?));
+            }
+            match slot.as_mut() {
+                Some((_, d)) => f(d),
+                None => f(&mut zstd::bulk::Decompressor::with_dictionary(dict)?),
+            }
+        }),
+    }
 }
 
-fn decompress(stored: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
-    with_dctx(|d| d.decompress(stored, capacity))
+fn decompress(stored: &[u8], capacity: usize, dict: Option<&[u8]>) -> std::io::Result<Vec<u8>> {
+    with_dctx(dict, |d| d.decompress(stored, capacity))
 }
 
-fn decompress_into(stored: &[u8], out: &mut [u8]) -> std::io::Result<usize> {
-    with_dctx(|d| d.decompress_to_buffer(stored, out))
+fn decompress_into(stored: &[u8], out: &mut [u8], dict: Option<&[u8]>) -> std::io::Result<usize> {
+    with_dctx(dict, |d| d.decompress_to_buffer(stored, out))
 }

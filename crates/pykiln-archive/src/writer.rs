@@ -65,15 +65,23 @@ struct Pending {
     secondary: Option<Vec<u8>>,
 }
 
-/// Compresses one blob at a level into a zstd frame. The default is
-/// `zstd::bulk::compress`; a build tool can supply one that caches results.
-pub type Compressor = dyn Fn(&[u8], i32) -> std::io::Result<Vec<u8>> + Sync;
+/// A store of zstd frames from earlier builds, keyed by the raw bytes, the level and
+/// the dictionary (`0` for none, else [`ArchiveWriter::dictionary_id`]): lets a build
+/// tool skip compressing what it compressed before. The writer checks that a frame it
+/// gets decompresses to the raw bytes before using it.
+pub trait FrameCache: Sync {
+    /// A frame stored for these inputs, if any.
+    fn get(&self, raw: &[u8], level: i32, dictionary: u64) -> Option<Vec<u8>>;
+    /// Remember a frame (best effort: a cache that cannot write just misses next time).
+    fn put(&self, raw: &[u8], level: i32, dictionary: u64, frame: &[u8]);
+}
 
 /// Collects entries, then writes them sorted, compressed and checksummed.
 pub struct ArchiveWriter {
     python: (u8, u8),
     level: i32,
-    compressor: Option<Box<Compressor>>,
+    cache: Option<Box<dyn FrameCache>>,
+    dictionary: Option<Vec<u8>>,
     entries: BTreeMap<(EntryKind, Vec<u8>), Pending>,
     first: Vec<(EntryKind, Vec<u8>)>,
 }
@@ -84,10 +92,24 @@ impl ArchiveWriter {
         ArchiveWriter {
             python,
             level: 12,
-            compressor: None,
+            cache: None,
+            dictionary: None,
             entries: BTreeMap::new(),
             first: Vec::new(),
         }
+    }
+
+    /// Compress module bytecode with this zstd dictionary (e.g. one trained on the
+    /// bytecode itself: small blobs share most of their structure, and per-blob frames
+    /// cannot see it otherwise). The dictionary is stored raw in the archive.
+    pub fn dictionary(mut self, dictionary: Vec<u8>) -> Self {
+        self.dictionary = Some(dictionary);
+        self
+    }
+
+    /// The id [`FrameCache`] keys see for frames made with `dictionary`.
+    pub fn dictionary_id(dictionary: &[u8]) -> u64 {
+        format::blob_checksum(dictionary) | 1
     }
 
     /// Lay out the data of these entries first, in this order (the modules an app
@@ -98,10 +120,9 @@ impl ArchiveWriter {
         self
     }
 
-    /// Use `f` instead of plain zstd to make each frame (it must produce a zstd frame
-    /// that decompresses to its input, e.g. a cached copy of one).
-    pub fn compressor(mut self, f: Box<Compressor>) -> Self {
-        self.compressor = Some(f);
+    /// Look frames up in `cache` before compressing, and store new ones there.
+    pub fn frame_cache(mut self, cache: Box<dyn FrameCache>) -> Self {
+        self.cache = Some(cache);
         self
     }
 
@@ -320,12 +341,25 @@ impl ArchiveWriter {
     }
 
     /// Compress every blob (in parallel) and lay out the archive.
-    pub fn finish(self) -> Result<Vec<u8>, WriteError> {
-        let level = self.level;
+    pub fn finish(mut self) -> Result<Vec<u8>, WriteError> {
+        if let Some(d) = &self.dictionary {
+            self.entries.insert(
+                (EntryKind::Dictionary, Vec::new()),
+                Pending {
+                    flags: 0,
+                    aux: Vec::new(),
+                    primary: d.clone(),
+                    secondary: None,
+                },
+            );
+        }
         let items: Vec<((EntryKind, Vec<u8>), Pending)> = self.entries.into_iter().collect();
-        let default: &Compressor = &|raw: &[u8], level| zstd::bulk::compress(raw, level);
-        let compressed =
-            compress_all(&items, level, self.compressor.as_deref().unwrap_or(default))?;
+        let zstd = Zstd {
+            level: self.level,
+            dictionary: self.dictionary.as_deref(),
+            cache: self.cache.as_deref(),
+        };
+        let compressed = compress_all(&items, &zstd)?;
 
         // Data layout: the requested entries first, then the rest in index order.
         let mut layout: Vec<usize> = Vec::with_capacity(items.len());
@@ -364,14 +398,16 @@ impl ArchiveWriter {
             put_u32(&mut rec, record::KEY_LEN, key.len() as u32);
             put_u32(&mut rec, record::AUX_OFF, aux_off);
             put_u32(&mut rec, record::AUX_LEN, p.aux.len() as u32);
-            if primary.1 {
-                fl |= flags::PRIMARY_ZSTD;
+            match primary.1 {
+                Codec::Raw => {}
+                Codec::Zstd => fl |= flags::PRIMARY_ZSTD,
+                Codec::ZstdDict => fl |= flags::PRIMARY_ZSTD | flags::PRIMARY_DICT,
             }
             if let Some(b) = &blobs[i][0] {
                 b.put(&mut rec, record::PRIMARY);
             }
-            if let (Some((_, zstd)), Some(b)) = (secondary, &blobs[i][1]) {
-                if *zstd {
+            if let (Some((_, codec)), Some(b)) = (secondary, &blobs[i][1]) {
+                if *codec != Codec::Raw {
                     fl |= flags::SECONDARY_ZSTD;
                 }
                 b.put(&mut rec, record::SECONDARY);
@@ -402,12 +438,104 @@ impl ArchiveWriter {
     }
 }
 
-type Packed = ((Vec<u8>, bool), Option<(Vec<u8>, bool)>);
+/// How a blob is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Codec {
+    Raw,
+    Zstd,
+    ZstdDict,
+}
+
+type Packed = ((Vec<u8>, Codec), Option<(Vec<u8>, Codec)>);
+
+/// The compression settings of one `finish`.
+struct Zstd<'a> {
+    level: i32,
+    dictionary: Option<&'a [u8]>,
+    cache: Option<&'a dyn FrameCache>,
+}
+
+/// One worker's zstd contexts, reused for every blob it packs (a context with the
+/// dictionary loaded digests it once).
+struct Contexts<'a> {
+    settings: &'a Zstd<'a>,
+    plain: Option<(
+        zstd::bulk::Compressor<'static>,
+        zstd::bulk::Decompressor<'static>,
+    )>,
+    dict: Option<(
+        zstd::bulk::Compressor<'static>,
+        zstd::bulk::Decompressor<'static>,
+    )>,
+}
+
+impl<'a> Contexts<'a> {
+    fn new(settings: &'a Zstd<'a>) -> Self {
+        Contexts {
+            settings,
+            plain: None,
+            dict: None,
+        }
+    }
+
+    /// `raw` as stored: a zstd frame (with the dictionary when `use_dict` and there is
+    /// one) if that is smaller, else the bytes themselves.
+    fn pack(&mut self, raw: &[u8], use_dict: bool) -> std::io::Result<(Vec<u8>, Codec)> {
+        if raw.len() < MIN_COMPRESS_LEN {
+            return Ok((raw.to_vec(), Codec::Raw));
+        }
+        let level = self.settings.level;
+        let dict = self.settings.dictionary.filter(|_| use_dict);
+        let (codec, id) = match dict {
+            Some(d) => (Codec::ZstdDict, ArchiveWriter::dictionary_id(d)),
+            None => (Codec::Zstd, 0),
+        };
+        let slot = if dict.is_some() {
+            &mut self.dict
+        } else {
+            &mut self.plain
+        };
+        if slot.is_none() {
+            *slot = Some(match dict {
+                Some(d) => (
+                    zstd::bulk::Compressor::with_dictionary(level, d)?,
+                    zstd::bulk::Decompressor::with_dictionary(d)?,
+                ),
+                None => (
+                    zstd::bulk::Compressor::new(level)?,
+                    zstd::bulk::Decompressor::new()?,
+                ),
+            });
+        }
+        let Some((cctx, dctx)) = slot.as_mut() else {
+            return Err(std::io::Error::other("no zstd context"));
+        };
+        let cached = self
+            .settings
+            .cache
+            .and_then(|c| c.get(raw, level, id))
+            .filter(|frame| dctx.decompress(frame, raw.len()).is_ok_and(|d| d == raw));
+        let frame = match cached {
+            Some(frame) => frame,
+            None => {
+                let frame = cctx.compress(raw)?;
+                if let Some(c) = self.settings.cache {
+                    c.put(raw, level, id, &frame);
+                }
+                frame
+            }
+        };
+        Ok(if frame.len() < raw.len() {
+            (frame, codec)
+        } else {
+            (raw.to_vec(), Codec::Raw)
+        })
+    }
+}
 
 fn compress_all(
     items: &[((EntryKind, Vec<u8>), Pending)],
-    level: i32,
-    compressor: &Compressor,
+    settings: &Zstd<'_>,
 ) -> Result<Vec<Packed>, WriteError> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -415,31 +543,39 @@ fn compress_all(
     // Work is handed out one entry at a time: a few large native libraries dominate,
     // and fixed chunks would leave a thread idle while another compresses them.
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let pack_one =
-        |((kind, key), p): &((EntryKind, Vec<u8>), Pending)| -> Result<Packed, WriteError> {
-            let err = |e: std::io::Error| WriteError::Compress {
-                kind: *kind,
-                key: String::from_utf8_lossy(key).into_owned(),
-                reason: e.to_string(),
-            };
-            let primary = pack(&p.primary, level, compressor).map_err(err)?;
-            let secondary = match &p.secondary {
-                Some(s) => Some(pack(s, level, compressor).map_err(err)?),
-                None => None,
-            };
-            Ok((primary, secondary))
+    let pack_one = |ctx: &mut Contexts<'_>,
+                    ((kind, key), p): &((EntryKind, Vec<u8>), Pending)|
+     -> Result<Packed, WriteError> {
+        let err = |e: std::io::Error| WriteError::Compress {
+            kind: *kind,
+            key: String::from_utf8_lossy(key).into_owned(),
+            reason: e.to_string(),
         };
+        let primary = match kind {
+            // The dictionary itself is read before anything can be decompressed.
+            EntryKind::Dictionary => (p.primary.clone(), Codec::Raw),
+            _ => ctx
+                .pack(&p.primary, *kind == EntryKind::Module)
+                .map_err(err)?,
+        };
+        let secondary = match &p.secondary {
+            Some(s) => Some(ctx.pack(s, false).map_err(err)?),
+            None => None,
+        };
+        Ok((primary, secondary))
+    };
     let mut done: Vec<(usize, Packed)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 s.spawn(|| {
+                    let mut ctx = Contexts::new(settings);
                     let mut mine = Vec::new();
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let Some(item) = items.get(i) else {
                             return Ok(mine);
                         };
-                        mine.push((i, pack_one(item)?));
+                        mine.push((i, pack_one(&mut ctx, item)?));
                     }
                 })
             })
@@ -455,18 +591,6 @@ fn compress_all(
     })?;
     done.sort_by_key(|(i, _)| *i);
     Ok(done.into_iter().map(|(_, p)| p).collect())
-}
-
-fn pack(raw: &[u8], level: i32, compressor: &Compressor) -> std::io::Result<(Vec<u8>, bool)> {
-    if raw.len() < MIN_COMPRESS_LEN {
-        return Ok((raw.to_vec(), false));
-    }
-    let z = compressor(raw, level)?;
-    Ok(if z.len() < raw.len() {
-        (z, true)
-    } else {
-        (raw.to_vec(), false)
-    })
 }
 
 /// Where one blob went in the data section.

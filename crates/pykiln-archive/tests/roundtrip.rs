@@ -129,7 +129,7 @@ fn lookups_find_what_was_written() {
     assert_eq!(files, ["METADATA", "entry_points.txt"]);
     assert_eq!(a.manifest().unwrap().app.unwrap().entry_point, "n:main");
     let counts: Vec<_> = a.counts().into_iter().map(|(_, n)| n).collect();
-    assert_eq!(counts, [1, 5, 2, 1, 3, 3]);
+    assert_eq!(counts, [1, 5, 2, 1, 3, 3, 0]);
 }
 
 #[test]
@@ -371,4 +371,83 @@ fn read_into_fills_a_caller_buffer_and_checks_its_size() {
         err.contains("'json'") && err.contains("output buffer"),
         "{err}"
     );
+}
+
+/// Bytecode-like blobs that share most of their bytes, as real modules do.
+fn modules_like() -> Vec<(String, Vec<u8>)> {
+    (0..60)
+        .map(|i| {
+            let body = format!("\u{e3}co_names (self, value, typing, dataclass_{i}) line {i}\n");
+            (
+                format!("pkg.mod{i:02}"),
+                body.repeat(8 + i % 5).into_bytes(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_dictionary_shrinks_bytecode_and_reads_back() {
+    let mods = modules_like();
+    let samples: Vec<&[u8]> = mods.iter().map(|(_, b)| &b[..]).collect();
+    let dict = zstd::dict::from_continuous(
+        &samples.concat(),
+        &samples.iter().map(|s| s.len()).collect::<Vec<_>>(),
+        4096,
+    )
+    .unwrap();
+    let build = |dict: Option<Vec<u8>>| {
+        let mut w = ArchiveWriter::new((3, 11)).compression_level(19);
+        if let Some(d) = dict {
+            w = w.dictionary(d);
+        }
+        for (name, code) in &mods {
+            w.add_module(
+                name,
+                code.clone(),
+                Some(b"# a source, never with the dictionary\n".repeat(4)),
+                false,
+            )
+            .unwrap();
+        }
+        w.add_resource("pkg", "data.txt", b"resource bytes ".repeat(20))
+            .unwrap();
+        w.finish().unwrap()
+    };
+    let plain = build(None);
+    let with = build(Some(dict.clone()));
+    let a = Archive::open(&with).unwrap();
+    assert_eq!(a.dictionary(), Some(&dict[..]));
+    assert!(Archive::open(&plain).unwrap().dictionary().is_none());
+    let stored = |bytes: &[u8]| -> usize {
+        let a = Archive::open(bytes).unwrap();
+        mods.iter()
+            .map(|(n, _)| a.module(n).unwrap().stored_len())
+            .sum()
+    };
+    assert!(
+        stored(&with) < stored(&plain),
+        "{} vs {}",
+        stored(&with),
+        stored(&plain)
+    );
+    for (name, code) in &mods {
+        let e = a.module(name).unwrap();
+        assert_eq!(&*e.read().unwrap(), &code[..]);
+        let mut out = vec![0; e.raw_len()];
+        e.read_into(&mut out).unwrap();
+        assert_eq!(&out, code);
+        assert!(e.read_source().unwrap().is_some());
+    }
+    assert_eq!(
+        &*a.resource("pkg", "data.txt").unwrap().read().unwrap(),
+        &b"resource bytes ".repeat(20)[..]
+    );
+    // The dictionary's own bytes are checksummed like any blob: corrupting them is
+    // caught when the archive is opened, naming the entry.
+    let at = find(&with, &dict[..64]).unwrap();
+    let mut bad = with.clone();
+    bad[at + 10] ^= 0x40;
+    let err = Archive::open(&bad).unwrap_err().to_string();
+    assert!(err.contains("zstd-dictionary"), "{err}");
 }

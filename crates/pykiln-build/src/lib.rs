@@ -15,6 +15,7 @@
 mod baseline;
 mod collect;
 mod compile;
+mod frames;
 mod install;
 mod native;
 mod ondisk;
@@ -322,14 +323,22 @@ impl App {
             Some(_) => {}
         }
 
-        let zstd_cache = cache.join("zstd");
-        std::fs::create_dir_all(&zstd_cache)
-            .with_context(|| format!("creating {}", zstd_cache.display()))?;
+        // The dictionary learns from the standard library and the dependencies only, so
+        // that editing the app never changes it (nor every blob compressed with it).
+        let samples: Vec<&Path> = collected
+            .modules
+            .values()
+            .filter(|m| m.layer != Layer::App)
+            .map(|m| compiled[&m.path].code_path.as_path())
+            .collect();
+        let dictionary = frames::bytecode_dictionary(&samples, &cache)?;
+        phases.mark("dictionary");
         let mut w = ArchiveWriter::new((python.major as u8, python.minor as u8))
             .compression_level(self.level)
-            .compressor(Box::new(move |raw: &[u8], level: i32| {
-                cached_compress(&zstd_cache, raw, level)
-            }));
+            .frame_cache(Box::new(frames::DirCache::new(cache.join("zstd"))?));
+        if let Some(d) = &dictionary {
+            w = w.dictionary(d.clone());
+        }
         let source_readers = collected.source_readers();
         for (name, m) in &collected.modules {
             let code = std::fs::read(&compiled[&m.path].code_path)?;
@@ -453,6 +462,12 @@ impl App {
 
         let mut build = BTreeMap::new();
         build.insert("zstd_level".to_string(), self.level.to_string());
+        if let Some(d) = &dictionary {
+            build.insert(
+                "zstd_dictionary".to_string(),
+                format!("{} bytes, trained on the dependencies' bytecode", d.len()),
+            );
+        }
         build.insert("strip_native".to_string(), project.strip_native.to_string());
         build.insert(
             "stdlib_excludes".to_string(),
@@ -557,31 +572,6 @@ fn startup_layout(
         }
     }
     out
-}
-
-/// zstd frames cached by content and level: after a one-file edit only that file's
-/// blob is compressed again. A cached frame is used only if it decompresses to `raw`.
-fn cached_compress(dir: &Path, raw: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
-    use sha2::{Digest as _, Sha256};
-    let key: String = Sha256::digest(raw)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let path = dir.join(format!("{key}-{level}.zst"));
-    if let Ok(frame) = std::fs::read(&path) {
-        if zstd::bulk::decompress(&frame, raw.len()).is_ok_and(|d| d == raw) {
-            return Ok(frame);
-        }
-    }
-    let frame = zstd::bulk::compress(raw, level)?;
-    let tmp = dir.join(format!(
-        ".{key}-{level}.{}.{:?}.tmp",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    std::fs::write(&tmp, &frame)?;
-    std::fs::rename(&tmp, &path)?;
-    Ok(frame)
 }
 
 fn distribution_of(metadata: &[u8]) -> Option<Distribution> {
