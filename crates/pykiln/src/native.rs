@@ -22,9 +22,9 @@ use std::sync::Mutex;
 
 use once_cell::sync::Lazy;
 use pykiln_archive::{Archive, Entry, EntryKind};
+use sha2::{Digest as _, Sha256};
 
 use crate::prefetch::Product;
-use sha2::{Digest as _, Sha256};
 
 /// Why a native image could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +119,9 @@ pub fn release_pages(bytes: &[u8]) {
 /// read again, and any that are fault back in from the page cache. Segments that are
 /// writable or executable, or were ever written (RELRO), are left alone.
 pub fn release_readonly_segments() {
+    const DT_TEXTREL: u64 = 22;
+    const DT_FLAGS: u64 = 30;
+    const DF_TEXTREL: u64 = 0x4;
     unsafe extern "C" fn each(
         info: *mut libc::dl_phdr_info,
         _size: libc::size_t,
@@ -129,6 +132,29 @@ pub fn release_readonly_segments() {
         unsafe {
             let info = &*info;
             let phdrs = std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize);
+            if cfg!(not(target_pointer_width = "64")) {
+                return 1; // the dynamic-section walk below reads Elf64_Dyn
+            }
+            let base = info.dlpi_addr as usize;
+            // With text relocations ld.so wrote into "read-only" segments; dropping
+            // those pages would undo its work. Linkers do not produce them for
+            // x86-64/aarch64 PIE, but a hand-made link could.
+            let textrel = phdrs
+                .iter()
+                .filter(|p| p.p_type == libc::PT_DYNAMIC)
+                .any(|p| {
+                    let dynamic = (base + p.p_vaddr as usize) as *const [u64; 2];
+                    let count = p.p_memsz as usize / 16;
+                    (0..count)
+                        .map(|i| *dynamic.add(i))
+                        .take_while(|[tag, _]| *tag != 0)
+                        .any(|[tag, val]| {
+                            tag == DT_TEXTREL || (tag == DT_FLAGS && val & DF_TEXTREL != 0)
+                        })
+                });
+            if textrel {
+                return 1;
+            }
             let relro: Vec<(usize, usize)> = phdrs
                 .iter()
                 .filter(|p| p.p_type == libc::PT_GNU_RELRO)
@@ -139,7 +165,6 @@ pub fn release_readonly_segments() {
                 let end = start + p.p_memsz as usize;
                 let overlaps_relro = relro.iter().any(|&(a, b)| start < b && a < end);
                 if p.p_type == libc::PT_LOAD && p.p_flags == libc::PF_R && !overlaps_relro {
-                    let base = info.dlpi_addr as usize;
                     let bytes =
                         std::slice::from_raw_parts((base + start) as *const u8, end - start);
                     release_pages(bytes);
@@ -161,11 +186,15 @@ pub fn stage_entry(entry: &Entry<'static>) -> Result<PathBuf, NativeError> {
         name: name.to_string(),
         source,
     };
-    if let Some(Product::Image(fd)) = crate::prefetch::take(entry.kind(), entry.key()) {
-        match keep_open(fd) {
+    let mut prefetched = None;
+    match crate::prefetch::take(entry.kind(), entry.key()) {
+        Some(Product::Image(fd)) => match keep_open(fd) {
             Ok(path) => return Ok(path),
             Err(e) => tracing::debug!(name = %name, error = %e, "prefetched memfd unusable"),
-        }
+        },
+        // Decompressed only (memfd not allowed): the cache below takes the bytes.
+        Some(Product::Bytes(b)) => prefetched = Some(b),
+        None => {}
     }
     if memfd_allowed() {
         let made = memfd_entry(entry);
@@ -183,7 +212,10 @@ pub fn stage_entry(entry: &Entry<'static>) -> Result<PathBuf, NativeError> {
             }
         }
     }
-    let bytes = entry.read()?;
+    let bytes = match prefetched {
+        Some(b) => std::borrow::Cow::Owned(b),
+        None => entry.read()?,
+    };
     release_pages(entry.stored_bytes());
     cached(&name, &bytes).map_err(stage)
 }

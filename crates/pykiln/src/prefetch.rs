@@ -18,7 +18,8 @@ use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Condvar, Mutex};
 
-use once_cell::sync::OnceCell;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use pykiln_archive::{Archive, Entry, EntryKind};
 
 /// Most decompressed bytes the prefetcher keeps ahead of the importer.
@@ -55,8 +56,14 @@ struct Shared {
     changed: Condvar,
 }
 
-static PREFETCH: OnceCell<Arc<Shared>> = OnceCell::new();
+/// The running prefetcher; emptied by [`finish`], which frees the plan.
+static PREFETCH: Mutex<Option<Arc<Shared>>> = Mutex::new(None);
 static THREAD: Mutex<Option<std::thread::JoinHandle<()>>> = Mutex::new(None);
+static STARTED: AtomicBool = AtomicBool::new(false);
+
+fn current() -> Option<Arc<Shared>> {
+    PREFETCH.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
 
 /// Start prefetching the entries of the `startup` modules (in that order) and the
 /// shared libraries their extensions need. Does nothing if already started or if
@@ -64,13 +71,11 @@ static THREAD: Mutex<Option<std::thread::JoinHandle<()>>> = Mutex::new(None);
 pub fn start(archive: Archive<'static>, startup: &[String]) {
     // PYKILN_PREFETCH=0 turns it off (for measuring what it gains).
     let off = std::env::var_os("PYKILN_PREFETCH").is_some_and(|v| v == "0");
-    if off || startup.is_empty() || PREFETCH.get().is_some() {
+    if off || startup.is_empty() || STARTED.swap(true, Ordering::SeqCst) {
         return;
     }
     let shared = Arc::new(plan(archive, startup));
-    if PREFETCH.set(shared.clone()).is_err() {
-        return;
-    }
+    *PREFETCH.lock().unwrap_or_else(|p| p.into_inner()) = Some(shared.clone());
     let spawned = std::thread::Builder::new()
         .name("pykiln-prefetch".into())
         .stack_size(256 << 10)
@@ -93,31 +98,32 @@ fn plan(archive: Archive<'static>, startup: &[String]) -> Shared {
             plan.push(e);
         }
     };
+    let mut expanded = std::collections::HashSet::new();
     for name in startup {
         let Some(entry) = archive.module(name) else {
             continue;
         };
         if entry.kind() == EntryKind::Extension {
-            // The libraries are loaded before the extension that needs them.
-            let mut stack: Vec<(Entry<'static>, bool)> = entry
-                .aux()
-                .skip(1)
-                .filter_map(|s| archive.find(EntryKind::SharedLib, s.as_bytes()))
-                .map(|e| (e, false))
-                .collect();
+            // The libraries are loaded before the extension that needs them, each
+            // after its own dependencies (depth first; a cycle is expanded once).
+            let libs = |e: Entry<'static>| {
+                let skip = usize::from(e.kind() == EntryKind::Extension);
+                e.aux()
+                    .skip(skip)
+                    .filter_map(|s| archive.find(EntryKind::SharedLib, s.as_bytes()))
+                    .map(|e| (e, false))
+                    .collect::<Vec<_>>()
+            };
+            let mut stack = libs(entry);
             stack.reverse();
             while let Some((lib, deps_done)) = stack.pop() {
                 if deps_done {
                     add(lib, &mut plan);
-                    continue;
-                }
-                stack.push((lib, true));
-                for dep in lib.aux() {
-                    if let Some(d) = archive.find(EntryKind::SharedLib, dep.as_bytes()) {
-                        if d.key() != lib.key() && stack.len() < 64 {
-                            stack.push((d, false));
-                        }
-                    }
+                } else if expanded.insert(lib.key()) {
+                    stack.push((lib, true));
+                    let mut deps = libs(lib);
+                    deps.reverse();
+                    stack.extend(deps);
                 }
             }
         }
@@ -176,7 +182,11 @@ fn run(shared: &Shared) {
         st.slots[i] = Slot::Working;
         st.next = i + 1;
         drop(st);
-        let product = produce(&shared.plan[i]);
+        // A panic must not leave the slot "working" with the importer waiting on it.
+        let product =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| produce(&shared.plan[i])))
+                .ok()
+                .flatten();
         st = lock(shared);
         st.slots[i] = match product {
             Some((p, len)) if !st.stopped => {
@@ -193,12 +203,13 @@ fn run(shared: &Shared) {
 /// The prefetched product of an entry, if the prefetcher has (or is about to have) it.
 /// `None` means: read it yourself.
 pub fn take(kind: EntryKind, key: &[u8]) -> Option<Product> {
-    PREFETCH.get()?.take(kind, key)
+    current()?.take(kind, key)
 }
 
 /// End of start-up: stop the prefetcher and free what it made that nobody took.
 pub fn finish() {
-    if let Some(shared) = PREFETCH.get() {
+    let shared = PREFETCH.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(shared) = shared {
         shared.finish();
     }
     // A thread that has run out of work is reaped now, so that its buffers and zstd
@@ -322,11 +333,13 @@ mod tests {
         // Taken entries are not handed over twice.
         assert!(take(EntryKind::Module, b"m0").is_none());
         assert!(take(EntryKind::Module, b"not-planned").is_none());
+        let shared = current().unwrap();
         finish();
         assert!(
             take(EntryKind::Module, b"m30").is_none(),
             "nothing after finish"
         );
-        assert_eq!(lock(PREFETCH.get().unwrap()).held, 0);
+        assert_eq!(lock(&shared).held, 0);
+        assert!(current().is_none(), "the plan is freed");
     }
 }
