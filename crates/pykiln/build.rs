@@ -27,8 +27,34 @@ fn main() {
     for lib in &cfg.link_libs {
         println!("cargo:rustc-link-lib={lib}");
     }
+    compile_support(&cfg.interpreter);
     println!("cargo:rustc-env=PYKILN_PYTHON_VERSION={}", cfg.version);
     println!("cargo:rustc-env=PYKILN_PYTHON_MINOR={}", cfg.minor);
     // Downstream build scripts (pykiln-build's caller) can check they pack the same Python.
     println!("cargo:python_version={}", cfg.version);
+}
+
+/// Compile the runtime's support module with the interpreter being linked (marshal
+/// data is specific to its version), so start-up unmarshals it instead of compiling
+/// its source (~1.5 ms).
+fn compile_support(python: &std::path::Path) {
+    const SOURCE: &str = "python/_pykiln_support.py";
+    println!("cargo:rerun-if-changed={SOURCE}");
+    let out = std::path::PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default())
+        .join("_pykiln_support.marshal");
+    let script = "import marshal, sys\n\
+                  src = open(sys.argv[1], encoding='utf-8').read()\n\
+                  code = compile(src, '<pykiln>/_pykiln_support.py', 'exec', dont_inherit=True)\n\
+                  open(sys.argv[2], 'wb').write(marshal.dumps(code))\n";
+    let status = std::process::Command::new(python)
+        .args(["-I", "-S", "-c", script, SOURCE])
+        .arg(&out)
+        .status();
+    if !matches!(status, Ok(s) if s.success()) {
+        eprintln!(
+            "error: {} could not compile {SOURCE} ({status:?})",
+            python.display()
+        );
+        std::process::exit(1);
+    }
 }

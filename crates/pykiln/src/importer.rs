@@ -23,6 +23,8 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 /// Name under which the support module is served.
 const SUPPORT: &str = "_pykiln_support";
 const SUPPORT_SOURCE: &str = include_str!("../python/_pykiln_support.py");
+/// Its code, compiled by the build script with the linked interpreter.
+const SUPPORT_CODE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/_pykiln_support.marshal"));
 
 /// The finder/loader object placed on `sys.meta_path`.
 #[pyclass(module = "_pykiln", name = "PykilnImporter", frozen)]
@@ -232,12 +234,7 @@ impl Importer {
 
     fn code_object<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
         if name == SUPPORT {
-            let builtins = py.import("builtins")?;
-            return builtins.getattr("compile")?.call1((
-                SUPPORT_SOURCE,
-                "<pykiln>/_pykiln_support.py",
-                "exec",
-            ));
+            return unmarshal(py, SUPPORT, SUPPORT_CODE);
         }
         let entry = self.entry(name)?;
         if entry.kind() != EntryKind::Module {
@@ -250,18 +247,7 @@ impl Importer {
             Some(crate::prefetch::Product::Bytes(b)) => Cow::Owned(b),
             _ => entry.read().map_err(|e| archive_error(name, e))?,
         };
-        // SAFETY: the pointer and length describe `bytes`, alive across the call;
-        // PyMarshal_ReadObjectFromString copies what it needs.
-        let code = unsafe {
-            Bound::from_owned_ptr_or_err(
-                py,
-                ffi::PyMarshal_ReadObjectFromString(
-                    bytes.as_ptr().cast(),
-                    bytes.len() as ffi::Py_ssize_t,
-                ),
-            )
-        }
-        .map_err(|e| import_error(name, format!("cannot unmarshal its bytecode: {e}")))?;
+        let code = unmarshal(py, name, &bytes)?;
         self.fix_co_filename
             .bind(py)
             .call1((&code, self.origin(name, &entry)?))?;
@@ -360,6 +346,22 @@ impl Importer {
         }
         out
     }
+}
+
+/// The code object marshalled in `bytes`.
+fn unmarshal<'py>(py: Python<'py>, name: &str, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    // SAFETY: the pointer and length describe `bytes`, alive across the call;
+    // PyMarshal_ReadObjectFromString copies what it needs.
+    unsafe {
+        Bound::from_owned_ptr_or_err(
+            py,
+            ffi::PyMarshal_ReadObjectFromString(
+                bytes.as_ptr().cast(),
+                bytes.len() as ffi::Py_ssize_t,
+            ),
+        )
+    }
+    .map_err(|e| import_error(name, format!("cannot unmarshal its bytecode: {e}")))
 }
 
 fn read_bytes<'py>(py: Python<'py>, what: &str, e: &Entry<'_>) -> PyResult<Bound<'py, PyBytes>> {

@@ -47,6 +47,8 @@ struct State {
     held: usize,
     stopped: bool,
     served: usize,
+    /// Time the importer spent waiting for an entry being worked on.
+    waited: std::time::Duration,
 }
 
 struct Shared {
@@ -139,6 +141,7 @@ fn plan(archive: Archive<'static>, startup: &[String]) -> Shared {
             held: 0,
             stopped: false,
             served: 0,
+            waited: std::time::Duration::ZERO,
         }),
         changed: Condvar::new(),
     }
@@ -240,7 +243,9 @@ impl Shared {
                 }
                 Slot::Working => {
                     st.slots[i] = Slot::Working;
+                    let since = std::time::Instant::now();
                     st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+                    st.waited += since.elapsed();
                 }
                 Slot::Waiting | Slot::Taken => return None,
             }
@@ -265,6 +270,7 @@ impl Shared {
             planned = self.plan.len(),
             served = st.served,
             unused,
+            waited = ?st.waited,
             "start-up prefetch finished"
         );
         self.changed.notify_all();
