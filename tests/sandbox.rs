@@ -47,11 +47,35 @@ fn runs_in_a_root_without_python() {
     let out = sandbox_command(root.path(), &["--pykiln", "verify"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "verify in the sandbox:\n{}\n{}",
+    // Modules that load a library of the host's by name (ctypes), which a root holding
+    // only glibc lacks; they import wherever that library is installed. Any other
+    // failure (or no summary at all) fails the test.
+    const NEEDS_HOST_LIBRARY: &[&str] = &[
+        // 3.13's REPL fallback for a missing `_curses` (packed here, so never used):
+        // looks up libncursesw with ctypes.util.find_library.
+        "_pyrepl._minimal_curses",
+    ];
+    let report = format!(
+        "{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+    let failed: Vec<&str> = report
+        .lines()
+        .filter_map(|l| l.strip_prefix("FAIL "))
+        .filter(|l| {
+            !NEEDS_HOST_LIBRARY
+                .iter()
+                .any(|m| l.starts_with(&format!("{m}: ")))
+        })
+        .collect();
+    let summary = report
+        .lines()
+        .rfind(|l| l.starts_with("verify: "))
+        .unwrap_or("");
+    assert!(
+        failed.is_empty() && !summary.is_empty(),
+        "verify in the sandbox:\n{report}"
     );
     let out = common::stdout_of(&mut sandbox_command(
         root.path(),
