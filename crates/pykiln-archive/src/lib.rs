@@ -26,6 +26,7 @@
 //! and nothing time- or machine-dependent is written.
 
 mod format;
+mod order;
 mod reader;
 mod writer;
 

@@ -304,6 +304,35 @@ impl<'a> Archive<'a> {
             .or_else(|| self.find(EntryKind::Extension, name.as_bytes()))
     }
 
+    /// The entries that loading `modules` reads, in load order: each module's entry,
+    /// an extension's packed libraries first (dependencies before dependents). The
+    /// same order [`ArchiveWriter::data_order`](crate::ArchiveWriter::data_order)
+    /// lays out.
+    pub fn load_order(&self, modules: &[impl AsRef<str>]) -> Vec<Entry<'a>> {
+        let needs = |e: &Entry<'a>, skip: usize| -> Vec<String> {
+            e.aux().skip(skip).map(str::to_string).collect()
+        };
+        let keys = crate::order::load_order(
+            modules,
+            |name| {
+                let e = self.module(name)?;
+                // An extension's aux is its file name, then the SONAMEs it needs.
+                let needed = match e.kind() {
+                    EntryKind::Extension => needs(&e, 1),
+                    _ => Vec::new(),
+                };
+                Some(((e.kind(), e.key()), needed))
+            },
+            |soname| {
+                let e = self.find(EntryKind::SharedLib, soname.as_bytes())?;
+                Some(((e.kind(), e.key()), needs(&e, 0)))
+            },
+        );
+        keys.into_iter()
+            .filter_map(|(kind, key)| self.find(kind, key))
+            .collect()
+    }
+
     /// Whether some packed module lives below `name.` (makes `name` a namespace package
     /// when it has no module of its own).
     pub fn has_submodules(&self, name: &str) -> bool {

@@ -83,7 +83,7 @@ pub struct ArchiveWriter {
     cache: Option<Box<dyn FrameCache>>,
     dictionary: Option<Vec<u8>>,
     entries: BTreeMap<(EntryKind, Vec<u8>), Pending>,
-    first: Vec<(EntryKind, Vec<u8>)>,
+    first: Vec<String>,
 }
 
 impl ArchiveWriter {
@@ -112,11 +112,12 @@ impl ArchiveWriter {
         format::blob_checksum(dictionary) | 1
     }
 
-    /// Lay out the data of these entries first, in this order (the modules an app
-    /// loads at start-up, so that start-up reads one contiguous run of the file).
-    /// Unknown keys are ignored; the index stays sorted either way.
-    pub fn data_order(mut self, first: Vec<(EntryKind, Vec<u8>)>) -> Self {
-        self.first = first;
+    /// Lay out first the data that loading these modules reads, in load order (the
+    /// modules an app loads at start-up, so that start-up reads one contiguous run of
+    /// the file): see [`Archive::load_order`](crate::Archive::load_order). Unknown
+    /// names are ignored; the index stays sorted either way.
+    pub fn data_order(mut self, modules: Vec<String>) -> Self {
+        self.first = modules;
         self
     }
 
@@ -361,15 +362,12 @@ impl ArchiveWriter {
         };
         let compressed = compress_all(&items, &zstd)?;
 
-        // Data layout: the requested entries first, then the rest in index order.
-        let mut layout: Vec<usize> = Vec::with_capacity(items.len());
+        // Data layout: what loading the listed modules reads first, then the rest in
+        // index order.
+        let mut layout = load_order(&self.first, &items);
         let mut placed = vec![false; items.len()];
-        for key in &self.first {
-            if let Ok(i) = items.binary_search_by(|(k, _)| k.cmp(key)) {
-                if !std::mem::replace(&mut placed[i], true) {
-                    layout.push(i);
-                }
-            }
+        for &i in &layout {
+            placed[i] = true;
         }
         layout.extend((0..items.len()).filter(|&i| !placed[i]));
         let mut data = Vec::new();
@@ -436,6 +434,33 @@ impl ArchiveWriter {
         out.extend_from_slice(&data);
         Ok(out)
     }
+}
+
+/// [`Archive::load_order`](crate::Archive::load_order) of `modules` over the entries
+/// being written (sorted by key), as indices into them.
+fn load_order(modules: &[String], items: &[((EntryKind, Vec<u8>), Pending)]) -> Vec<usize> {
+    let get = |kind: EntryKind, key: &str| {
+        let key = (kind, key.as_bytes().to_vec());
+        let i = items.binary_search_by(|(k, _)| k.cmp(&key)).ok()?;
+        Some((i, &items[i].1))
+    };
+    let needs = |p: &Pending, skip: usize| -> Vec<String> {
+        p.aux
+            .split(|&b| b == 0)
+            .filter(|s| !s.is_empty())
+            .skip(skip)
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect()
+    };
+    crate::order::load_order(
+        modules,
+        |name| match get(EntryKind::Module, name) {
+            Some((i, _)) => Some((i, Vec::new())),
+            // An extension's aux is its file name, then the SONAMEs it needs.
+            None => get(EntryKind::Extension, name).map(|(i, p)| (i, needs(p, 1))),
+        },
+        |soname| get(EntryKind::SharedLib, soname).map(|(i, p)| (i, needs(p, 0))),
+    )
 }
 
 /// How a blob is stored.

@@ -317,36 +317,47 @@ fn package_membership_is_by_dotted_component() {
 
 #[test]
 fn data_order_lays_out_listed_entries_first_and_reads_the_same() {
-    let build = |first: Vec<(EntryKind, Vec<u8>)>| {
+    let build = |first: Vec<String>| {
         let mut w = ArchiveWriter::new((3, 11)).compression_level(3);
         for name in ["a", "b", "c", "d"] {
             w.add_module(name, name.repeat(500).into_bytes(), None, false)
                 .unwrap();
         }
-        w.add_shared_lib("libx.so.1", b"\x7fELF".repeat(300), &[])
+        w.add_extension("ext", "ext.so", b"\x7fELF-ext".repeat(100), &["libx.so.1"])
+            .unwrap();
+        w.add_shared_lib("libx.so.1", b"\x7fELF".repeat(300), &["liby.so.2"])
+            .unwrap();
+        w.add_shared_lib("liby.so.2", b"\x7fELF-y".repeat(300), &[])
             .unwrap();
         w.data_order(first).finish().unwrap()
     };
     let plain = build(Vec::new());
-    let first = vec![
-        (EntryKind::Module, b"c".to_vec()),
-        (EntryKind::SharedLib, b"libx.so.1".to_vec()),
-        (EntryKind::Module, b"not-there".to_vec()),
-        (EntryKind::Module, b"c".to_vec()),
-    ];
-    let ordered = build(first);
+    let first: Vec<String> = ["c", "ext", "not-there", "c"].map(String::from).to_vec();
+    let ordered = build(first.clone());
     assert_ne!(plain, ordered);
     let a = Archive::open(&ordered).unwrap();
     let at = |kind, key: &[u8]| a.find(kind, key).unwrap().stored_bytes().as_ptr() as usize;
     let c = at(EntryKind::Module, b"c");
-    let lib = at(EntryKind::SharedLib, b"libx.so.1");
-    assert!(c < lib, "listed order");
+    let liby = at(EntryKind::SharedLib, b"liby.so.2");
+    let libx = at(EntryKind::SharedLib, b"libx.so.1");
+    let ext = at(EntryKind::Extension, b"ext");
+    assert!(
+        c < liby && liby < libx && libx < ext,
+        "listed order, libraries first"
+    );
     for other in [b"a", b"b", b"d"] {
         assert!(
-            lib < at(EntryKind::Module, other),
+            ext < at(EntryKind::Module, other),
             "listed entries come first"
         );
     }
+    // The reader computes the same order (what the runtime prefetches).
+    let loaded: Vec<usize> = a
+        .load_order(&first)
+        .iter()
+        .map(|e| e.stored_bytes().as_ptr() as usize)
+        .collect();
+    assert_eq!(loaded, [c, liby, libx, ext]);
     for name in ["a", "b", "c", "d"] {
         let e = a.module(name).unwrap();
         assert_eq!(&*e.read().unwrap(), name.repeat(500).as_bytes());

@@ -35,12 +35,7 @@ pub fn import_failures(
         h.update(m.as_bytes());
         h.update([0]);
     }
-    let key: String = h
-        .finalize()
-        .iter()
-        .take(16)
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let key = crate::hex(&h.finalize()[..16]);
     let dir = cache.join("baseline");
     let file = dir.join(format!("{key}.json"));
     if let Ok(text) = std::fs::read_to_string(&file) {
@@ -55,12 +50,7 @@ pub fn import_failures(
         "excludes": excludes,
     });
     let out = crate::pyrun::run_script(python, &["-I", "-S"], SCRIPT, &input)?;
-    let last = out
-        .stdout
-        .split(|&b| b == b'\n')
-        .rfind(|l| !l.is_empty())
-        .unwrap_or_default();
-    match serde_json::from_slice::<BTreeMap<String, String>>(last) {
+    match serde_json::from_slice::<BTreeMap<String, String>>(crate::pyrun::last_line(&out.stdout)) {
         Ok(map) => {
             std::fs::create_dir_all(&dir)?;
             let tmp = dir.join(format!("{key}.{}.tmp", std::process::id()));
@@ -109,12 +99,7 @@ pub fn startup_order(
     struct Reply {
         startup: Vec<String>,
     }
-    let last = out
-        .stdout
-        .split(|&b| b == b'\n')
-        .rfind(|l| !l.is_empty())
-        .unwrap_or_default();
-    match serde_json::from_slice::<Reply>(last) {
+    match serde_json::from_slice::<Reply>(crate::pyrun::last_line(&out.stdout)) {
         Ok(r) if out.status.success() => Ok(r.startup),
         _ => {
             let stderr = String::from_utf8_lossy(&out.stderr);

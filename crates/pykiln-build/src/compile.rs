@@ -60,7 +60,7 @@ pub fn compile_all(
         h.update(job.filename.as_bytes());
         h.update([0]);
         h.update(&source);
-        let key: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let key = crate::hex(&h.finalize());
         let code_path = dir.join(format!("{key}.marshal"));
         if code_path.is_file() && !job.names {
             results.insert(

@@ -7,16 +7,14 @@ use anyhow::Context as _;
 use pykiln_archive::FrameCache;
 use sha2::{Digest as _, Sha256};
 
+use crate::hex;
+
 /// Size of the trained dictionary: zstd's usual choice (about 100 KB) gains ~14% on
 /// the demo's bytecode; larger ones gain little more and are stored in every binary.
 const DICTIONARY_SIZE: usize = 110 * 1024;
 
 /// Fewer samples than this train a dictionary worth less than its own size.
 const MIN_SAMPLES: usize = 200;
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// zstd frames in `<cache>/zstd`, one file per (content, level, dictionary): after a
 /// one-file edit only that file's blob is compressed again.

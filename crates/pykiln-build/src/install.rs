@@ -29,12 +29,7 @@ pub fn stage_dependencies(
         None => project.dependencies.join("\n").into_bytes(),
     };
     hasher.update(&req_text);
-    let key: String = hasher
-        .finalize()
-        .iter()
-        .take(16)
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let key = crate::hex(&hasher.finalize()[..16]);
     let dir = cache.join("site").join(&key);
     if dir.join(".pykiln-complete").is_file() {
         return Ok(dir);

@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use pykiln_archive::{AppInfo, ArchiveWriter, Distribution, EntryKind, Manifest};
+use pykiln_archive::{AppInfo, ArchiveWriter, Distribution, Manifest};
 use pykiln_pyconfig::PythonConfig;
 
 pub use collect::Layer;
@@ -370,7 +370,6 @@ impl App {
             }
         };
         let mut roots = Vec::new();
-        let mut ext_needed = BTreeMap::new();
         for (name, path) in &collected.extensions {
             let bytes =
                 std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -386,10 +385,6 @@ impl App {
                 .map(|f| f.to_string_lossy().into_owned())
                 .unwrap_or_default();
             w.add_extension(name, &file, strip_elf(bytes), &needed)?;
-            ext_needed.insert(
-                name.clone(),
-                needed.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
-            );
             roots.push((path.clone(), info));
         }
         let libs = native::closure(&roots, &collected.vendored)?;
@@ -513,7 +508,7 @@ impl App {
             .into_iter()
             .filter(|n| collected.modules.contains_key(n) || collected.extensions.contains_key(n))
             .collect();
-        w = w.data_order(startup_layout(&startup, &collected, &ext_needed, &libs));
+        w = w.data_order(startup.clone());
         w.set_manifest(&Manifest {
             startup,
             ..manifest
@@ -536,42 +531,9 @@ impl App {
     }
 }
 
-/// The archive entries start-up reads, in the order it reads them: each module's
-/// bytecode, or an extension's libraries (dependencies first) and then the extension.
-fn startup_layout(
-    startup: &[String],
-    collected: &collect::Collected,
-    ext_needed: &BTreeMap<String, Vec<String>>,
-    libs: &BTreeMap<String, native::PackedLib>,
-) -> Vec<(EntryKind, Vec<u8>)> {
-    fn lib_first(
-        soname: &str,
-        libs: &BTreeMap<String, native::PackedLib>,
-        out: &mut Vec<(EntryKind, Vec<u8>)>,
-        seen: &mut std::collections::BTreeSet<String>,
-    ) {
-        let Some(lib) = libs.get(soname) else { return };
-        if !seen.insert(soname.to_string()) {
-            return;
-        }
-        for dep in &lib.needed {
-            lib_first(dep, libs, out, seen);
-        }
-        out.push((EntryKind::SharedLib, soname.as_bytes().to_vec()));
-    }
-    let mut out = Vec::new();
-    let mut seen = std::collections::BTreeSet::new();
-    for name in startup {
-        if collected.modules.contains_key(name) {
-            out.push((EntryKind::Module, name.as_bytes().to_vec()));
-        } else if let Some(needed) = ext_needed.get(name) {
-            for soname in needed {
-                lib_first(soname, libs, &mut out, &mut seen);
-            }
-            out.push((EntryKind::Extension, name.as_bytes().to_vec()));
-        }
-    }
-    out
+/// Lower-case hex of `bytes` (cache keys and directory names).
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn distribution_of(metadata: &[u8]) -> Option<Distribution> {

@@ -353,10 +353,7 @@ fn group_id(collected: &Collected, tops: &[String], strip_native: bool) -> Strin
         }
     }
     h.update(env!("CARGO_PKG_VERSION").as_bytes());
-    h.finalize()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::hex(&h.finalize()[..16])
 }
 
 fn read_head(path: &Path) -> [u8; 4] {

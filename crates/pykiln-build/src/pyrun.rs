@@ -28,6 +28,14 @@ fn spawn(
     Ok(child)
 }
 
+/// The last non-empty line of a script's output (where the scripts put their reply).
+pub fn last_line(stdout: &[u8]) -> &[u8] {
+    stdout
+        .split(|&b| b == b'\n')
+        .rfind(|l| !l.is_empty())
+        .unwrap_or_default()
+}
+
 /// Run `python <flags> -c <script>` with `input` as JSON on stdin; stdout and stderr
 /// are captured. The scripts read all of stdin before writing, so writing it first
 /// cannot deadlock.

@@ -661,6 +661,8 @@ impl Importer {
     /// heap that start-up freed back to the system.
     fn _release_pages(&self) {
         crate::prefetch::finish();
+        // The archive lies in a read-only segment, so the second call covers it too;
+        // the first still applies when that one declines (text relocations).
         crate::native::release_pages(self.archive.bytes());
         crate::native::release_readonly_segments();
         // SAFETY: malloc_trim only returns free heap memory to the kernel.

@@ -92,45 +92,12 @@ pub fn start(archive: Archive<'static>, startup: &[String]) {
 }
 
 fn plan(archive: Archive<'static>, startup: &[String]) -> Shared {
-    let mut plan: Vec<Entry<'static>> = Vec::new();
-    let mut by_key = HashMap::new();
-    let mut add = |e: Entry<'static>, plan: &mut Vec<Entry<'static>>| {
-        if let std::collections::hash_map::Entry::Vacant(slot) = by_key.entry((e.kind(), e.key())) {
-            slot.insert(plan.len());
-            plan.push(e);
-        }
-    };
-    let mut expanded = std::collections::HashSet::new();
-    for name in startup {
-        let Some(entry) = archive.module(name) else {
-            continue;
-        };
-        if entry.kind() == EntryKind::Extension {
-            // The libraries are loaded before the extension that needs them, each
-            // after its own dependencies (depth first; a cycle is expanded once).
-            let libs = |e: Entry<'static>| {
-                let skip = usize::from(e.kind() == EntryKind::Extension);
-                e.aux()
-                    .skip(skip)
-                    .filter_map(|s| archive.find(EntryKind::SharedLib, s.as_bytes()))
-                    .map(|e| (e, false))
-                    .collect::<Vec<_>>()
-            };
-            let mut stack = libs(entry);
-            stack.reverse();
-            while let Some((lib, deps_done)) = stack.pop() {
-                if deps_done {
-                    add(lib, &mut plan);
-                } else if expanded.insert(lib.key()) {
-                    stack.push((lib, true));
-                    let mut deps = libs(lib);
-                    deps.reverse();
-                    stack.extend(deps);
-                }
-            }
-        }
-        add(entry, &mut plan);
-    }
+    let plan = archive.load_order(startup);
+    let by_key = plan
+        .iter()
+        .enumerate()
+        .map(|(i, e)| ((e.kind(), e.key()), i))
+        .collect();
     let slots = plan.iter().map(|_| Slot::Waiting).collect();
     Shared {
         plan,
