@@ -16,6 +16,7 @@ fn main() {
             std::process::exit(1);
         }
     };
+    check_pyo3_agrees(&cfg);
     println!("cargo:rerun-if-changed={}", cfg.static_library().display());
     println!("cargo:rustc-link-search=native={}", cfg.libpl.display());
     // `-bundle`: keep libpython out of this rlib so the final link sees the archive
@@ -32,6 +33,49 @@ fn main() {
     println!("cargo:rustc-env=PYKILN_PYTHON_MINOR={}", cfg.minor);
     // Downstream build scripts (pykiln-build's caller) can check they pack the same Python.
     println!("cargo:python_version={}", cfg.version);
+}
+
+/// pyo3 chooses its interpreter on its own (`PYO3_PYTHON`, `PYO3_CONFIG_FILE`, PATH);
+/// pykiln-pyconfig makes the same choice for the library it links. If they differ,
+/// pyo3's idea of the C API (struct layouts, `PyConfig` fields) is another CPython's
+/// than the one in the binary: refuse to build.
+fn check_pyo3_agrees(cfg: &PythonConfig) {
+    println!("cargo:rerun-if-env-changed=PYO3_CONFIG_FILE");
+    let pyo3 = pyo3_build_config::get();
+    let ours = (cfg.major as u8, cfg.minor as u8);
+    let version = pyo3.version();
+    let theirs = (version.major, version.minor);
+    let problem = if pyo3.implementation() != pyo3_build_config::PythonImplementation::CPython {
+        Some(format!("pyo3 is configured for {}", pyo3.implementation()))
+    } else if matches!(
+        pyo3.target_abi().kind(),
+        pyo3_build_config::PythonAbiKind::Stable(_)
+    ) {
+        (theirs > ours).then(|| {
+            format!(
+                "pyo3 targets the stable ABI of Python {}.{}, newer than the linked {}",
+                theirs.0, theirs.1, cfg.version
+            )
+        })
+    } else {
+        (theirs != ours).then(|| {
+            format!(
+                "pyo3 is configured for Python {}.{} ({}) but pykiln links {} ({})",
+                theirs.0,
+                theirs.1,
+                pyo3.executable().unwrap_or("from PYO3_CONFIG_FILE"),
+                cfg.version,
+                cfg.interpreter.display()
+            )
+        })
+    };
+    if let Some(problem) = problem {
+        eprintln!(
+            "error: {problem}. Point PYO3_PYTHON (or PYO3_CONFIG_FILE) and pykiln at the same \
+             interpreter."
+        );
+        std::process::exit(1);
+    }
 }
 
 /// Compile the runtime's support module with the interpreter being linked (marshal

@@ -289,3 +289,194 @@ pub fn archive_bytes() -> Vec<u8> {
     let file = std::fs::read(&bin).expect("read the binary");
     file[offset..offset + length].to_vec()
 }
+
+/// A free loopback port (bound and released; the server binds it next).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A streamable-HTTP server started by [`spawn_http_server`]. Its stdout and stderr are
+/// drained by threads as it runs: a full pipe would block the server's event loop on
+/// its next log line.
+pub struct HttpServer {
+    /// The server process.
+    pub child: Child,
+    /// Its loopback port.
+    pub port: u16,
+    stdout: std::thread::JoinHandle<String>,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+fn drain(mut from: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let _ = from.read_to_end(&mut all);
+        String::from_utf8_lossy(&all).into_owned()
+    })
+}
+
+impl HttpServer {
+    /// The MCP endpoint's URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+
+    /// Send SIGTERM and wait; returns the exit status and everything printed on stdout
+    /// and stderr.
+    pub fn terminate(mut self) -> (std::process::ExitStatus, String, String) {
+        unsafe extern "C" {
+            fn kill(pid: i32, sig: i32) -> i32;
+        }
+        // SAFETY: kill(2) on our own child.
+        unsafe { kill(self.child.id() as i32, 15) };
+        let status = self.child.wait().expect("wait for child");
+        let join = |h: std::thread::JoinHandle<String>| h.join().unwrap_or_default();
+        (status, join(self.stdout), join(self.stderr))
+    }
+}
+
+/// Start the binary as a streamable-HTTP server on a free port with `extra` arguments;
+/// returns it once it answers HTTP. Its output is kept so tests can check that nothing
+/// was printed on stdout.
+pub fn spawn_http_server(db: &Path, extra: &[&str]) -> HttpServer {
+    let port = free_port();
+    let mut server = Command::new(binary())
+        .args(["--transport", "http", "--host", "127.0.0.1", "--port"])
+        .arg(port.to_string())
+        .arg("--db")
+        .arg(db)
+        .args(extra)
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn HTTP server");
+    let start = std::time::Instant::now();
+    // Ready means an HTTP answer, not merely a completed connect: a bare connect can
+    // "succeed" by TCP self-connect (the probe's ephemeral source port equal to `port`),
+    // and such a socket echoes the request back instead of answering it.
+    let listening = || {
+        use std::io::Read as _;
+        let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return false;
+        };
+        let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut head = [0u8; 5];
+        c.write_all(b"GET /health-probe HTTP/1.0\r\n\r\n").is_ok()
+            && c.read_exact(&mut head).is_ok()
+            && &head == b"HTTP/"
+    };
+    while !listening() {
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "HTTP server did not start listening"
+        );
+        if let Some(status) = server.try_wait().expect("wait") {
+            panic!("HTTP server exited early: {status:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stdout = drain(server.stdout.take().expect("piped stdout"));
+    let stderr = drain(server.stderr.take().expect("piped stderr"));
+    HttpServer {
+        child: server,
+        port,
+        stdout,
+        stderr,
+    }
+}
+
+/// Resident set size of a process in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Every note in a notes database, `(id, title)`, read with the binary's own Python.
+pub fn notes_in(db: &Path) -> Vec<(i64, String)> {
+    let out = stdout_of(
+        Command::new(binary())
+            .args([
+                "--pykiln",
+                "python",
+                "-c",
+                "import sqlite3, sys, json\n\
+                 db = sqlite3.connect(sys.argv[1])\n\
+                 print(json.dumps(db.execute('SELECT id, title FROM notes ORDER BY id').fetchall()))",
+            ])
+            .arg(db)
+            .env_clear(),
+    );
+    serde_json::from_str(out.trim()).expect("notes as JSON")
+}
+
+/// Start `cmd` as a stdio server, optionally complete `initialize`, send it `signal`
+/// and wait for it to end; returns its status and stderr. A server still running
+/// after [`TIMEOUT`] is killed and fails the test.
+pub fn stop_with_signal(
+    mut cmd: Command,
+    signal: i32,
+    initialize: bool,
+) -> (std::process::ExitStatus, String) {
+    unsafe extern "C" {
+        fn kill(pid: i32, sig: i32) -> i32;
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the server");
+    let stderr = drain(child.stderr.take().expect("piped stderr"));
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+    if initialize {
+        writeln!(
+            stdin,
+            r#"{{"jsonrpc":"2.0","id":0,"method":"initialize","params":{{"protocolVersion":"2025-06-18","capabilities":{{}},"clientInfo":{{"name":"t","version":"0"}}}}}}"#
+        )
+        .expect("write initialize");
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read the answer");
+        assert!(line.contains("\"result\""), "initialize: {line}");
+    } else {
+        // Let the server reach its stdin read loop.
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    // SAFETY: kill(2) on our own child.
+    unsafe { kill(child.id() as i32, signal) };
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if start.elapsed() > TIMEOUT {
+            let _ = child.kill();
+            panic!("the server did not end after signal {signal}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // stdin is still open: the server ended on the signal alone.
+    drop(stdin);
+    (status, stderr.join().unwrap_or_default())
+}
+
+/// tests/js, where tests/prereqs installs the MCP TypeScript SDK and inspector CLI.
+pub fn js_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+    assert!(
+        dir.join("node_modules/@modelcontextprotocol/sdk").is_dir(),
+        "the MCP SDK is not installed: run `npm ci --prefix tests/js` (tests/prereqs does)"
+    );
+    dir
+}

@@ -516,6 +516,15 @@ impl<'a> Entry<'a> {
         self.primary.raw as usize
     }
 
+    /// Size of the secondary blob (module source) once decompressed; 0 without one.
+    pub fn source_len(&self) -> usize {
+        if self.has_source() {
+            self.secondary.raw as usize
+        } else {
+            0
+        }
+    }
+
     /// Size of the primary blob as stored.
     pub fn stored_len(&self) -> usize {
         self.primary.stored as usize

@@ -2,12 +2,19 @@
 
 Run by the interpreter being embedded with the staged site-packages on sys.path.
 stdin: JSON {"paths": [...], "modules": [...], "stdlib_excludes": [...], "excludes":
-[...]}; run with -I -S so only the stdlib and `paths` are importable, and excluded
-modules are blocked as they are absent from the archive (the stdlib patterns only for
-modules that do not come from `paths`). stdout (last line): JSON
-{module: "ExcType: message"} for each module whose import fails here too, so that
+[...], "timeout": seconds}; run with -I -S so only the stdlib and `paths` are
+importable, and excluded modules are blocked as they are absent from the archive (the
+stdlib patterns only for modules that do not come from `paths`). stdout: one JSON line
+per event as it happens — {"start": module}, {"fail": module, "why": "ExcType: message"}
+for each module whose import fails here too, and {"done": true} at the end — so that
 `--pykiln verify` can tell packaging failures from modules that never import on this
-platform or without an optional dependency.
+platform or without an optional dependency, and so that a run killed at its ceiling
+still tells what it found and which module it was stuck in.
+
+Each import is bounded by a watchdog (SIGALRM after `timeout` seconds unwinds it): a
+module that blocks at import (a bundled script that starts a server) is recorded as
+"hangs on import" and the run goes on. Names that are not Python identifiers
+(`tests/echo-server.py`) are scripts, not importable modules: never imported.
 
 With {"startup": "pkg.module", "pth_imports": [...]} instead of "modules", it imports
 only the app's entry module (after the `.pth` import lines, as the runtime runs them)
@@ -18,6 +25,7 @@ import fnmatch
 import importlib.machinery  # before BlockExcluded is installed: it uses PathFinder
 import json
 import os
+import signal
 import sys
 
 # Modules that act on import (print, open a browser): never imported to check them.
@@ -75,6 +83,28 @@ class LoadOrder:
         return None
 
 
+class Hang(BaseException):
+    """Raised by the watchdog inside an import that takes too long."""
+
+
+def _watchdog(signum, frame):
+    raise Hang()
+
+
+def import_bounded(name, timeout):
+    """Import `name`; raise Hang if it takes more than `timeout` seconds."""
+    signal.signal(signal.SIGALRM, _watchdog)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        __import__(name)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def importable(name):
+    return all(part.isidentifier() for part in name.split("."))
+
+
 def main():
     job = json.load(sys.stdin)
     sys.path[:0] = job["paths"]
@@ -90,16 +120,23 @@ def main():
         report.write(json.dumps({"startup": recorder.order}) + "\n")
         report.flush()
         os._exit(0)
-    failures = {}
+    timeout = job.get("timeout", 30)
+
+    def emit(event):
+        report.write(json.dumps(event) + "\n")
+        report.flush()
+
     for name in job["modules"]:
-        if name in SKIP or name.rsplit(".", 1)[-1] == "__main__":
+        if name in SKIP or name.rsplit(".", 1)[-1] == "__main__" or not importable(name):
             continue
+        emit({"start": name})
         try:
-            __import__(name)
+            import_bounded(name, timeout)
+        except Hang:
+            emit({"fail": name, "why": f"hangs on import (still running after {timeout:g} s)"})
         except BaseException as e:  # noqa: BLE001 - every failure is recorded
-            failures[name] = f"{type(e).__name__}: {e}"
-    report.write(json.dumps(failures) + "\n")
-    report.flush()
+            emit({"fail": name, "why": f"{type(e).__name__}: {e}"})
+    emit({"done": True})
     os._exit(0)  # skip interpreter teardown: imported modules may have started threads
 
 

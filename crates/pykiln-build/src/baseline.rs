@@ -8,18 +8,22 @@ use sha2::{Digest as _, Sha256};
 const SCRIPT: &str = include_str!("../python/baseline.py");
 
 /// Import `modules` with `paths` prepended to `sys.path` in a fresh interpreter and
-/// return the failures. A crashed baseline run yields a warning and no baseline.
+/// return the failures (a module that hangs on import is one, "hangs on import"). A
+/// run that crashes or reaches the ceiling yields a warning naming the module it was
+/// in and the failures found until then; only complete runs are cached.
 pub fn import_failures(
     python: &Path,
     paths: &[PathBuf],
     modules: &[&str],
-    stdlib_excludes: &[String],
-    excludes: &[String],
+    excluded: &crate::Excludes,
     cache: &Path,
+    timeout: std::time::Duration,
     warnings: &mut Vec<String>,
 ) -> anyhow::Result<BTreeMap<String, String>> {
+    let (stdlib_excludes, excludes) = (excluded.patterns(), excluded.user_patterns());
     let mut h = Sha256::new();
     h.update(SCRIPT);
+    h.update(timeout.as_millis().to_le_bytes());
     h.update(python.as_os_str().as_encoded_bytes());
     for p in paths {
         h.update(p.as_os_str().as_encoded_bytes());
@@ -48,23 +52,82 @@ pub fn import_failures(
         "modules": modules,
         "stdlib_excludes": stdlib_excludes,
         "excludes": excludes,
+        "timeout": timeout.as_secs_f64(),
     });
-    let out = crate::pyrun::run_script(python, &["-I", "-S"], SCRIPT, &input)?;
-    match serde_json::from_slice::<BTreeMap<String, String>>(crate::pyrun::last_line(&out.stdout)) {
-        Ok(map) => {
-            std::fs::create_dir_all(&dir)?;
-            let tmp = dir.join(format!("{key}.{}.tmp", std::process::id()));
-            std::fs::write(&tmp, serde_json::to_vec(&map)?)?;
-            std::fs::rename(&tmp, &file)?;
-            Ok(map)
+    let (stdout, ended) = match crate::pyrun::run_script_limited(
+        python,
+        &["-I", "-S"],
+        SCRIPT,
+        &input,
+        cache,
+        CEILING,
+    ) {
+        Ok(out) => (out.stdout, format!("exit status {:?}", out.status.code())),
+        Err(e) => match e.downcast::<crate::pyrun::TimedOut>() {
+            Ok(t) => (t.stdout, format!("killed after {} s", t.limit.as_secs())),
+            Err(e) => return Err(e),
+        },
+    };
+    let run = Run::parse(&stdout);
+    if run.done {
+        std::fs::create_dir_all(&dir)?;
+        let tmp = dir.join(format!("{key}.{}.tmp", std::process::id()));
+        std::fs::write(&tmp, serde_json::to_vec(&run.failures)?)?;
+        std::fs::rename(&tmp, &file)?;
+    } else {
+        let stuck = run
+            .current
+            .map(|m| format!(" while importing {m}"))
+            .unwrap_or_default();
+        warnings.push(format!(
+            "the import baseline did not finish ({ended}{stuck}); `--pykiln verify` will count \
+             import failures of the modules it did not reach"
+        ));
+    }
+    Ok(run.failures)
+}
+
+/// How long one import may take in the baseline before it counts as hanging.
+pub const IMPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long the whole baseline may take (it is killed after).
+const CEILING: std::time::Duration = std::time::Duration::from_secs(900);
+
+/// What a baseline run reported.
+#[derive(Debug, Default)]
+struct Run {
+    failures: BTreeMap<String, String>,
+    /// The module whose import started last without a result.
+    current: Option<String>,
+    done: bool,
+}
+
+impl Run {
+    fn parse(stdout: &[u8]) -> Run {
+        #[derive(serde::Deserialize)]
+        struct Event {
+            start: Option<String>,
+            fail: Option<String>,
+            why: Option<String>,
+            done: Option<bool>,
         }
-        Err(_) => {
-            warnings.push(format!(
-                "the import baseline run failed (exit status {:?}); `--pykiln verify` will count every import failure",
-                out.status.code()
-            ));
-            Ok(BTreeMap::new())
+        let mut run = Run::default();
+        for line in stdout.split(|&b| b == b'\n') {
+            // Anything else on stdout (a module's print) is not an event.
+            let Ok(e) = serde_json::from_slice::<Event>(line) else {
+                continue;
+            };
+            if let Some(m) = e.start {
+                run.current = Some(m);
+            }
+            if let Some(m) = e.fail {
+                run.failures.insert(m, e.why.unwrap_or_default());
+            }
+            if e.done == Some(true) {
+                run.done = true;
+                run.current = None;
+            }
         }
+        run
     }
 }
 
@@ -80,6 +143,7 @@ pub fn startup_order(
     pth_imports: &[String],
     stdlib_excludes: &[String],
     excludes: &[String],
+    cache: &Path,
 ) -> anyhow::Result<Vec<String>> {
     let input = serde_json::json!({
         "paths": paths,
@@ -93,6 +157,7 @@ pub fn startup_order(
         &["-I", "-S"],
         SCRIPT,
         &input,
+        cache,
         std::time::Duration::from_secs(120),
     )?;
     #[derive(serde::Deserialize)]
@@ -106,5 +171,21 @@ pub fn startup_order(
             let last_line = stderr.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
             anyhow::bail!("exit status {:?}: {last_line}", out.status.code())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cut_off_run_keeps_its_findings_and_names_where_it_stopped() {
+        let out = b"{\"start\": \"a\"}\n{\"fail\": \"a\", \"why\": \"ImportError: x\"}\nnoise printed by a module\n{\"start\": \"b.server\"}\n";
+        let run = Run::parse(out);
+        assert!(!run.done);
+        assert_eq!(run.current.as_deref(), Some("b.server"));
+        assert_eq!(run.failures["a"], "ImportError: x");
+        let done = Run::parse(b"{\"start\": \"a\"}\n{\"done\": true}\n");
+        assert!(done.done && done.current.is_none() && done.failures.is_empty());
     }
 }

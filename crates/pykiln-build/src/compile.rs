@@ -84,7 +84,7 @@ pub fn compile_all(
     let replies: Vec<anyhow::Result<Vec<(Reply, PathBuf)>>> = std::thread::scope(|s| {
         let handles: Vec<_> = todo
             .chunks(chunk)
-            .map(|part| s.spawn(move || run_compiler(python, part)))
+            .map(|part| s.spawn(move || run_compiler(python, cache, part)))
             .collect();
         handles
             .into_iter()
@@ -122,7 +122,11 @@ pub fn compile_all(
     Ok(results)
 }
 
-fn run_compiler(python: &Path, part: &[(&Job, PathBuf)]) -> anyhow::Result<Vec<(Reply, PathBuf)>> {
+fn run_compiler(
+    python: &Path,
+    cache: &Path,
+    part: &[(&Job, PathBuf)],
+) -> anyhow::Result<Vec<(Reply, PathBuf)>> {
     let jobs: Vec<serde_json::Value> = part
         .iter()
         .map(|(j, out)| serde_json::json!({"path": j.path, "filename": j.filename, "out": out, "names": j.names}))
@@ -132,6 +136,7 @@ fn run_compiler(python: &Path, part: &[(&Job, PathBuf)]) -> anyhow::Result<Vec<(
         &["-I"],
         COMPILER,
         &serde_json::json!({ "jobs": jobs }),
+        cache,
     )?;
     if !out.status.success() {
         bail!(

@@ -16,6 +16,7 @@ mod baseline;
 mod collect;
 mod compile;
 mod frames;
+mod glibc;
 mod install;
 mod native;
 mod ondisk;
@@ -62,6 +63,7 @@ pub struct App {
     level: i32,
     stdlib_sources: bool,
     cache: Option<PathBuf>,
+    import_timeout: std::time::Duration,
 }
 
 /// What a build produced.
@@ -120,6 +122,7 @@ impl App {
             level,
             stdlib_sources: false,
             cache: None,
+            import_timeout: baseline::IMPORT_TIMEOUT,
         }
     }
 
@@ -146,6 +149,13 @@ impl App {
     /// sources are always packed, for tracebacks).
     pub fn with_all_sources(mut self, yes: bool) -> Self {
         self.stdlib_sources = yes;
+        self
+    }
+
+    /// How long one import may take in the build-time import baseline before the
+    /// module is recorded as hanging on import (default 30 s).
+    pub fn import_timeout(mut self, limit: std::time::Duration) -> Self {
+        self.import_timeout = limit;
         self
     }
 
@@ -226,6 +236,7 @@ impl App {
         site: &Path,
         project: &Project,
         collected: &collect::Collected,
+        cache: &Path,
     ) -> std::thread::JoinHandle<anyhow::Result<Vec<String>>> {
         // The app's import roots: the directory above each top-level package.
         let mut paths: Vec<PathBuf> = Vec::new();
@@ -244,6 +255,7 @@ impl App {
             .map_or("", |(m, _)| m)
             .to_string();
         let pth_imports = collected.pth_imports.clone();
+        let cache = cache.to_path_buf();
         let stdlib_excludes = self.excludes.patterns().to_vec();
         let excludes = self.excludes.user_patterns().to_vec();
         std::thread::spawn(move || {
@@ -254,6 +266,7 @@ impl App {
                 &pth_imports,
                 &stdlib_excludes,
                 &excludes,
+                &cache,
             )
         })
     }
@@ -280,13 +293,15 @@ impl App {
         collector.walk_site(&site);
         let collected = collector.finish();
         phases.mark("collect");
-        let startup = self.record_startup(&python, &site, &project, &collected);
+        let startup = self.record_startup(&python, &site, &project, &collected, &cache);
         inputs.extend(collected.app_files.iter().cloned());
         let mut warnings = collected.warnings.clone();
         let on_disk = ondisk::plan(&collected, &project);
         warnings.extend(on_disk.warnings.iter().cloned());
 
-        let (entry_module, entry_func) = project.entry_point.split_once(':').unwrap_or_default();
+        let (entry_module, entry_object) = project.entry_point.split_once(':').unwrap_or_default();
+        // `module:object.attr`: the module must define `object`.
+        let entry_func = entry_object.split('.').next().unwrap_or_default();
         let jobs: Vec<compile::Job> = collected
             .modules
             .iter()
@@ -370,9 +385,11 @@ impl App {
             }
         };
         let mut roots = Vec::new();
+        let mut native_floor = glibc::Natives::default();
         for (name, path) in &collected.extensions {
             let bytes =
                 std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            native_floor.note(name, &bytes);
             let info = native::elf_info(path, &bytes)?;
             let needed: Vec<&str> = info
                 .needed
@@ -388,6 +405,11 @@ impl App {
             roots.push((path.clone(), info));
         }
         let libs = native::closure(&roots, &collected.vendored)?;
+        for (soname, lib) in &libs {
+            native_floor.note(soname, &lib.bytes);
+        }
+        let glibc = glibc::predict(&python.static_library(), native_floor)?;
+        warnings.extend(glibc.describe());
         for (soname, lib) in &libs {
             let needed: Vec<&str> = lib.needed.iter().map(String::as_str).collect();
             w.add_shared_lib(soname, strip_elf(lib.bytes.clone()), &needed)?;
@@ -439,9 +461,9 @@ impl App {
             &python.interpreter,
             std::slice::from_ref(&site),
             &third_party,
-            self.excludes.patterns(),
-            self.excludes.user_patterns(),
+            &self.excludes,
             &cache,
+            self.import_timeout,
             &mut warnings,
         )?
         .into_iter()
@@ -464,6 +486,16 @@ impl App {
             );
         }
         build.insert("strip_native".to_string(), project.strip_native.to_string());
+        if let Some(floor) = glibc.overall() {
+            build.insert("min_glibc".to_string(), floor.version.to_string());
+            build.insert("min_glibc_needed_by".to_string(), floor.needed_by.clone());
+        }
+        if let Some(floor) = &glibc.executable {
+            build.insert(
+                "min_glibc_executable".to_string(),
+                floor.version.to_string(),
+            );
+        }
         build.insert(
             "stdlib_excludes".to_string(),
             "python-stdlib/exclude.txt".to_string(),

@@ -12,6 +12,9 @@
 //!   loaded by path) or an executable;
 //! - the package of a module whose source mentions `__file__` and also names, in a
 //!   string literal, a data file or directory that sits beside it;
+//! - the package of a module that lists its own directory (`os.listdir`, `os.scandir`,
+//!   `os.walk`, `glob`, `Path.glob`/`iterdir` on a path derived from `__file__`), as
+//!   plugin discovery does: a packed package has no directory to list;
 //! - plus whole distributions named in `[tool.pykiln] on-disk`, minus those in
 //!   `[tool.pykiln] in-memory`.
 //!
@@ -93,6 +96,82 @@ fn string_literals(src: &str) -> BTreeSet<&str> {
         }
     }
     out
+}
+
+/// Calls that list the directory given as their first argument.
+const LISTING_FUNCTIONS: &[&str] = &["listdir(", "scandir(", "walk(", "glob(", "iglob("];
+/// Methods that list the directory they are called on.
+const LISTING_METHODS: &[&str] = &[".glob(", ".rglob(", ".iterdir("];
+
+/// The receiver of a method call ending at byte `end` of `code`: the expression
+/// before it, back to a space, `=`, `[`, `,` or an unmatched `(`.
+fn receiver(code: &str, end: usize) -> &str {
+    let mut depth = 0i32;
+    let mut start = end;
+    for (i, c) in code[..end].char_indices().rev() {
+        match c {
+            ')' => depth += 1,
+            '(' if depth == 0 => break,
+            '(' => depth -= 1,
+            ' ' | '=' | '[' | ',' if depth == 0 => break,
+            _ => {}
+        }
+        start = i;
+    }
+    &code[start..end]
+}
+
+/// The first line (1-based) that lists a directory derived from `__file__`: the
+/// listed path (a listing function's argument, a listing method's receiver) names
+/// `__file__` itself or a variable assigned from an expression that does
+/// (`HERE = Path(__file__).parent`, one level of indirection).
+fn lists_own_directory(src: &str) -> Option<usize> {
+    let mut derived: Vec<&str> = Vec::new();
+    let names_own_dir = |text: &str, derived: &[&str]| {
+        text.contains("__file__")
+            || derived.iter().any(|v| {
+                text.match_indices(v).any(|(at, _)| {
+                    let ident =
+                        |c: Option<char>| c.is_some_and(|c| c == '_' || c.is_alphanumeric());
+                    !ident(text[..at].chars().next_back())
+                        && !ident(text[at + v.len()..].chars().next())
+                })
+            })
+    };
+    for (i, line) in src.lines().enumerate() {
+        let code = line.split('#').next().unwrap_or_default();
+        let function_lists = LISTING_FUNCTIONS.iter().any(|f| {
+            code.match_indices(f).any(|(at, _)| {
+                // `name(` as a whole name (`os.listdir(`, `listdir(`), not `.glob(`.
+                let before = code[..at].chars().next_back();
+                let whole = !before.is_some_and(|c| c == '_' || c.is_alphanumeric());
+                let is_method =
+                    f == &"glob(" && before == Some('.') && !code[..at].ends_with("glob.");
+                whole && !is_method && names_own_dir(&code[at + f.len()..], &derived)
+            })
+        });
+        let method_lists = LISTING_METHODS.iter().any(|m| {
+            code.match_indices(m)
+                .any(|(at, _)| names_own_dir(receiver(code, at), &derived))
+        });
+        if function_lists || method_lists {
+            return Some(i + 1);
+        }
+        if names_own_dir(code, &derived) {
+            // `NAME = …` (also `self.NAME = …`): NAME now stands for the directory.
+            if let Some((lhs, rhs)) = code.split_once('=') {
+                let lhs = lhs.trim().trim_start_matches("self.");
+                if !rhs.starts_with('=')
+                    && !lhs.is_empty()
+                    && lhs.chars().all(|c| c == '_' || c.is_alphanumeric())
+                    && rhs.contains("__file__")
+                {
+                    derived.push(lhs);
+                }
+            }
+        }
+    }
+    None
 }
 
 /// Result of the analysis.
@@ -237,6 +316,17 @@ pub fn plan(collected: &Collected, project: &Project) -> Plan {
             Some((d, _)) => d.to_string(),
             None => String::new(),
         };
+        if let Some(line) = lists_own_directory(&src) {
+            let why = format!("{}:{line} lists its own directory", m.rel);
+            let entry = found.entry(dist.to_string()).or_default();
+            if dir.is_empty() {
+                // A top-level module lists the import root: only it can be viewed.
+                entry.add(name, why);
+            } else {
+                entry.add(&dir.replace('/', "."), why);
+            }
+            continue;
+        }
         let Some(beside) = data_dirs.get(&dir) else {
             continue;
         };
@@ -293,14 +383,19 @@ pub fn plan(collected: &Collected, project: &Project) -> Plan {
             .filter(|p| !f.prefixes.iter().any(|q| q != *p && within_package(p, q)))
             .cloned()
             .collect();
-        if dist != app {
-            warnings.push(format!(
-                "{dist} looks __file__-dependent ({}); on-disk file view for: {} \
-                 (set [tool.pykiln] in-memory = [\"{dist}\"] to keep it in memory)",
-                f.reason,
-                tops.join(", ")
-            ));
-        }
+        // The app's own packages are reported like any dependency: a view is a cost
+        // its author may prefer to avoid (importlib.resources needs none).
+        let whose = if dist == app {
+            format!("{dist} (this project)")
+        } else {
+            dist.clone()
+        };
+        warnings.push(format!(
+            "{whose} looks __file__-dependent ({}); on-disk file view for: {} \
+             (set [tool.pykiln] in-memory = [\"{dist}\"] to keep it in memory)",
+            f.reason,
+            tops.join(", ")
+        ));
         groups.push(OnDiskGroup {
             id: group_id(collected, &tops, project.strip_native),
             name: dist,
@@ -399,6 +494,45 @@ mod tests {
         assert!(lits.contains("locale-data"));
         assert!(lits.contains("a\\\"b"));
         assert!(!lits.iter().any(|l| l.contains("unterminated")));
+    }
+
+    #[test]
+    fn listing_the_own_directory_is_found() {
+        for (src, line) in [
+            (
+                "import os\nnames = os.listdir(os.path.dirname(__file__))\n",
+                2,
+            ),
+            (
+                "from pathlib import Path\nHERE = Path(__file__).parent\n\nfor p in HERE.glob('*.py'):\n    pass\n",
+                4,
+            ),
+            (
+                "import os\nbase = os.path.dirname(os.path.abspath(__file__))\nfor root, dirs, files in os.walk(base):\n    pass\n",
+                3,
+            ),
+            (
+                "import os\nwith os.scandir(os.path.dirname(__file__)) as it:\n    pass\n",
+                2,
+            ),
+            (
+                "from pathlib import Path\nplugins = [p.stem for p in Path(__file__).parent.iterdir()]\n",
+                2,
+            ),
+        ] {
+            assert_eq!(lists_own_directory(src), Some(line), "{src}");
+        }
+        for src in [
+            // A directory the user names, in a module that mentions __file__ elsewhere.
+            "import os\nVERSION_FILE = __file__\nnames = os.listdir(user_dir)\n",
+            "import os\nprint(__file__)\n# os.listdir(os.path.dirname(__file__))\n",
+            "basedir = 1\nx = __file__\nfor p in basedirs.glob('*'): pass\n",
+            // numpy.distutils: a loop variable that shares its name with a derived one.
+            "f = __file__\nfor f in os.listdir(dpath):\n    pass\n",
+            "here = os.path.dirname(__file__)\nfor root, dirs, files in os.walk(top_path):\n    x = here\n",
+        ] {
+            assert_eq!(lists_own_directory(src), None, "{src}");
+        }
     }
 
     #[test]

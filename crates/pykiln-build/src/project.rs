@@ -119,6 +119,9 @@ impl Project {
             );
         }
 
+        // `packages = []` is explicit: an app made only of its dependencies (the entry
+        // point lives in one of them).
+        let explicit = tool.packages.is_some();
         let packages = match tool.packages {
             Some(names) => names
                 .into_iter()
@@ -135,9 +138,10 @@ impl Project {
                 .collect::<anyhow::Result<Vec<_>>>()?,
             None => discover_packages(dir, &name),
         };
-        if packages.is_empty() {
+        if packages.is_empty() && !explicit {
             bail!(
-                "{}: no Python package found for project '{name}' (looked in src/ and the project root)",
+                "{}: no Python package found for project '{name}' (looked in src/ and the project root; \
+                 set [tool.pykiln] packages = [] if the entry point is in a dependency)",
                 file.display()
             );
         }
@@ -294,6 +298,24 @@ mod tests {
             err.contains("pyproject.toml") && err.contains("entry-point"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_project_of_dependencies_only_is_allowed_when_it_says_so() {
+        let d = tempfile::tempdir().unwrap();
+        let toml = "[project]\nname='wrap'\nversion='1'\ndependencies=['mcp-server-time==2026.10.19']\n\
+                    [tool.pykiln]\nentry-point='mcp_server_time:main'\n";
+        write(d.path(), "pyproject.toml", toml);
+        let err = Project::load(d.path(), None).unwrap_err().to_string();
+        assert!(err.contains("packages = []"), "{err}");
+        write(
+            d.path(),
+            "pyproject.toml",
+            &format!("{toml}packages = []\n"),
+        );
+        let p = Project::load(d.path(), None).unwrap();
+        assert!(p.packages.is_empty());
+        assert_eq!(p.entry_point, "mcp_server_time:main");
     }
 
     #[test]

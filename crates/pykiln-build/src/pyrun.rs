@@ -1,4 +1,11 @@
 //! Running one of pykiln-build's helper scripts in the interpreter being embedded.
+//!
+//! The scripts import third-party code (the import baseline, the start-up recording),
+//! whose import-time side effects — telemetry databases, log files, caches — must not
+//! land in the builder's home. So every child runs with a scratch `HOME`, `XDG_*` and
+//! `TMPDIR` under the build cache (removed afterwards), no other inherited environment
+//! than `PATH`, `LD_LIBRARY_PATH` and the locale, and stdin closed once its JSON job
+//! is written.
 
 use std::io::{Read as _, Write as _};
 use std::path::Path;
@@ -7,14 +14,62 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
+/// Environment variables a child inherits (everything else is dropped).
+const INHERITED: &[&str] = &["PATH", "LD_LIBRARY_PATH", "LANG", "LC_ALL", "LC_CTYPE"];
+
+/// A scratch home for one child, removed when dropped.
+pub struct Scratch(tempfile::TempDir);
+
+impl Scratch {
+    /// A new scratch directory under `cache/scratch`.
+    pub fn new(cache: &Path) -> anyhow::Result<Self> {
+        let root = cache.join("scratch");
+        std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+        let dir = tempfile::Builder::new()
+            .prefix("run-")
+            .tempdir_in(&root)
+            .with_context(|| format!("creating a scratch directory in {}", root.display()))?;
+        Ok(Scratch(dir))
+    }
+
+    /// Point `cmd`'s home, XDG directories and temp dir into the scratch directory and
+    /// clear the rest of its environment.
+    pub fn isolate(&self, cmd: &mut Command) -> anyhow::Result<()> {
+        let base = self.0.path();
+        cmd.env_clear();
+        for var in INHERITED {
+            if let Some(v) = std::env::var_os(var) {
+                cmd.env(var, v);
+            }
+        }
+        for (var, sub) in [
+            ("HOME", "home"),
+            ("XDG_CACHE_HOME", "home/.cache"),
+            ("XDG_CONFIG_HOME", "home/.config"),
+            ("XDG_DATA_HOME", "home/.local/share"),
+            ("XDG_STATE_HOME", "home/.local/state"),
+            ("XDG_RUNTIME_DIR", "run"),
+            ("TMPDIR", "tmp"),
+        ] {
+            let dir = base.join(sub);
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            cmd.env(var, dir);
+        }
+        Ok(())
+    }
+}
+
 fn spawn(
     python: &Path,
     flags: &[&str],
     script: &str,
     input: &serde_json::Value,
+    scratch: &Scratch,
 ) -> anyhow::Result<Child> {
     let input = serde_json::to_vec(input)?;
-    let mut child = Command::new(python)
+    let mut cmd = Command::new(python);
+    scratch.isolate(&mut cmd)?;
+    let mut child = cmd
         .args(flags)
         .args(["-c", script])
         .stdin(Stdio::piped())
@@ -22,6 +77,7 @@ fn spawn(
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("starting {}", python.display()))?;
+    // Dropped after the write: the child's stdin is closed.
     if let Some(mut stdin) = child.stdin.take() {
         stdin.write_all(&input)?;
     }
@@ -44,20 +100,42 @@ pub fn run_script(
     flags: &[&str],
     script: &str,
     input: &serde_json::Value,
+    cache: &Path,
 ) -> anyhow::Result<Output> {
-    Ok(spawn(python, flags, script, input)?.wait_with_output()?)
+    let scratch = Scratch::new(cache)?;
+    Ok(spawn(python, flags, script, input, &scratch)?.wait_with_output()?)
 }
 
+/// A script run that [`run_script_limited`] ended at its time limit, with what the
+/// child had printed by then.
+#[derive(Debug)]
+pub struct TimedOut {
+    /// The limit.
+    pub limit: Duration,
+    /// stdout so far.
+    pub stdout: Vec<u8>,
+}
+
+impl std::fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "did not finish within {} s", self.limit.as_secs())
+    }
+}
+
+impl std::error::Error for TimedOut {}
+
 /// Like [`run_script`], for scripts that run code that is not ours (importing the app):
-/// the child is killed after `limit`, which is an error.
+/// the child is killed after `limit`, which is a [`TimedOut`] error.
 pub fn run_script_limited(
     python: &Path,
     flags: &[&str],
     script: &str,
     input: &serde_json::Value,
+    cache: &Path,
     limit: Duration,
 ) -> anyhow::Result<Output> {
-    let mut child = spawn(python, flags, script, input)?;
+    let scratch = Scratch::new(cache)?;
+    let mut child = spawn(python, flags, script, input, &scratch)?;
     // Drain both pipes on their own threads so a chatty child never blocks on a full
     // pipe; a grandchild that keeps a pipe open must not hang the build either.
     let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
@@ -74,6 +152,9 @@ pub fn run_script_limited(
     let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
     let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
     let deadline = Instant::now() + limit;
+    let collect = |rx: std::sync::mpsc::Receiver<Vec<u8>>| {
+        rx.recv_timeout(Duration::from_secs(2)).unwrap_or_default()
+    };
     let status = loop {
         if let Some(status) = child.try_wait()? {
             break status;
@@ -81,12 +162,13 @@ pub fn run_script_limited(
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            anyhow::bail!("did not finish within {} s", limit.as_secs());
+            return Err(TimedOut {
+                limit,
+                stdout: collect(stdout),
+            }
+            .into());
         }
         std::thread::sleep(Duration::from_millis(10));
-    };
-    let collect = |rx: std::sync::mpsc::Receiver<Vec<u8>>| {
-        rx.recv_timeout(Duration::from_secs(2)).unwrap_or_default()
     };
     Ok(Output {
         status,

@@ -165,25 +165,55 @@ class PackedResourceReader(TraversableResources):
 _VERIFY_SKIP = {"this", "antigravity", "__hello__", "__phello__"}
 
 
-def verify():
+class _Hang(BaseException):
+    """Raised by verify's watchdog inside an import that takes too long."""
+
+
+def _watchdog(signum, frame):
+    raise _Hang()
+
+
+def verify(corrupt=(), import_timeout=30.0):
     """Import every packed module; report on stdout; return the exit status.
 
-    A failure counts unless the module failed the same way at build time outside
-    pykiln (the manifest's baseline) or only misses a module that is not packed.
+    `corrupt` lists the (kind, key) of entries whose checksum failed: each is a FAIL
+    (a module among them is not imported), whatever the baseline says. An import
+    failure counts unless the module failed the same way at build time outside pykiln
+    (the manifest's baseline) or only misses a module that is not packed. Each import
+    is bounded by a watchdog: a module that blocks is a SKIP, "hangs on import".
+    Names that are not identifiers (`tests/echo-server.py`) are scripts, not modules.
     """
+    import signal
+
     importer = __loader__
     names = importer._module_names()
     expected = importer._expected_failures()
     failures, skipped, ok = [], [], 0
+    corrupt_modules = {key for kind, key in corrupt if kind in ("module", "extension")}
+    for kind, key in corrupt:
+        if kind not in ("module", "extension"):
+            failures.append((f"{kind} entry {key!r}", "checksum mismatch"))
     real_stdout = sys.stdout
     sys.stdout = sys.stderr  # modules that print on import must not garble the report
+    previous = signal.signal(signal.SIGALRM, _watchdog)
     try:
         for name in names:
             if name in _VERIFY_SKIP or name.rsplit(".", 1)[-1] == "__main__":
                 continue
+            if not all(part.isidentifier() for part in name.split(".")):
+                continue
+            if name in corrupt_modules:
+                failures.append((name, "checksum mismatch (the archive is damaged)"))
+                continue
             try:
-                __import__(name)
+                signal.setitimer(signal.ITIMER_REAL, import_timeout)
+                try:
+                    __import__(name)
+                finally:
+                    signal.setitimer(signal.ITIMER_REAL, 0)
                 ok += 1
+            except _Hang:
+                skipped.append((name, f"hangs on import (still running after {import_timeout:g} s)"))
             except BaseException as e:  # noqa: BLE001 - every failure is reported
                 why = f"{type(e).__name__}: {e}"
                 if name in expected:
@@ -193,6 +223,7 @@ def verify():
                 else:
                     failures.append((name, why))
     finally:
+        signal.signal(signal.SIGALRM, previous)
         sys.stdout = real_stdout
     out = sys.stdout
     for name, why in skipped:

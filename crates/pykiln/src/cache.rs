@@ -1,10 +1,46 @@
 //! The per-user cache directory the runtime writes to (native-image fallback, file views).
+//!
+//! Everything the runtime puts there is later executed or imported, so a directory that
+//! another user can write to (or a symlink they planted) would let them run code in
+//! our process. Every directory is checked the way ssh checks `~/.ssh` before it is
+//! used: ours must be real directories owned by the effective user and writable by
+//! nobody else; their ancestors must be owned by us or root and not writable by
+//! others (unless sticky, like `/tmp`). Anything else is refused with the path named.
 
-use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
+use std::path::{Component, Path, PathBuf};
 
-/// `$XDG_CACHE_HOME/pykiln`, else `$HOME/.cache/pykiln`, else a private
-/// `pykiln-<uid>` directory in the temporary directory (only if it is ours and 0700).
+/// Why a cache directory cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// No location is configured (no `XDG_CACHE_HOME`, `HOME` or usable temp dir).
+    #[error("no cache directory: set XDG_CACHE_HOME or HOME")]
+    NoLocation,
+    /// A path component fails the ownership/permission checks.
+    #[error("refusing cache directory {path}: {why}")]
+    Unsafe {
+        /// The offending path.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// Creating or inspecting a directory failed.
+    #[error("cache directory {path}: {source}")]
+    Io {
+        /// The directory.
+        path: PathBuf,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+}
+
+fn euid() -> u32 {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// `$XDG_CACHE_HOME/pykiln`, else `$HOME/.cache/pykiln`, else `pykiln-<uid>` in the
+/// temporary directory. Not checked: see [`dir`].
 pub fn base() -> Option<PathBuf> {
     let home = std::env::var_os("XDG_CACHE_HOME")
         .filter(|v| !v.is_empty())
@@ -14,22 +50,198 @@ pub fn base() -> Option<PathBuf> {
                 .filter(|v| !v.is_empty())
                 .map(|h| Path::new(&h).join(".cache"))
         });
-    if let Some(h) = home {
-        return Some(h.join("pykiln"));
+    match home {
+        Some(h) => Some(h.join("pykiln")),
+        None => Some(std::env::temp_dir().join(format!("pykiln-{}", euid()))),
     }
-    // SAFETY: geteuid cannot fail.
-    let uid = unsafe { libc::geteuid() };
-    let dir = std::env::temp_dir().join(format!("pykiln-{uid}"));
-    let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
-    // A directory someone else made (or made readable) in a shared /tmp is not ours to use.
-    let meta = std::fs::symlink_metadata(&dir).ok()?;
-    (meta.is_dir() && meta.uid() == uid && meta.permissions().mode() & 0o077 == 0).then_some(dir)
 }
 
-/// Create `dir` (and parents) with mode 0700.
-pub fn create_private(dir: &Path) -> std::io::Result<()> {
+/// `<base>/<sub>`, created (0700) if missing, with every component checked.
+pub fn dir(sub: &str) -> Result<PathBuf, CacheError> {
+    let base = base().ok_or(CacheError::NoLocation)?;
+    if !base.is_absolute() {
+        return Err(CacheError::Unsafe {
+            path: base,
+            why: "not an absolute path".into(),
+        });
+    }
+    check_ancestors(&base)?;
+    private_dir(&base)?;
+    let d = base.join(sub);
+    private_dir(&d)?;
+    Ok(d)
+}
+
+/// Create `dir` (mode 0700) if missing; then require it to be a real directory owned
+/// by us that nobody else can write to. Its parent must already have been checked.
+pub fn private_dir(dir: &Path) -> Result<(), CacheError> {
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(source) => {
+            return Err(CacheError::Io {
+                path: dir.to_path_buf(),
+                source,
+            });
+        }
+    }
+    let meta = std::fs::symlink_metadata(dir).map_err(|source| CacheError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let unsafe_ = |why: String| CacheError::Unsafe {
+        path: dir.to_path_buf(),
+        why,
+    };
+    if meta.file_type().is_symlink() {
+        return Err(unsafe_("it is a symbolic link".into()));
+    }
+    if !meta.is_dir() {
+        return Err(unsafe_("it is not a directory".into()));
+    }
+    if meta.uid() != euid() {
+        return Err(unsafe_(format!(
+            "it is owned by uid {}, not by this user (uid {})",
+            meta.uid(),
+            euid()
+        )));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(unsafe_(format!(
+            "mode {:o} lets other users write to it (chmod go-w)",
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
+}
+
+/// The directories above the cache root (`~/.cache`, `~`, `/home`, `/`): each must be
+/// owned by us or root and not writable by others unless sticky (`/tmp`), both as
+/// written and after resolving symbolic links; a symlink on the way must itself be
+/// ours or root's (as Linux's `protected_symlinks` requires in sticky directories).
+fn check_ancestors(base: &Path) -> Result<(), CacheError> {
+    let Some(parent) = base.parent() else {
+        return Ok(());
+    };
+    // Missing ancestors are created by `create_ancestors` below as ours; check what exists.
+    let mut existing = parent.to_path_buf();
+    while !existing.exists() {
+        if !existing.pop() {
+            break;
+        }
+    }
+    let mut walked = PathBuf::new();
+    for c in existing.components() {
+        walked.push(c);
+        if matches!(c, Component::RootDir) {
+            continue;
+        }
+        if let Ok(m) = std::fs::symlink_metadata(&walked) {
+            if m.file_type().is_symlink() && m.uid() != euid() && m.uid() != 0 {
+                return Err(CacheError::Unsafe {
+                    path: walked,
+                    why: format!("a symbolic link owned by uid {}", m.uid()),
+                });
+            }
+        }
+    }
+    let resolved = std::fs::canonicalize(&existing).map_err(|source| CacheError::Io {
+        path: existing.clone(),
+        source,
+    })?;
+    for dir in resolved.ancestors() {
+        let meta = std::fs::metadata(dir).map_err(|source| CacheError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let owner_ok = meta.uid() == euid() || meta.uid() == 0;
+        let sticky = meta.mode() & 0o1000 != 0;
+        let writable_by_others = meta.mode() & 0o022 != 0;
+        if !owner_ok || (writable_by_others && !sticky) {
+            return Err(CacheError::Unsafe {
+                path: dir.to_path_buf(),
+                why: format!(
+                    "an ancestor of the cache owned by uid {} with mode {:o}: other users could replace what is below it",
+                    meta.uid(),
+                    meta.mode() & 0o7777
+                ),
+            });
+        }
+    }
+    // Create what is missing between the checked part and the cache root, as ours.
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(dir)
+        .create(parent)
+        .map_err(|source| CacheError::Io {
+            path: parent.to_path_buf(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    fn tmp() -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix("pykiln-cache-test")
+            .tempdir()
+            .unwrap()
+    }
+
+    #[test]
+    fn private_dir_is_created_0700_and_accepted() {
+        let t = tmp();
+        let d = t.path().join("x");
+        private_dir(&d).unwrap();
+        let mode = std::fs::metadata(&d).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        private_dir(&d).unwrap();
+    }
+
+    #[test]
+    fn writable_by_others_or_symlink_is_refused() {
+        let t = tmp();
+        let d = t.path().join("open");
+        std::fs::create_dir(&d).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = private_dir(&d).unwrap_err().to_string();
+        assert!(
+            e.contains(&*d.to_string_lossy()) && e.contains("777"),
+            "{e}"
+        );
+
+        let link = t.path().join("link");
+        let target = t.path().join("target");
+        std::fs::create_dir(&target).unwrap();
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let e = private_dir(&link).unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+    }
+
+    #[test]
+    fn foreign_owner_is_refused() {
+        if euid() != 0 {
+            return; // only root can hand a directory to another uid
+        }
+        let t = tmp();
+        let d = t.path().join("theirs");
+        std::fs::create_dir(&d).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::chown(&d, Some(65534), Some(65534)).unwrap();
+        let e = private_dir(&d).unwrap_err().to_string();
+        assert!(e.contains("owned by uid 65534"), "{e}");
+        // And as an ancestor of the cache.
+        let e = check_ancestors(&d.join("pykiln")).unwrap_err().to_string();
+        assert!(e.contains("ancestor"), "{e}");
+    }
+
+    #[test]
+    fn sticky_world_writable_ancestor_is_accepted() {
+        // /tmp is 1777 and root's: fine as an ancestor.
+        let t = tmp();
+        check_ancestors(&t.path().join("pykiln")).unwrap();
+    }
 }

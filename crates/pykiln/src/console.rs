@@ -12,7 +12,8 @@ const USAGE: &str = "usage: <binary> --pykiln <command>\n\
 commands:\n\
   info               JSON description of the binary and its archive\n\
   python [args...]   a Python interpreter inside the packed environment (-c, -m, script, REPL)\n\
-  verify             check every checksum and import every packed module\n";
+  verify [--import-timeout S]  check every checksum and import every packed module (an import\n\
+  \x20 still running after S seconds, default 30, is skipped as hanging)\n";
 
 /// Run a console command; `rest` are the arguments after `--pykiln`.
 pub fn run(
@@ -39,9 +40,30 @@ pub fn run(
             interp::run(archive, manifest, Mode::Python, argv)
         }
         Some("verify") => {
-            let bad = verify_checksums(&archive);
-            let code = interp::run(archive, manifest, Mode::Verify, vec![argv0.clone()])?;
-            Ok(if bad > 0 { 1 } else { code })
+            let timeout = match &rest[1..] {
+                [] => Some(30.0),
+                [flag, secs] if flag == "--import-timeout" => secs
+                    .to_str()
+                    .and_then(|s| s.parse::<f64>().ok())
+                    .filter(|s| s.is_finite() && *s > 0.0),
+                _ => None,
+            };
+            let Some(import_timeout) = timeout else {
+                eprint!(
+                    "pykiln: verify takes only --import-timeout SECONDS (a positive number)\n{USAGE}"
+                );
+                return Ok(2);
+            };
+            let corrupt = verify_checksums(&archive);
+            interp::run(
+                archive,
+                manifest,
+                Mode::Verify {
+                    corrupt,
+                    import_timeout,
+                },
+                vec![argv0.clone()],
+            )
         }
         Some("help" | "--help" | "-h") => {
             print!("{USAGE}");
@@ -54,16 +76,20 @@ pub fn run(
     }
 }
 
-/// Read every entry; report failures on stderr and return how many failed.
-fn verify_checksums(archive: &Archive<'_>) -> usize {
-    let mut bad = 0;
+/// Read every entry; report failures on stderr and return them as (kind, key).
+fn verify_checksums(archive: &Archive<'_>) -> Vec<(String, String)> {
+    let mut bad = Vec::new();
     for e in archive.entries() {
         if let Err(err) = e.read().and_then(|_| e.read_source()) {
             eprintln!("FAIL {err}");
-            bad += 1;
+            // Two-part keys (`package\0path`) read as paths.
+            bad.push((
+                e.kind().name().to_string(),
+                e.key_lossy().replace('\0', "/"),
+            ));
         }
     }
-    eprintln!("checksums: {} entries, {bad} failed", archive.len());
+    eprintln!("checksums: {} entries, {} failed", archive.len(), bad.len());
     bad
 }
 
@@ -93,7 +119,44 @@ fn info(archive: &Archive<'static>, manifest: &Manifest) -> anyhow::Result<serde
         "build": manifest.build,
         "on_disk": manifest.on_disk,
         "startup_modules": manifest.startup.len(),
+        "glibc": glibc_requirement(archive, &exe),
     }))
+}
+
+/// The oldest glibc this binary starts on and what needs it: the newest GNU symbol
+/// version required by the executable or by any packed native file.
+fn glibc_requirement(archive: &Archive<'_>, exe: &std::path::Path) -> serde_json::Value {
+    use pykiln_archive::EntryKind;
+    let mut newest: Option<(pykiln_glibc::GlibcVersion, String)> = None;
+    let mut note = |v: Option<pykiln_glibc::GlibcVersion>, what: String| {
+        if let Some(v) = v {
+            if newest.as_ref().is_none_or(|(n, _)| v > *n) {
+                newest = Some((v, what));
+            }
+        }
+    };
+    let exe_req = std::fs::read(exe)
+        .ok()
+        .and_then(|b| pykiln_glibc::required(&b).ok().flatten());
+    note(exe_req, "the executable".into());
+    for e in archive.entries() {
+        if matches!(e.kind(), EntryKind::Extension | EntryKind::SharedLib) {
+            if let Ok(bytes) = e.read() {
+                note(
+                    pykiln_glibc::required(&bytes).ok().flatten(),
+                    format!("packed {}", e.key_lossy()),
+                );
+            }
+        }
+    }
+    match newest {
+        Some((v, what)) => serde_json::json!({
+            "minimum": v.to_string(),
+            "needed_by": what,
+            "executable": exe_req.map(|v| v.to_string()),
+        }),
+        None => serde_json::Value::Null,
+    }
 }
 
 /// File offset of `bytes` inside the running executable, from the mapping that holds

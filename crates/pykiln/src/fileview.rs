@@ -7,24 +7,32 @@
 //! the contents, so a view is written once per content and shared by every run and every
 //! binary carrying the same files. Bytecode is still read from the archive.
 //!
-//! A view is built in a temporary directory, completed with a marker file and renamed
-//! into place, so a crash or a concurrent start never leaves a half-written view in use.
+//! A view is built in a fresh private temporary directory (random name), flushed to
+//! disk, completed with a marker file listing every file's size and xxh3 digest, and
+//! renamed into place, so a crash or a concurrent start never leaves a half-written
+//! view in use. Each process checks a view once before first use: the directory and
+//! every file must be ours and writable by nobody else, every file the archive says
+//! belongs there must have the archive's size and the marker's digest. A view that
+//! fails is set aside and written again (a truncated or edited file is repaired, a
+//! view planted by another user is never used).
 
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::io::{Read as _, Write as _};
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
-use pykiln_archive::{Archive, EntryKind, OnDiskGroup};
+use pykiln_archive::{Archive, Entry, EntryKind, OnDiskGroup};
 
-/// File whose presence marks a complete view.
+/// File whose presence marks a complete view; it lists the view's files.
 const MARKER: &str = ".pykiln-complete";
+/// First line of the marker.
+const MARKER_HEADER: &str = "pykiln-view 1";
 
 /// Why a view could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum ViewError {
-    /// No cache directory can be used.
-    #[error("no writable cache directory for its on-disk file view (set XDG_CACHE_HOME or HOME)")]
-    NoCache,
+    /// The cache directory is missing or unsafe.
+    #[error("its on-disk file view: {0}")]
+    Cache(#[from] crate::cache::CacheError),
     /// Writing the view failed.
     #[error("cannot write its on-disk file view at {path}: {source}")]
     Io {
@@ -50,10 +58,41 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ViewError + '_ {
 
 /// The directory of `group`'s view, writing it first if needed.
 pub fn ensure(archive: &Archive<'_>, group: &OnDiskGroup) -> Result<PathBuf, ViewError> {
-    let base = crate::cache::base()
-        .ok_or(ViewError::NoCache)?
-        .join("files");
+    let base = crate::cache::dir("files")?;
     ensure_in(&base, archive, group)
+}
+
+/// One file of a view: where it goes and which blob holds it.
+struct Planned<'a> {
+    rel: PathBuf,
+    entry: Entry<'a>,
+    /// The module's source (secondary blob) rather than the primary blob.
+    source: bool,
+    len: u64,
+}
+
+impl<'a> Planned<'a> {
+    /// A file whose content is the entry's primary blob.
+    fn file(rel: PathBuf, entry: Entry<'a>) -> Self {
+        let len = entry.raw_len() as u64;
+        Planned {
+            rel,
+            entry,
+            source: false,
+            len,
+        }
+    }
+
+    fn read(&self) -> Result<Vec<u8>, ViewError> {
+        Ok(if self.source {
+            self.entry
+                .read_source()?
+                .map(|c| c.into_owned())
+                .unwrap_or_default()
+        } else {
+            self.entry.read()?.into_owned()
+        })
+    }
 }
 
 fn ensure_in(
@@ -64,33 +103,169 @@ fn ensure_in(
     if !group.id.chars().all(|c| c.is_ascii_hexdigit()) || group.id.is_empty() {
         return Err(ViewError::UnsafePath(group.id.clone()));
     }
+    crate::cache::private_dir(base)?;
+    let files = plan(archive, group)?;
     let root = base.join(&group.id);
-    if root.join(MARKER).is_file() {
-        return Ok(root);
-    }
-    crate::cache::create_private(base).map_err(io(base))?;
-    let tmp = base.join(format!(".{}.{}.tmp", group.id, std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
     let start = std::time::Instant::now();
-    let written = write_view(&tmp, archive, group);
-    if let Err(e) = written {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    match std::fs::rename(&tmp, &root) {
-        Ok(()) => {}
-        Err(_) if root.join(MARKER).is_file() => {
-            // Another process finished the same view first.
-            let _ = std::fs::remove_dir_all(&tmp);
+    match verify(&root, &files) {
+        Ok(()) => {
+            tracing::debug!(group = %group.name, elapsed = ?start.elapsed(), "on-disk file view checked");
+            return Ok(root);
         }
-        Err(_) => {
-            // A directory without marker is not ours to trust: replace it.
-            let _ = std::fs::remove_dir_all(&root);
-            std::fs::rename(&tmp, &root).map_err(io(&root))?;
+        Err(Problem::Missing) => {}
+        Err(Problem::Bad(why)) => {
+            tracing::warn!(group = %group.name, path = %root.display(), "on-disk file view is damaged ({why}); writing it again");
         }
     }
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{}.", group.id))
+        .tempdir_in(base)
+        .map_err(io(base))?;
+    write_view(tmp.path(), &files)?;
+    install(base, tmp, &root, &files)?;
     tracing::debug!(group = %group.name, path = %root.display(), elapsed = ?start.elapsed(), "on-disk file view written");
     Ok(root)
+}
+
+/// Rename the finished view at `tmp` to `root`, replacing a damaged one; if another
+/// process put a good view there first, use that.
+fn install(
+    base: &Path,
+    tmp: tempfile::TempDir,
+    root: &Path,
+    files: &[Planned<'_>],
+) -> Result<(), ViewError> {
+    for _ in 0..3 {
+        match std::fs::rename(tmp.path(), root) {
+            Ok(()) => {
+                let _ = tmp.keep();
+                sync_dir(base);
+                return Ok(());
+            }
+            Err(_) if verify(root, files).is_ok() => return Ok(()), // tmp is dropped
+            Err(_) => {
+                // Damaged: move it aside (our directory, so even another user's files
+                // can be moved), then retry.
+                let stale = base.join(format!(
+                    ".stale.{}.{}",
+                    std::process::id(),
+                    tmp.path()
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                ));
+                if std::fs::rename(root, &stale).is_ok() {
+                    let _ = std::fs::remove_dir_all(&stale);
+                }
+            }
+        }
+    }
+    std::fs::rename(tmp.path(), root).map_err(io(root))?;
+    let _ = tmp.keep();
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Why an existing view cannot be used.
+enum Problem {
+    Missing,
+    Bad(String),
+}
+
+/// Open a file without following a symlink and require it to be ours, regular and
+/// writable by nobody else.
+fn open_private(path: &Path) -> Result<std::fs::File, Problem> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Problem::Missing,
+            _ => Problem::Bad(format!("{}: {e}", path.display())),
+        })?;
+    let m = f
+        .metadata()
+        .map_err(|e| Problem::Bad(format!("{}: {e}", path.display())))?;
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if !m.is_file() || m.uid() != me || m.mode() & 0o022 != 0 {
+        return Err(Problem::Bad(format!(
+            "{} is not a private regular file of this user",
+            path.display()
+        )));
+    }
+    Ok(f)
+}
+
+/// Check a view against the archive's file list (sizes) and its marker (digests).
+fn verify(root: &Path, files: &[Planned<'_>]) -> Result<(), Problem> {
+    match std::fs::symlink_metadata(root) {
+        Err(_) => return Err(Problem::Missing),
+        Ok(m) => {
+            // SAFETY: geteuid cannot fail.
+            let me = unsafe { libc::geteuid() };
+            if !m.is_dir() || m.uid() != me || m.mode() & 0o022 != 0 {
+                return Err(Problem::Bad(
+                    "not a private directory of this user".to_string(),
+                ));
+            }
+        }
+    }
+    let mut marker = String::new();
+    open_private(&root.join(MARKER))
+        .map_err(|p| match p {
+            Problem::Missing => Problem::Bad("no completion marker".into()),
+            p => p,
+        })?
+        .read_to_string(&mut marker)
+        .map_err(|e| Problem::Bad(format!("marker: {e}")))?;
+    let mut lines = marker.lines();
+    if lines.next() != Some(MARKER_HEADER) {
+        return Err(Problem::Bad("marker of another format".into()));
+    }
+    let listed: std::collections::HashMap<&str, (u64, u64)> = lines
+        .filter_map(|l| {
+            let mut f = l.splitn(3, ' ');
+            let size = f.next()?.parse().ok()?;
+            let hash = u64::from_str_radix(f.next()?, 16).ok()?;
+            Some((f.next()?, (size, hash)))
+        })
+        .collect();
+    let mut buf = Vec::new();
+    for p in files {
+        let rel = p.rel.to_string_lossy();
+        let Some(&(size, hash)) = listed.get(&*rel) else {
+            return Err(Problem::Bad(format!("{rel} is not in the marker")));
+        };
+        if size != p.len {
+            return Err(Problem::Bad(format!(
+                "{rel}: marker size differs from the archive"
+            )));
+        }
+        let mut f = open_private(&root.join(&p.rel)).map_err(|e| match e {
+            Problem::Missing => Problem::Bad(format!("{rel} is missing")),
+            e => e,
+        })?;
+        let len = f.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+        if len != p.len {
+            return Err(Problem::Bad(format!(
+                "{rel} has {len} bytes, expected {}",
+                p.len
+            )));
+        }
+        buf.clear();
+        f.read_to_end(&mut buf)
+            .map_err(|e| Problem::Bad(format!("{rel}: {e}")))?;
+        if xxhash_rust::xxh3::xxh3_64(&buf) != hash {
+            return Err(Problem::Bad(format!("{rel} has changed")));
+        }
+    }
+    Ok(())
 }
 
 /// Relative path of a dotted name (`a.b` → `a/b`), refusing anything that could escape.
@@ -101,7 +276,7 @@ fn safe_rel(
     let mut out = PathBuf::new();
     for p in parts {
         let p = p.as_ref();
-        if p.is_empty() || p == "." || p == ".." || p.contains('\0') {
+        if p.is_empty() || p == "." || p == ".." || p.contains('\0') || p.contains('/') {
             return Err(ViewError::UnsafePath(shown.to_string()));
         }
         out.push(p);
@@ -109,43 +284,30 @@ fn safe_rel(
     Ok(out)
 }
 
-fn write_file(root: &Path, rel: &Path, bytes: &[u8]) -> Result<(), ViewError> {
-    let path = root.join(rel);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-    }
-    // Native images and scripts keep their exec bit: code runs or dlopens them by path.
-    let exec = bytes.starts_with(b"\x7fELF") || bytes.starts_with(b"#!");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(if exec { 0o755 } else { 0o644 })
-        .open(&path)
-        .map_err(io(&path))?;
-    f.write_all(bytes).map_err(io(&path))
-}
-
-fn write_view(root: &Path, archive: &Archive<'_>, group: &OnDiskGroup) -> Result<(), ViewError> {
-    crate::cache::create_private(root).map_err(io(root))?;
+/// Every file of `group`'s view, from the archive.
+fn plan<'a>(archive: &Archive<'a>, group: &OnDiskGroup) -> Result<Vec<Planned<'a>>, ViewError> {
+    let mut out = Vec::new();
     for e in archive.entries() {
         let key = e.key_lossy();
         match e.kind() {
             EntryKind::Module => {
-                if !group.covers(&key) {
+                if !group.covers(&key) || !e.has_source() {
                     continue;
                 }
                 let parts: Vec<&str> = key.split('.').collect();
                 let rel = safe_rel(&parts, &key)?;
-                let file = if e.is_package() {
-                    let dir = root.join(&rel);
-                    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+                let rel = if e.is_package() {
                     rel.join("__init__.py")
                 } else {
                     rel.with_extension("py")
                 };
-                if let Some(src) = e.read_source()? {
-                    write_file(root, &file, &src)?;
-                }
+                let len = e.source_len() as u64;
+                out.push(Planned {
+                    rel,
+                    entry: e,
+                    source: true,
+                    len,
+                });
             }
             EntryKind::Extension => {
                 if !group.covers(&key) {
@@ -155,7 +317,7 @@ fn write_view(root: &Path, archive: &Archive<'_>, group: &OnDiskGroup) -> Result
                 let file = e.aux().next().unwrap_or_default();
                 let mut rel = safe_rel(&parts[..parts.len() - 1], &key)?;
                 rel.push(safe_rel([file], &key)?);
-                write_file(root, &rel, &e.read()?)?;
+                out.push(Planned::file(rel, e));
             }
             EntryKind::Resource => {
                 let Some((pkg, file)) = key.split_once('\0') else {
@@ -175,12 +337,59 @@ fn write_view(root: &Path, archive: &Archive<'_>, group: &OnDiskGroup) -> Result
                     pkg.split('.').collect()
                 };
                 parts.extend(file.split('/'));
-                write_file(root, &safe_rel(&parts, &key)?, &e.read()?)?;
+                out.push(Planned::file(safe_rel(&parts, &key)?, e));
             }
             _ => {}
         }
     }
-    write_file(root, Path::new(MARKER), group.name.as_bytes())
+    Ok(out)
+}
+
+fn write_file(root: &Path, rel: &Path, bytes: &[u8]) -> Result<(), ViewError> {
+    let path = root.join(rel);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+    }
+    // Native images and scripts keep their exec bit: code runs or dlopens them by path.
+    let exec = bytes.starts_with(b"\x7fELF") || bytes.starts_with(b"#!");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .mode(if exec { 0o755 } else { 0o644 })
+        .open(&path)
+        .map_err(io(&path))?;
+    f.write_all(bytes).map_err(io(&path))
+}
+
+fn write_view(root: &Path, files: &[Planned<'_>]) -> Result<(), ViewError> {
+    let mut marker = format!("{MARKER_HEADER}\n");
+    for p in files {
+        let bytes = p.read()?;
+        write_file(root, &p.rel, &bytes)?;
+        marker.push_str(&format!(
+            "{} {:016x} {}\n",
+            bytes.len(),
+            xxhash_rust::xxh3::xxh3_64(&bytes),
+            p.rel.to_string_lossy()
+        ));
+    }
+    // Everything on disk before the marker says it is complete: one syncfs for the
+    // whole tree (a view can hold a thousand small files; one fsync each is slow).
+    let d = std::fs::File::open(root).map_err(io(root))?;
+    {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: plain syscall on a descriptor we own.
+        if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
+            return Err(io(root)(std::io::Error::last_os_error()));
+        }
+    }
+    write_file(root, Path::new(MARKER), marker.as_bytes())?;
+    let m = root.join(MARKER);
+    std::fs::File::open(&m)
+        .and_then(|f| f.sync_all())
+        .map_err(io(&m))?;
+    d.sync_all().map_err(io(root))
 }
 
 #[cfg(test)]
@@ -244,6 +453,47 @@ mod tests {
         std::fs::remove_file(root.join("pkg/data/x.json")).unwrap();
         let again = ensure_in(&base, &a, &group).unwrap();
         assert_eq!(std::fs::read(again.join("pkg/data/x.json")).unwrap(), b"{}");
+
+        // A truncated native image is found and repaired.
+        let so = root.join("pkg/_speed.abi3.so");
+        std::fs::write(&so, b"\x7f").unwrap();
+        ensure_in(&base, &a, &group).unwrap();
+        assert_eq!(std::fs::read(&so).unwrap(), b"\x7fELF");
+        // A file edited in place (same size) is found by its digest.
+        std::fs::write(root.join("pkg/data/x.json"), b"[]").unwrap();
+        ensure_in(&base, &a, &group).unwrap();
+        assert_eq!(std::fs::read(root.join("pkg/data/x.json")).unwrap(), b"{}");
+        // A symlink in place of a file is not followed.
+        let elsewhere = base.join("elsewhere.json");
+        std::fs::write(&elsewhere, b"{}").unwrap();
+        std::fs::remove_file(root.join("pkg/data/x.json")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, root.join("pkg/data/x.json")).unwrap();
+        ensure_in(&base, &a, &group).unwrap();
+        assert!(
+            !std::fs::symlink_metadata(root.join("pkg/data/x.json"))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        // A view (marker and all) that belongs to another user is never used.
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } == 0 {
+            for f in walk(&root) {
+                std::os::unix::fs::lchown(&f, Some(65534), Some(65534)).unwrap();
+            }
+            std::fs::write(&so, b"\x7fEVL").unwrap();
+            ensure_in(&base, &a, &group).unwrap();
+            assert_eq!(std::fs::read(&so).unwrap(), b"\x7fELF");
+            use std::os::unix::fs::MetadataExt as _;
+            assert_eq!(std::fs::metadata(&so).unwrap().uid(), 0);
+        }
+        // Nothing temporary is left next to the views.
+        let names: Vec<String> = std::fs::read_dir(&base)
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
         let bad = OnDiskGroup {
             id: "../x".into(),
             ..group
@@ -253,5 +503,18 @@ mod tests {
             Err(ViewError::UnsafePath(_))
         ));
         let _ = std::fs::remove_dir_all(base);
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut out = vec![dir.to_path_buf()];
+        for e in std::fs::read_dir(dir).unwrap().filter_map(Result::ok) {
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+        out
     }
 }

@@ -32,7 +32,13 @@ pub enum Mode {
     /// A Python command line (`-c`, `-m`, script, REPL) inside the packed environment.
     Python,
     /// Import every packed module and report failures.
-    Verify,
+    Verify {
+        /// Entries whose checksum failed (already reported), by kind and key: a module
+        /// among them is a FAIL even if the build-time baseline expects it to fail.
+        corrupt: Vec<(String, String)>,
+        /// Seconds one import may take before it counts as hanging (a SKIP).
+        import_timeout: f64,
+    },
 }
 
 /// Bring up the interpreter for `mode` and run it to completion; returns the exit status.
@@ -44,8 +50,11 @@ pub fn run(
 ) -> anyhow::Result<i32> {
     let exe = std::env::current_exe().context("cannot locate the running executable")?;
     let run_command = match &mode {
-        Mode::App { entry_point } => Some(app_command(entry_point)?),
-        Mode::Verify => Some(VERIFY_COMMAND.to_string()),
+        Mode::App { entry_point } => Some(app_command(entry_point, crate::stop::install())?),
+        Mode::Verify {
+            corrupt,
+            import_timeout,
+        } => Some(verify_command(corrupt, *import_timeout)?),
         Mode::Python => None,
     };
     crate::ca::configure(&manifest.openssl_default_paths);
@@ -69,53 +78,74 @@ pub fn run(
             run_command.as_deref(),
         )?
     };
-    if !manifest.pth_imports.is_empty() {
-        // SAFETY: the interpreter is initialised and this thread holds the GIL.
-        let py = unsafe { pyo3::Python::assume_attached() };
-        run_pth_imports(py, &manifest.pth_imports);
+    // SAFETY: the interpreter is initialised and this thread holds the GIL.
+    let py = unsafe { pyo3::Python::assume_attached() };
+    if matches!(mode, Mode::App { .. }) {
+        install_runtime_module(py)
+            .map_err(|e| anyhow::anyhow!("installing _pykiln_runtime: {e}"))?;
     }
+    run_pth_imports(py, &manifest.pth_imports);
     tracing::debug!(elapsed = ?start.elapsed(), "interpreter initialised");
     // SAFETY: the interpreter is fully initialised and this thread holds the GIL.
     let code = unsafe { ffi::Py_RunMain() };
     Ok(code)
 }
 
-const VERIFY_COMMAND: &str = "import sys, _pykiln_support\nsys.exit(_pykiln_support.verify())\n";
+/// The `-c` program of `--pykiln verify`. CPython ends the process inside `Py_RunMain`
+/// on the program's SystemExit, so nothing can be added to the status afterwards: the
+/// checksum failures go into `verify()`, which makes the status from both.
+fn verify_command(corrupt: &[(String, String)], import_timeout: f64) -> anyhow::Result<String> {
+    // A JSON string literal is a valid Python string literal.
+    let corrupt = serde_json::to_string(&serde_json::to_string(corrupt)?)?;
+    Ok(format!(
+        "import json, sys, _pykiln_support\n\
+         sys.exit(_pykiln_support.verify([tuple(c) for c in json.loads({corrupt})], {import_timeout:?}))\n"
+    ))
+}
 
 /// The `-c` program for an application. The entry module is imported with the cyclic
 /// GC off (import-time allocation of long-lived objects triggers many useless
 /// collections; pydantic-heavy servers start ~10% faster), then everything imported
 /// is frozen out of future collections and the archive pages read so far are handed
 /// back to the page cache (they are not needed again, and they counted as RSS).
-/// SIGTERM ends it as cleanly as Ctrl-C: when an
-/// event loop has installed its own SIGINT handler (asyncio's cancels the main task),
-/// SIGTERM goes through that handler instead of raising inside arbitrary code, which
-/// would corrupt the loop's cancel scopes; otherwise it raises SystemExit. Either way
-/// the exit status is 143 (also when the loop ends in `CancelledError` rather than
-/// `KeyboardInterrupt`, as anyio's runner does on 3.10), and threads still blocked on
-/// stdin get five seconds.
-fn app_command(entry_point: &str) -> anyhow::Result<String> {
-    let (module, func) = entry_point.split_once(':').with_context(|| {
+///
+/// Stopping (see [`crate::stop`]): SIGTERM ends the program as cleanly as Ctrl-C. When
+/// an event loop has installed its own SIGINT handler (asyncio's cancels the main
+/// task), SIGTERM goes through that handler instead of raising inside arbitrary code,
+/// which would corrupt the loop's cancel scopes; otherwise it raises SystemExit. Once a
+/// stop signal has arrived, however the program then ends — `KeyboardInterrupt`,
+/// `CancelledError` (anyio's runner on 3.10), click's `Aborted!` exit 1, or a normal
+/// return because stdin ended — its status is `128 + signal` (130, 143), as for a
+/// process the signal killed. `wakeup_fd` is CPython's signal wakeup fd (ours).
+fn app_command(entry_point: &str, wakeup_fd: Option<i32>) -> anyhow::Result<String> {
+    let (module, object) = entry_point.split_once(':').with_context(|| {
         format!("entry point '{entry_point}' is not of the form module:function")
     })?;
     let ident = |s: &str| {
         !s.is_empty()
-            && s.split('.')
-                .all(|p| !p.is_empty() && p.chars().all(|c| c == '_' || c.is_alphanumeric()))
+            && s.split('.').all(|p| {
+                p.chars().next().is_some_and(|c| !c.is_ascii_digit())
+                    && p.chars().all(|c| c == '_' || c.is_alphanumeric())
+            })
     };
-    if !ident(module) || !ident(func) {
+    if !ident(module) || !ident(object) {
         bail!("entry point '{entry_point}' is not of the form module:function");
     }
+    // `module:object.attr` (console-script syntax) imports `object` and looks the
+    // rest up on it.
+    let (head, attrs) = match object.split_once('.') {
+        Some((head, rest)) => (head, format!(".{rest}")),
+        None => (object, String::new()),
+    };
+    let wakeup = match wakeup_fd {
+        Some(fd) => format!("signal.set_wakeup_fd({fd}, warn_on_full_buffer=False)\n"),
+        None => String::new(),
+    };
     Ok(format!(
-        "import sys, signal\n\
-         _pykiln_terminated = False\n\
+        "import sys, signal, _pykiln_runtime\n\
+         {wakeup}\
          def _pykiln_stop(signum, frame):\n\
-         \x20   global _pykiln_terminated\n\
-         \x20   import os, threading\n\
-         \x20   _pykiln_terminated = True\n\
-         \x20   t = threading.Timer(5.0, os._exit, (128 + signum,))\n\
-         \x20   t.daemon = True\n\
-         \x20   t.start()\n\
+         \x20   _pykiln_runtime.stopping(signum)\n\
          \x20   on_int = signal.getsignal(signal.SIGINT)\n\
          \x20   if callable(on_int) and on_int is not signal.default_int_handler:\n\
          \x20       return on_int(signal.SIGINT, frame)\n\
@@ -124,7 +154,8 @@ fn app_command(entry_point: &str) -> anyhow::Result<String> {
          import gc as _pykiln_gc\n\
          _pykiln_gc.disable()\n\
          try:\n\
-         \x20   from {module} import {func} as _pykiln_entry\n\
+         \x20   from {module} import {head} as _pykiln_entry\n\
+         \x20   _pykiln_entry = _pykiln_entry{attrs}\n\
          finally:\n\
          \x20   _pykiln_gc.freeze()\n\
          \x20   _pykiln_gc.enable()\n\
@@ -134,11 +165,34 @@ fn app_command(entry_point: &str) -> anyhow::Result<String> {
          \x20   _pykiln_status = _pykiln_entry()\n\
          except BaseException as _pykiln_e:\n\
          \x20   _pykiln_cancelled = getattr(sys.modules.get('asyncio'), 'CancelledError', ())\n\
-         \x20   if not (_pykiln_terminated and isinstance(_pykiln_e, (KeyboardInterrupt, _pykiln_cancelled))):\n\
+         \x20   _pykiln_stopped = (KeyboardInterrupt, SystemExit, _pykiln_cancelled)\n\
+         \x20   if not (_pykiln_runtime.stop_signal() and isinstance(_pykiln_e, _pykiln_stopped)):\n\
          \x20       raise\n\
-         \x20   _pykiln_status = 128 + signal.SIGTERM\n\
+         if _pykiln_runtime.stop_signal():\n\
+         \x20   _pykiln_status = 128 + _pykiln_runtime.stop_signal()\n\
          sys.exit(_pykiln_status)\n"
     ))
+}
+
+#[pyo3::pyfunction]
+fn stopping(signum: i32) {
+    crate::stop::stopping(signum);
+}
+
+#[pyo3::pyfunction]
+fn stop_signal() -> i32 {
+    crate::stop::signal().unwrap_or(0)
+}
+
+/// `_pykiln_runtime`: what the application program asks of the runtime (stop signals).
+fn install_runtime_module(py: pyo3::Python<'_>) -> pyo3::PyResult<()> {
+    use pyo3::types::PyModuleMethods as _;
+    let m = pyo3::types::PyModule::new(py, "_pykiln_runtime")?;
+    m.add_function(pyo3::wrap_pyfunction!(stopping, &m)?)?;
+    m.add_function(pyo3::wrap_pyfunction!(stop_signal, &m)?)?;
+    py.import("sys")?
+        .getattr("modules")?
+        .set_item("_pykiln_runtime", m)
 }
 
 /// Run the `import` lines of the packed `.pth` files as `site.addpackage` would: each
@@ -329,7 +383,7 @@ mod tests {
 
     #[test]
     fn app_command_runs_the_entry_point() {
-        let c = app_command("pkg.server:main").unwrap();
+        let c = app_command("pkg.server:main", Some(7)).unwrap();
         assert!(c.contains("from pkg.server import main as _pykiln_entry"));
         assert!(c.contains("_pykiln_status = _pykiln_entry()"));
         assert!(c.trim_end().ends_with("sys.exit(_pykiln_status)"));
@@ -351,6 +405,14 @@ mod tests {
     }
 
     #[test]
+    fn app_command_accepts_object_attributes() {
+        let c = app_command("pkg.cli:app.main", None).unwrap();
+        assert!(c.contains("from pkg.cli import app as _pykiln_entry\n"));
+        assert!(c.contains("_pykiln_entry = _pykiln_entry.main\n"));
+        assert!(!c.contains("set_wakeup_fd"));
+    }
+
+    #[test]
     fn app_command_rejects_injection() {
         for bad in [
             "pkg",
@@ -359,8 +421,10 @@ mod tests {
             ":main",
             "pkg:",
             "pkg..x:main",
+            "pkg:1main",
+            "pkg:main.",
         ] {
-            assert!(app_command(bad).is_err(), "{bad}");
+            assert!(app_command(bad, None).is_err(), "{bad}");
         }
     }
 }

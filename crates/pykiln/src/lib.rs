@@ -23,6 +23,7 @@ mod importer;
 mod interp;
 mod native;
 mod prefetch;
+mod stop;
 
 use std::process::ExitCode;
 

@@ -8,15 +8,19 @@
 //! glibc identifies loaded objects by path, and a reused descriptor number must never
 //! alias a different library.
 //!
-//! Where memfd or /proc is unavailable, images go to a per-user content-addressed cache
-//! (`$XDG_CACHE_HOME/pykiln/native/<sha256>/<name>`, directories 0700, written to a
-//! temporary name and renamed, contents re-hashed before every use).
+//! Where memfd is unavailable (or `PYKILN_NO_MEMFD` is set), images go to a per-user
+//! content-addressed cache (`$XDG_CACHE_HOME/pykiln/native/<sha256>/<name>`): every
+//! directory checked like ssh checks `~/.ssh` (see `cache`), files created under random
+//! names with `O_EXCL` and renamed into place, and a cached file is opened once, hashed
+//! through that descriptor and loaded from the same descriptor (`/proc/self/fd/N`), so
+//! swapping the file after the check changes nothing. Without /proc the path is
+//! loaded; only our own uid can write below the checked directories.
 
 use std::collections::HashSet;
 use std::fs;
 use std::io::Write as _;
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -24,6 +28,7 @@ use once_cell::sync::Lazy;
 use pykiln_archive::{Archive, Entry, EntryKind};
 use sha2::{Digest as _, Sha256};
 
+use crate::cache::CacheError;
 use crate::prefetch::Product;
 
 /// Why a native image could not be loaded.
@@ -39,6 +44,14 @@ pub enum NativeError {
         name: String,
         /// Underlying error.
         source: std::io::Error,
+    },
+    /// The native cache (the fallback without memfd) cannot be used.
+    #[error("cannot stage native image '{name}': {source}")]
+    Cache {
+        /// Module or SONAME.
+        name: String,
+        /// What is wrong with the cache.
+        source: crate::cache::CacheError,
     },
     /// dlopen refused the library.
     #[error("cannot load shared library '{soname}': {source}")]
@@ -182,10 +195,6 @@ pub fn release_readonly_segments() {
 /// /proc) a file in the private cache.
 pub fn stage_entry(entry: &Entry<'static>) -> Result<PathBuf, NativeError> {
     let name = entry.key_lossy();
-    let stage = |source| NativeError::Stage {
-        name: name.to_string(),
-        source,
-    };
     let mut prefetched = None;
     match crate::prefetch::take(entry.kind(), entry.key()) {
         Some(Product::Image(fd)) => match keep_open(fd) {
@@ -217,7 +226,17 @@ pub fn stage_entry(entry: &Entry<'static>) -> Result<PathBuf, NativeError> {
         None => entry.read()?,
     };
     release_pages(entry.stored_bytes());
-    cached(&name, &bytes).map_err(stage)
+    let (fd, path) = cached(&name, &bytes).map_err(|source| NativeError::Cache {
+        name: name.to_string(),
+        source,
+    })?;
+    // Load through the descriptor that was hashed: a file swapped in at `path` after
+    // the check is never what gets loaded. Without /proc, the checked directory
+    // (ours, writable by nobody else) is what protects the path.
+    match keep_open(fd) {
+        Ok(p) => Ok(p),
+        Err(_) => Ok(path),
+    }
 }
 
 /// Whether native images may go to memfds (`PYKILN_NO_MEMFD` unset).
@@ -269,42 +288,78 @@ fn keep_open(fd: OwnedFd) -> std::io::Result<PathBuf> {
     Ok(path)
 }
 
-/// The per-user cache directory for native images.
-pub fn cache_root() -> Option<PathBuf> {
-    Some(crate::cache::base()?.join("native"))
+/// The per-user cache directory for native images, checked (see `cache`).
+pub fn cache_root() -> Result<PathBuf, CacheError> {
+    crate::cache::dir("native")
 }
 
-fn cached(name: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
-    let root = cache_root().ok_or_else(|| {
-        std::io::Error::other("no usable cache directory (XDG_CACHE_HOME, HOME, private temp dir)")
-    })?;
+/// The cached copy of an image: an open read-only descriptor whose contents were
+/// verified against `bytes`' hash, and its path. Writes it first if it is missing or
+/// wrong.
+fn cached(name: &str, bytes: &[u8]) -> Result<(OwnedFd, PathBuf), CacheError> {
     let hash = hex(&Sha256::digest(bytes));
-    let dir = root.join(&hash);
-    crate::cache::create_private(&dir)?;
+    let dir = cache_root()?.join(&hash);
+    crate::cache::private_dir(&dir)?;
     let file_name: String = name
         .chars()
         .map(|c| if c == '/' { '_' } else { c })
         .collect();
     let path = dir.join(&file_name);
-    if let Ok(existing) = fs::read(&path) {
-        if hex(&Sha256::digest(&existing)) == hash {
-            return Ok(path);
-        }
-        tracing::warn!(path = %path.display(), "cached native image does not match its hash; rewriting it");
+    let io = |source| CacheError::Io {
+        path: path.clone(),
+        source,
+    };
+    if let Some(fd) = open_verified(&path, &hash).map_err(io)? {
+        return Ok((fd, path));
     }
-    let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
+    // O_EXCL under a random name: a planted file or symlink is never followed or
+    // truncated; on any error the temporary file is removed when dropped.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{file_name}."))
+        .suffix(".tmp")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempfile_in(&dir)
+        .map_err(io)?;
+    tmp.write_all(bytes).map_err(io)?;
+    tmp.as_file().sync_all().map_err(io)?;
+    let file = tmp.persist(&path).map_err(|e| io(e.error))?;
+    Ok((OwnedFd::from(file), path))
+}
+
+/// Open `path` without following symlinks; if it is a regular file of ours that only
+/// we can write and its contents hash to `hash`, return the descriptor it was read
+/// through (rewound). `None` if it is missing or wrong (it will be replaced).
+fn open_verified(path: &std::path::Path, hash: &str) -> std::io::Result<Option<OwnedFd>> {
+    use std::io::{Read as _, Seek as _};
+    use std::os::unix::fs::MetadataExt as _;
+    let mut f = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
     {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o700)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            tracing::warn!(path = %path.display(), "cached native image is a symbolic link; replacing it");
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    let meta = f.metadata()?;
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if !meta.is_file() || meta.uid() != me || meta.mode() & 0o022 != 0 {
+        tracing::warn!(path = %path.display(), "cached native image is not a private file of this user; replacing it");
+        return Ok(None);
     }
-    fs::rename(&tmp, &path)?;
-    Ok(path)
+    let mut existing = Vec::with_capacity(meta.len() as usize);
+    f.read_to_end(&mut existing)?;
+    if hex(&Sha256::digest(&existing)) != hash {
+        tracing::warn!(path = %path.display(), "cached native image does not match its hash; rewriting it");
+        return Ok(None);
+    }
+    f.rewind()?;
+    Ok(Some(OwnedFd::from(f)))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -335,25 +390,61 @@ mod tests {
         }
     }
 
+    /// One test for everything that reads XDG_CACHE_HOME, so none races another.
     #[test]
-    fn cache_is_content_addressed_and_private() {
-        let dir = std::env::temp_dir().join(format!("pykiln-native-test-{}", std::process::id()));
-        // SAFETY: tests in this module do not read XDG_CACHE_HOME concurrently.
-        unsafe { std::env::set_var("XDG_CACHE_HOME", &dir) };
-        let a = cached("liba.so.1", b"one").unwrap();
-        let b = cached("liba.so.1", b"two").unwrap();
+    fn cache_is_content_addressed_private_and_loaded_from_the_checked_descriptor() {
+        let dir = tempfile::Builder::new()
+            .prefix("pykiln-native-test")
+            .tempdir()
+            .unwrap();
+        // SAFETY: no other test of this crate reads XDG_CACHE_HOME.
+        unsafe { std::env::set_var("XDG_CACHE_HOME", dir.path()) };
+        let (fd_a, a) = cached("liba.so.1", b"one").unwrap();
+        let (_, b) = cached("liba.so.1", b"two").unwrap();
         assert_ne!(a, b, "different contents get different paths");
         assert_eq!(fs::read(&a).unwrap(), b"one");
         // A tampered file is detected and rewritten.
         fs::write(&a, b"evil").unwrap();
-        let again = cached("liba.so.1", b"one").unwrap();
+        let (_, again) = cached("liba.so.1", b"one").unwrap();
         assert_eq!(fs::read(&again).unwrap(), b"one");
-        use std::os::unix::fs::PermissionsExt as _;
         let mode = fs::metadata(a.parent().unwrap())
             .unwrap()
             .permissions()
             .mode();
         assert_eq!(mode & 0o077, 0, "cache directory is private");
-        let _ = fs::remove_dir_all(dir);
+
+        // What gets loaded is the descriptor that was checked: a file swapped in at
+        // the path afterwards is not seen through it.
+        let (fd, path) = cached("libc.so.9", b"checked").unwrap();
+        let proc_path = keep_open(fd).unwrap();
+        let swap = path.with_extension("swap");
+        fs::write(&swap, b"swapped").unwrap();
+        fs::rename(&swap, &path).unwrap();
+        assert_eq!(fs::read(&proc_path).unwrap(), b"checked");
+        drop(fd_a);
+
+        // A symlink planted at the image's path is replaced, never followed.
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        let (_, p) = cached("libd.so.1", b"payload").unwrap();
+        fs::remove_file(&p).unwrap();
+        std::os::unix::fs::symlink(&victim, &p).unwrap();
+        let (_, p2) = cached("libd.so.1", b"payload").unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        assert!(!fs::symlink_metadata(&p2).unwrap().file_type().is_symlink());
+        assert_eq!(fs::read(&p2).unwrap(), b"payload");
+        // No temporary files left behind.
+        let leftovers: Vec<_> = fs::read_dir(p2.parent().unwrap())
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+
+        // A cache root that other users may write to is refused, naming the path.
+        let open = dir.path().join("pykiln/native");
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+        let e = cached("libe.so.1", b"x").unwrap_err().to_string();
+        assert!(e.contains(&*open.to_string_lossy()), "{e}");
     }
 }

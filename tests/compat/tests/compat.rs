@@ -122,12 +122,24 @@ fn results(text: &str, what: &str) -> serde_json::Map<String, Value> {
     }
 }
 
+/// Every packed module imports; one that blocks at import is skipped as hanging and
+/// the run goes on; a script whose name is not an identifier is never imported.
 #[test]
 fn verify_imports_every_packed_module() {
+    let marker_dir = tempfile::tempdir().unwrap();
+    let marker = marker_dir.path().join("echo-server-ran");
     let out = run(
-        Command::new(binary()).args(["--pykiln", "verify"]),
+        Command::new(binary())
+            .args(["--pykiln", "verify", "--import-timeout", "5"])
+            .env("COMPAT_ECHO_MARKER", &marker),
         "--pykiln verify",
     );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("SKIP compat_smoke.hangs_on_import: hangs on import")),
+        "{out}"
+    );
+    assert!(!marker.exists(), "verify imported echo-server.py");
     let summary = out.lines().last().unwrap_or_default();
     assert!(summary.ends_with(" 0 failed"), "{out}");
     let imported: usize = summary
@@ -136,6 +148,33 @@ fn verify_imports_every_packed_module() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     assert!(imported > 2000, "{summary}");
+}
+
+/// compat_plugins lists its own directory to find its plugins and names no data file:
+/// the build must give it an on-disk view on its own, and say why (issue 15.5).
+#[test]
+fn a_package_that_lists_its_directory_gets_a_view() {
+    let info = run(
+        Command::new(binary()).args(["--pykiln", "info"]),
+        "--pykiln info",
+    );
+    let info: Value = serde_json::from_str(&info).expect("info is JSON");
+    let group = info["on_disk"]
+        .as_array()
+        .and_then(|g| {
+            g.iter().find(|g| {
+                g["tops"]
+                    .as_array()
+                    .is_some_and(|t| t.iter().any(|t| t == "compat_plugins"))
+            })
+        })
+        .unwrap_or_else(|| panic!("no view for compat_plugins: {}", info["on_disk"]));
+    assert!(
+        group["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("lists its own directory")),
+        "{group}"
+    );
 }
 
 #[test]
@@ -203,4 +242,120 @@ fn file_views_tzdata_and_processes_work_in_a_root_without_python() {
     }
     assert_eq!(out["tzdata_zoneinfo"][0], "-1 day, 19:00:00");
     assert_eq!(out["tzdata_zoneinfo"][1], "TZif");
+}
+
+/// On-disk views are checked before each process uses them: a truncated or edited
+/// library is written again, and a view that another user planted (in a cache
+/// location they control) is refused, its code never run.
+#[test]
+fn damaged_or_planted_file_views_are_never_used() {
+    let home = tempfile::tempdir().unwrap();
+    // soundfile loads libsndfile from the `_soundfile_data` package's directory.
+    let probe = "import soundfile, _soundfile_data, glob, os; print(soundfile.__libsndfile_version__, \
+                 *glob.glob(os.path.join(_soundfile_data.__path__[0], '*.so')))";
+    let run_probe = |env: &[(&str, &Path)]| {
+        let mut cmd = Command::new(binary());
+        clean(&mut cmd, home.path());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.args(["--pykiln", "python", "-c", probe])
+            .output()
+            .unwrap()
+    };
+    let first = run_probe(&[]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let lib: PathBuf = String::from_utf8_lossy(&first.stdout)
+        .split_whitespace()
+        .nth(1)
+        .expect("library path")
+        .into();
+    assert!(
+        lib.starts_with(home.path().join(".cache/pykiln/files")),
+        "{lib:?}"
+    );
+    let good = std::fs::read(&lib).unwrap();
+
+    // Truncated (a crash of an old writer, a full disk), or edited in place with the
+    // same size (only the digest tells): repaired either way.
+    let mut edited = good.clone();
+    let n = edited.len();
+    edited[n - 1] ^= 0xff;
+    for (damage, bytes) in [("truncated", &good[..n / 2]), ("edited", &edited[..])] {
+        std::fs::write(&lib, bytes).unwrap();
+        let again = run_probe(&[]);
+        assert!(
+            again.status.success(),
+            "{damage}: {}",
+            String::from_utf8_lossy(&again.stderr)
+        );
+        assert_eq!(
+            std::fs::read(&lib).unwrap(),
+            good,
+            "{damage} library rewritten"
+        );
+    }
+
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc_geteuid() } != 0 {
+        return;
+    }
+    // Another user (nobody) controls XDG_CACHE_HOME and plants a complete view, the
+    // real marker included, with a library whose constructor leaves a mark.
+    let shared = tempfile::tempdir().unwrap();
+    let sp = shared.path();
+    std::fs::set_permissions(sp, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mark = sp.join("PWNED");
+    let src = sp.join("evil.c");
+    std::fs::write(
+        &src,
+        format!(
+            "#include <stdio.h>\n__attribute__((constructor)) static void pwn(void) {{ FILE *f = fopen(\"{}\", \"w\"); if (f) fclose(f); }}\n",
+            mark.display()
+        ),
+    )
+    .unwrap();
+    let xdg = sp.join("xdg");
+    let cache_root = home.path().join(".cache/pykiln");
+    let rel = lib.strip_prefix(&cache_root).unwrap();
+    let planted = xdg.join("pykiln").join(rel);
+    std::fs::create_dir_all(xdg.join("pykiln/files")).unwrap();
+    let view_rel: PathBuf = rel.iter().take(2).collect();
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(cache_root.join(&view_rel))
+        .arg(xdg.join("pykiln/files/"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&planted)
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(&xdg)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = run_probe(&[("XDG_CACHE_HOME", &xdg)]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!mark.exists(), "the planted library ran:\n{stderr}");
+    assert!(!out.status.success(), "used a cache another user owns");
+    assert!(
+        stderr.contains("refusing cache directory") && stderr.contains(&*xdg.to_string_lossy()),
+        "{stderr}"
+    );
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
 }

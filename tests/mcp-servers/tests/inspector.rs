@@ -200,3 +200,40 @@ fn mcp_server_git() {
     ));
     assert!(log.contains("First firing"), "{log}");
 }
+
+/// mcp-server-git's entry point is a click command: click turns the KeyboardInterrupt
+/// of a stop into `Aborted!` and exit 1. Packed, SIGTERM still gives 143 and SIGINT
+/// 130 — what a supervisor expects of a server the signal ended — and promptly (the
+/// runtime's grace-period fallback, which says so on stderr, is not what ended it).
+#[test]
+fn a_click_server_ends_with_128_plus_the_signal() {
+    use std::process::Stdio;
+    let bin = env!("CARGO_BIN_EXE_mcp-server-git");
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        let mut child = Command::new(bin)
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(
+            stdin,
+            r#"{{"jsonrpc":"2.0","id":0,"method":"initialize","params":{{"protocolVersion":"2025-06-18","capabilities":{{}},"clientInfo":{{"name":"t","version":"0"}}}}}}"#
+        )
+        .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.contains("\"result\""), "{line}");
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(128 + signal), "{stderr}");
+        assert!(!stderr.contains("still running"), "{stderr}");
+        drop(stdin);
+    }
+}

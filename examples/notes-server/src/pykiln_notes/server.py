@@ -28,7 +28,8 @@ def store() -> NoteStore:
 
 
 def _tool_errors(fn):
-    """Turn the store's refusals into MCP tool errors the model can read."""
+    """Turn the store's refusals and database failures into MCP tool errors that say
+    what failed (the SDK's own message names only the tool)."""
     import functools
 
     @functools.wraps(fn)
@@ -37,6 +38,9 @@ def _tool_errors(fn):
             return fn(*args, **kwargs)
         except NoteError as e:
             raise ToolError(str(e)) from None
+        except sqlite3.Error as e:
+            print(f"pykiln-notes: {fn.__name__}: database error: {e}", file=sys.stderr)
+            raise ToolError(f"{fn.__name__} failed: database error: {e}") from None
 
     return wrapper
 
@@ -130,8 +134,62 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--transport", choices=["stdio", "http"], default="stdio")
     p.add_argument("--host", default="127.0.0.1", help="HTTP bind address (with --transport http)")
     p.add_argument("--port", type=int, default=8000, help="HTTP port (with --transport http)")
+    p.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow --host to be a non-loopback address (the server has no authentication)",
+    )
+    p.add_argument(
+        "--stateless",
+        action="store_true",
+        help="HTTP without sessions: every request stands alone, so replicas behind a load balancer can share one database",
+    )
+    p.add_argument(
+        "--session-timeout",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="end HTTP sessions idle this long (default 600; 0 = never)",
+    )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__} (SQLite {sqlite3.sqlite_version})")
     return p.parse_args(argv)
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def serve_http(args: argparse.Namespace) -> int:
+    """Streamable HTTP under uvicorn, with its access log on stderr (uvicorn's default
+    sends it to stdout)."""
+    import copy
+
+    import anyio
+    import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
+
+    if args.host not in LOOPBACK:
+        if not args.allow_remote:
+            print(
+                f"pykiln-notes: refusing to listen on {args.host}: the server has no authentication and "
+                "DNS-rebinding protection only applies to loopback addresses; pass --allow-remote to do it anyway "
+                "(behind an authenticating proxy)",
+                file=sys.stderr,
+            )
+            return 2
+        print(
+            f"pykiln-notes: warning: listening on {args.host} without authentication or DNS-rebinding protection",
+            file=sys.stderr,
+        )
+    app = server.streamable_http_app(
+        stateless_http=args.stateless,
+        session_idle_timeout=None if args.stateless or args.session_timeout <= 0 else args.session_timeout,
+        host=args.host,
+    )
+    log_config = copy.deepcopy(LOGGING_CONFIG)
+    log_config["handlers"]["access"]["stream"] = "ext://sys.stderr"
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_config=log_config, log_level="info")
+    anyio.run(uvicorn.Server(config).serve)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pykiln-notes: cannot open database {path}: {e}", file=sys.stderr)
         return 2
     if args.transport == "http":
-        server.run("streamable-http", host=args.host, port=args.port)
+        return serve_http(args)
     else:
         server.run("stdio")
     return 0

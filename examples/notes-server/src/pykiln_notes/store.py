@@ -1,4 +1,12 @@
-"""Notes stored in SQLite, searched with FTS5 (bm25 ranking)."""
+"""Notes stored in SQLite, searched with FTS5 (bm25 ranking).
+
+The MCP SDK runs synchronous tools on worker threads, and several server processes
+(HTTP replicas) may share one database file. So: one connection per thread (a sqlite3
+connection must not be used by two threads at once), WAL journaling (readers never
+block the writer), a busy timeout (another process holding the write lock is waited
+for, not reported as an error), and one writer at a time within the process, each
+write in its own `BEGIN IMMEDIATE` transaction.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,7 @@ import json
 import os
 import re
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +40,13 @@ END;
 
 MAX_TITLE = 500
 MAX_BODY = 1_000_000
+MAX_TAGS = 50
+MAX_TAG = 100
+# FTS5's cost grows faster than linearly with the number of AND-ed terms; a request
+# must not be able to occupy the server for seconds.
+MAX_QUERY = 2_000
+MAX_QUERY_TERMS = 32
+BUSY_TIMEOUT_MS = 10_000
 
 
 class NoteError(ValueError):
@@ -57,20 +73,82 @@ def default_db_path() -> Path:
 
 def _fts_query(text: str) -> str:
     """Plain words → an FTS5 query that ANDs them, immune to FTS syntax in the input."""
+    if len(text) > MAX_QUERY:
+        raise NoteError(f"query is longer than {MAX_QUERY} characters")
     words = re.findall(r"\w+", text, flags=re.UNICODE)
     if not words:
         raise NoteError("query must contain at least one word")
+    if len(words) > MAX_QUERY_TERMS:
+        raise NoteError(f"query has {len(words)} words; at most {MAX_QUERY_TERMS} are allowed")
     return " ".join('"' + w.replace('"', '""') + '"' for w in words)
+
+
+def _clean_tags(tags: list[str] | None) -> list[str]:
+    tags = tags or []
+    if len(tags) > MAX_TAGS:
+        raise NoteError(f"a note has at most {MAX_TAGS} tags")
+    clean = sorted({t.strip().lower() for t in tags if t and t.strip()})
+    for t in clean:
+        if len(t) > MAX_TAG:
+            raise NoteError(f"tag {t[:20]!r}… is longer than {MAX_TAG} characters")
+    return clean
 
 
 class NoteStore:
     def __init__(self, path: str | os.PathLike[str]):
         self.path = str(path)
-        if self.path != ":memory:":
+        self._memory = self.path == ":memory:"
+        if not self._memory:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
-        self.db.executescript(SCHEMA)
+        self._local = threading.local()
+        # One writer at a time in this process; other processes wait on the busy timeout.
+        self._write_lock = threading.Lock()
+        # An in-memory database exists once per connection: share one, serialised.
+        self._shared = self._connect() if self._memory else None
+        with self._write_lock:
+            db = self.db
+            if not self._memory:
+                db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(
+            self.path,
+            timeout=BUSY_TIMEOUT_MS / 1000,
+            isolation_level=None,  # autocommit; writes open their own transaction
+            check_same_thread=not self._memory,
+        )
+        db.row_factory = sqlite3.Row
+        db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        return db
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """This thread's connection."""
+        if self._shared is not None:
+            return self._shared
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = self._connect()
+        return db
+
+    def _read(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+        if self._shared is not None:
+            with self._write_lock:
+                return self.db.execute(sql, params).fetchall()
+        return self.db.execute(sql, params).fetchall()
+
+    def _write(self, sql: str, params: tuple) -> sqlite3.Cursor:
+        with self._write_lock:
+            db = self.db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = db.execute(sql, params)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return cur
 
     def add(self, title: str, body: str, tags: list[str] | None = None) -> int:
         title = (title or "").strip()
@@ -80,16 +158,16 @@ class NoteStore:
             raise NoteError(f"title is longer than {MAX_TITLE} characters")
         if len(body) > MAX_BODY:
             raise NoteError(f"body is longer than {MAX_BODY} characters")
-        clean_tags = sorted({t.strip().lower() for t in (tags or []) if t and t.strip()})
-        with self.db:
-            cur = self.db.execute(
-                "INSERT INTO notes(title, body, tags, created) VALUES (?, ?, ?, ?)",
-                (title, body, json.dumps(clean_tags), time.time()),
-            )
+        clean_tags = _clean_tags(tags)
+        cur = self._write(
+            "INSERT INTO notes(title, body, tags, created) VALUES (?, ?, ?, ?)",
+            (title, body, json.dumps(clean_tags), time.time()),
+        )
         return int(cur.lastrowid)
 
     def get(self, note_id: int) -> Note:
-        row = self.db.execute("SELECT * FROM notes WHERE id = ?", (note_id,)).fetchone()
+        rows = self._read("SELECT * FROM notes WHERE id = ?", (note_id,))
+        row = rows[0] if rows else None
         if row is None:
             raise NoteError(f"no note with id {note_id}")
         return Note(row["id"], row["title"], row["body"], json.loads(row["tags"]), row["created"])
@@ -97,7 +175,7 @@ class NoteStore:
     def search(self, query: str, limit: int = 10) -> list[dict]:
         if not 1 <= limit <= 100:
             raise NoteError("limit must be between 1 and 100")
-        rows = self.db.execute(
+        rows = self._read(
             """
             SELECT n.id, n.title, n.tags,
                    snippet(notes_fts, 1, '[', ']', '…', 12) AS snippet,
@@ -107,7 +185,7 @@ class NoteStore:
             ORDER BY rank LIMIT ?
             """,
             (_fts_query(query), limit),
-        ).fetchall()
+        )
         return [
             {"id": r["id"], "title": r["title"], "tags": json.loads(r["tags"]), "snippet": r["snippet"], "score": round(-r["rank"], 4)}
             for r in rows
@@ -116,19 +194,20 @@ class NoteStore:
     def list(self, tag: str | None = None, limit: int = 50) -> list[dict]:
         if not 1 <= limit <= 500:
             raise NoteError("limit must be between 1 and 500")
+        if tag and len(tag) > MAX_TAG:
+            raise NoteError(f"tag is longer than {MAX_TAG} characters")
         if tag:
-            rows = self.db.execute(
+            rows = self._read(
                 "SELECT n.id, n.title, n.tags, n.created FROM notes n, json_each(n.tags) t "
                 "WHERE t.value = ? ORDER BY n.id DESC LIMIT ?",
                 (tag.strip().lower(), limit),
-            ).fetchall()
+            )
         else:
-            rows = self.db.execute("SELECT id, title, tags, created FROM notes ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+            rows = self._read("SELECT id, title, tags, created FROM notes ORDER BY id DESC LIMIT ?", (limit,))
         return [{"id": r["id"], "title": r["title"], "tags": json.loads(r["tags"]), "created": r["created"]} for r in rows]
 
     def delete(self, note_id: int) -> bool:
-        with self.db:
-            cur = self.db.execute("DELETE FROM notes WHERE id = ?", (note_id,))
+        cur = self._write("DELETE FROM notes WHERE id = ?", (note_id,))
         if cur.rowcount == 0:
             raise NoteError(f"no note with id {note_id}")
         return True

@@ -662,6 +662,13 @@ def file_relative():
 
 
 @check
+def plugin_discovery():
+    import compat_plugins
+
+    return compat_plugins.discover()
+
+
+@check
 def tracebacks():
     import inspect
     import traceback

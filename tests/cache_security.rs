@@ -1,0 +1,262 @@
+//! The native-image cache (used without memfd) cannot be turned against its user: the
+//! attacks of issue 15 replayed with a second uid (`nobody`, through `setpriv`) against
+//! the demo binary running as root with `PYKILN_NO_MEMFD=1`.
+//!
+//! Root only (it needs a second uid); skipped with a message otherwise.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const NOBODY: &str = "65534";
+
+fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Run a shell snippet as `nobody`.
+fn as_nobody(script: &str) -> std::process::Child {
+    Command::new("setpriv")
+        .args([
+            "--reuid",
+            NOBODY,
+            "--regid",
+            NOBODY,
+            "--clear-groups",
+            "sh",
+            "-c",
+            script,
+        ])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("setpriv (util-linux) runs")
+}
+
+/// A shared library whose constructor creates `marker`: the attacker's payload.
+fn payload(dir: &Path, marker: &Path) -> std::path::PathBuf {
+    let src = dir.join("evil.c");
+    std::fs::write(
+        &src,
+        format!(
+            "#include <stdio.h>\n__attribute__((constructor)) static void pwn(void) {{ FILE *f = fopen(\"{}\", \"w\"); if (f) fclose(f); }}\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    let so = dir.join("evil.so");
+    let st = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&so)
+        .arg(&src)
+        .status()
+        .expect("cc runs");
+    assert!(st.success());
+    std::fs::set_permissions(&so, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    so
+}
+
+/// The binary run as root on a cache under `xdg`, importing native stdlib modules.
+fn run_binary(xdg: &Path) -> std::process::Output {
+    Command::new(common::binary())
+        .env_clear()
+        .env("XDG_CACHE_HOME", xdg)
+        .env("PYKILN_NO_MEMFD", "1")
+        .args([
+            "--pykiln",
+            "python",
+            "-c",
+            "import math, _json, select; print(math.pi)",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the binary")
+}
+
+#[test]
+fn a_cache_shared_with_another_user_is_refused_and_never_loaded_from() {
+    if !is_root() {
+        eprintln!("skipped: needs root for a second uid");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let tools = t.path().join("tools");
+    std::fs::create_dir(&tools).unwrap();
+    let marker = t.path().join("PWNED");
+    let evil = payload(&tools, &marker);
+    // A root-owned file the symlink attack would overwrite.
+    let victim = t.path().join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+
+    // A world-writable shared cache location that nobody controls.
+    let shared = t.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+
+    for layout in ["world-writable", "nobody-owned", "symlink"] {
+        let xdg = shared.join(layout);
+        let cache = xdg.join("pykiln");
+        let script = match layout {
+            // The attacker pre-creates the cache open to everyone, plants symlinks at
+            // every temp-file name the old runtime used, and races: every image root
+            // writes is replaced by the payload as soon as it appears.
+            "world-writable" => format!(
+                "mkdir -p {cache}/native && chmod -R 777 {xdg} && \
+                 for p in $(seq 1 400); do ln -s {victim} {cache}/native/.math.$p.tmp; done; \
+                 end=$(($(date +%s) + 8)); while [ $(date +%s) -lt $end ]; do \
+                   for d in {cache}/native/*/; do for f in \"$d\"*; do \
+                     [ -f \"$f\" ] && cp {evil} \"$f.x\" 2>/dev/null && mv -f \"$f.x\" \"$f\" 2>/dev/null; \
+                   done; done; \
+                 done",
+                cache = cache.display(),
+                xdg = xdg.display(),
+                victim = victim.display(),
+                evil = evil.display()
+            ),
+            // Private to nobody: root could write into it, but must not trust it.
+            "nobody-owned" => format!(
+                "mkdir -p {cache}/native && chmod 700 {cache}",
+                cache = cache.display()
+            ),
+            // The cache root is a symlink nobody planted, pointing into their own dir.
+            _ => format!(
+                "mkdir -p {xdg}/real && ln -s {xdg}/real {cache}",
+                xdg = xdg.display(),
+                cache = cache.display()
+            ),
+        };
+        std::fs::create_dir(&xdg).unwrap();
+        std::os::unix::fs::chown(&xdg, Some(65534), Some(65534)).unwrap();
+        let mut attacker = as_nobody(&script);
+        if layout != "world-writable" {
+            assert!(attacker.wait().unwrap().success(), "{layout}: setup");
+        } else {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let started = Instant::now();
+        let out = run_binary(&xdg);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{layout}: the binary used a cache another user controls:\n{stderr}"
+        );
+        assert!(
+            out.status.code().is_some(),
+            "{layout}: killed by a signal: {:?}",
+            out.status
+        );
+        assert!(
+            stderr.contains("refusing cache directory") && stderr.contains(&*xdg.to_string_lossy()),
+            "{layout}: the error names the refused path:\n{stderr}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(60));
+        let _ = attacker.kill();
+        let _ = attacker.wait();
+        assert!(!marker.exists(), "{layout}: the attacker's code ran");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious", "{layout}");
+    }
+}
+
+#[test]
+fn a_private_cache_works_and_an_unwritable_one_is_named() {
+    let t = tempfile::tempdir().unwrap();
+    let out = run_binary(t.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("3.14159"));
+    let native = t.path().join("pykiln/native");
+    let images: Vec<_> = std::fs::read_dir(&native).unwrap().collect();
+    assert!(images.len() >= 3, "images were cached under {native:?}");
+    // No temporary files left anywhere.
+    for d in std::fs::read_dir(&native).unwrap().filter_map(Result::ok) {
+        for f in std::fs::read_dir(d.path()).unwrap().filter_map(Result::ok) {
+            assert!(!f.file_name().to_string_lossy().ends_with(".tmp"), "{f:?}");
+        }
+    }
+
+    if !is_root() {
+        return;
+    }
+    // Owned by us but read-only: the error names the directory (root ignores mode
+    // bits, so drop to nobody for this one).
+    let ro = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(ro.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let xdg = ro.path().join("ro");
+    std::fs::create_dir(&xdg).unwrap();
+    std::os::unix::fs::chown(&xdg, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(&xdg, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid", NOBODY, "--regid", NOBODY, "--clear-groups"])
+        .arg(common::binary())
+        .args(["--pykiln", "python", "-c", "import math"])
+        .env_clear()
+        .env("XDG_CACHE_HOME", &xdg)
+        .env("PYKILN_NO_MEMFD", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&*xdg.join("pykiln").to_string_lossy())
+            && stderr.contains("Permission denied"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_full_disk_leaves_no_temporary_files() {
+    if !is_root() {
+        eprintln!("skipped: needs root to mount a small tmpfs");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let mnt = t.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8k,mode=0700", "pykiln-test"])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    }
+    let out = run_binary(&mnt);
+    let leftovers: Vec<String> = common_walk(&mnt)
+        .into_iter()
+        .filter(|p| p.ends_with(".tmp"))
+        .collect();
+    let _ = Command::new("umount").arg(&mnt).status();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "an 8 KiB cache cannot hold the images"
+    );
+    assert!(
+        stderr.contains("No space left on device") && stderr.contains(&*mnt.to_string_lossy()),
+        "{stderr}"
+    );
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+fn common_walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.filter_map(Result::ok) {
+            let p = e.path();
+            out.push(p.to_string_lossy().into_owned());
+            if p.is_dir() {
+                out.extend(common_walk(&p));
+            }
+        }
+    }
+    out
+}

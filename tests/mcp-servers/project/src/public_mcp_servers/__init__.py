@@ -1,1 +1,0 @@
-"""Nothing of ours: the servers are the dependencies (see pyproject.toml)."""
