@@ -1,4 +1,13 @@
 //! Installing the app's dependencies with pip into a cached staging directory.
+//!
+//! Resolution is explicit. A staged install is keyed by what it contains — the
+//! resolved pins (`name==version` of every distribution pip installed) — and a small
+//! map records which pins a requirement text resolved to under which index settings
+//! (the `PIP_*` environment and pip's configuration files). So an unpinned
+//! `mcp>=2` is resolved again when the requirement text or the index settings change,
+//! or on request (`PYKILN_REFRESH=1`); a refresh that resolves to the same pins reuses
+//! the staged install. To pin everything, point `[tool.pykiln] requirements` at a lock
+//! file (`uv pip compile --generate-hashes`, `pip-compile --generate-hashes`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,36 +18,126 @@ use sha2::{Digest as _, Sha256};
 use crate::project::Project;
 
 /// Bumped when the staging layout changes, so old caches are not reused.
-const STAGING_VERSION: &str = "1";
+const STAGING_VERSION: &str = "2";
 
-/// Install the project's dependencies into `<cache>/site/<hash>` unless an identical
-/// install (same interpreter, same requirement text) is already there.
+/// Set to resolve the requirements again even when their text and the index settings
+/// did not change.
+pub const REFRESH_ENV: &str = "PYKILN_REFRESH";
+
+/// pip settings that change what a requirement resolves to, besides `PIP_*` variables.
+pub const PIP_ENV: &[&str] = &[
+    "PIP_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL",
+    "PIP_FIND_LINKS",
+    "PIP_NO_INDEX",
+    "PIP_PRE",
+    "PIP_CONSTRAINT",
+    "PIP_CONFIG_FILE",
+];
+
+/// The key of a requirement text under the current index settings: every `PIP_*`
+/// variable and the content of pip's configuration files.
+fn requirement_key(
+    base: &[&[u8]],
+    req_text: &[u8],
+    env: impl IntoIterator<Item = (String, String)>,
+    config_files: &[PathBuf],
+) -> String {
+    let mut h = Sha256::new();
+    for b in base {
+        h.update(b);
+        h.update([0]);
+    }
+    h.update(req_text);
+    let mut env: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("PIP_"))
+        .collect();
+    env.sort();
+    for (k, v) in env {
+        h.update(format!("\0{k}={v}"));
+    }
+    for f in config_files {
+        if let Ok(bytes) = std::fs::read(f) {
+            h.update(f.as_os_str().as_encoded_bytes());
+            h.update(bytes);
+        }
+    }
+    crate::hex(&h.finalize()[..16])
+}
+
+/// pip's configuration files, in the places pip reads them on Linux.
+fn pip_config_files() -> Vec<PathBuf> {
+    let mut files = vec![
+        PathBuf::from("/etc/pip.conf"),
+        PathBuf::from("/etc/xdg/pip/pip.conf"),
+    ];
+    if let Some(home) = std::env::var_os("HOME") {
+        let home = PathBuf::from(home);
+        files.push(home.join(".pip/pip.conf"));
+        let config = std::env::var_os("XDG_CONFIG_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| home.join(".config"));
+        files.push(config.join("pip/pip.conf"));
+    }
+    if let Some(f) = std::env::var_os("PIP_CONFIG_FILE") {
+        files.push(PathBuf::from(f));
+    }
+    files
+}
+
+/// `name==version` of every distribution installed in `site`, sorted.
+fn resolved_pins(site: &Path) -> anyhow::Result<String> {
+    let mut pins = Vec::new();
+    for entry in std::fs::read_dir(site).with_context(|| format!("listing {}", site.display()))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(stem) = name.strip_suffix(".dist-info") {
+            pins.push(match stem.rsplit_once('-') {
+                Some((n, v)) => format!("{}=={v}", crate::project::normalize(n)),
+                None => stem.to_string(),
+            });
+        }
+    }
+    pins.sort();
+    Ok(pins.join("\n"))
+}
+
+/// Install the project's dependencies into `<cache>/site/<pins hash>`, resolving them
+/// unless this requirement text already resolved under the same index settings (and
+/// no refresh is asked for).
 pub fn stage_dependencies(
     python: &Path,
     python_version: &str,
     project: &Project,
     cache: &Path,
 ) -> anyhow::Result<PathBuf> {
-    let mut hasher = Sha256::new();
-    hasher.update(STAGING_VERSION);
-    hasher.update(python_version);
-    hasher.update(python.as_os_str().as_encoded_bytes());
     let req_text = match &project.requirements {
         Some(file) => std::fs::read(file)
             .with_context(|| format!("reading requirements file {}", file.display()))?,
         None => project.dependencies.join("\n").into_bytes(),
     };
-    hasher.update(&req_text);
-    let key = crate::hex(&hasher.finalize()[..16]);
-    let dir = cache.join("site").join(&key);
-    if dir.join(".pykiln-complete").is_file() {
-        return Ok(dir);
+    let base: [&[u8]; 3] = [
+        STAGING_VERSION.as_bytes(),
+        python_version.as_bytes(),
+        python.as_os_str().as_encoded_bytes(),
+    ];
+    let req_key = requirement_key(&base, &req_text, std::env::vars(), &pip_config_files());
+    let site_root = cache.join("site");
+    let resolved = site_root.join("resolved").join(&req_key);
+    let refresh = std::env::var_os(REFRESH_ENV).is_some_and(|v| !v.is_empty() && v != "0");
+    if !refresh {
+        if let Ok(pins_key) = std::fs::read_to_string(&resolved) {
+            let dir = site_root.join(pins_key.trim());
+            if !pins_key.trim().is_empty() && dir.join(".pykiln-complete").is_file() {
+                return Ok(dir);
+            }
+        }
     }
-    std::fs::create_dir_all(cache.join("site"))
-        .with_context(|| format!("creating {}", cache.display()))?;
-    let tmp = cache
-        .join("site")
-        .join(format!("{key}.tmp-{}", std::process::id()));
+    std::fs::create_dir_all(site_root.join("resolved"))
+        .with_context(|| format!("creating {}", site_root.display()))?;
+    let tmp = site_root.join(format!("{req_key}.tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)?;
 
@@ -81,8 +180,24 @@ pub fn stage_dependencies(
             );
         }
     }
-    std::fs::write(tmp.join(".pykiln-complete"), req_text)?;
-    match std::fs::rename(&tmp, &dir) {
+    let pins = resolved_pins(&tmp)?;
+    let mut h = Sha256::new();
+    for b in base {
+        h.update(b);
+        h.update([0]);
+    }
+    h.update(&pins);
+    let key = crate::hex(&h.finalize()[..16]);
+    let dir = site_root.join(&key);
+    std::fs::write(tmp.join(".pykiln-complete"), &pins)?;
+    let rename = if dir.join(".pykiln-complete").is_file() {
+        // Resolved to pins already staged: keep those.
+        let _ = std::fs::remove_dir_all(&tmp);
+        Ok(())
+    } else {
+        std::fs::rename(&tmp, &dir)
+    };
+    match rename {
         Ok(()) => {}
         // Another build finished the same install first; use theirs.
         Err(_) if dir.join(".pykiln-complete").is_file() => {
@@ -93,5 +208,59 @@ pub fn stage_dependencies(
                 .with_context(|| format!("moving the staged install to {}", dir.display()));
         }
     }
+    let record = resolved.with_extension(format!("tmp-{}", std::process::id()));
+    std::fs::write(&record, &key)?;
+    std::fs::rename(&record, &resolved)?;
     Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_settings_are_part_of_the_requirement_key() {
+        let base: [&[u8]; 1] = [b"x"];
+        let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let plain = requirement_key(&base, b"mcp>=2", env(&[("HOME", "/a")]), &[]);
+        assert_eq!(
+            plain,
+            requirement_key(&base, b"mcp>=2", env(&[("HOME", "/b")]), &[])
+        );
+        assert_ne!(plain, requirement_key(&base, b"mcp>=2.1", env(&[]), &[]));
+        let index = env(&[("PIP_INDEX_URL", "https://mirror.example/simple")]);
+        assert_ne!(plain, requirement_key(&base, b"mcp>=2", index, &[]));
+        let d = tempfile::tempdir().unwrap();
+        let conf = d.path().join("pip.conf");
+        std::fs::write(&conf, "[global]\nindex-url = https://a.example/simple\n").unwrap();
+        let with_conf = requirement_key(&base, b"mcp>=2", env(&[]), std::slice::from_ref(&conf));
+        assert_ne!(plain, with_conf);
+        std::fs::write(&conf, "[global]\nindex-url = https://b.example/simple\n").unwrap();
+        assert_ne!(
+            with_conf,
+            requirement_key(&base, b"mcp>=2", env(&[]), &[conf])
+        );
+    }
+
+    #[test]
+    fn pins_come_from_the_installed_distributions() {
+        let d = tempfile::tempdir().unwrap();
+        for dir in [
+            "mcp-2.3.0.dist-info",
+            "Pydantic_Core-2.33.2.dist-info",
+            "mcp",
+            "bin",
+        ] {
+            std::fs::create_dir(d.path().join(dir)).unwrap();
+        }
+        assert_eq!(
+            resolved_pins(d.path()).unwrap(),
+            "mcp==2.3.0\npydantic_core==2.33.2"
+        );
+    }
 }

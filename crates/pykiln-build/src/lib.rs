@@ -183,7 +183,12 @@ impl App {
     /// Run as a build script: build into `OUT_DIR`, print the cargo instructions, and on
     /// failure print the error and exit non-zero (no panic, no backtrace).
     pub fn run_build_script(self) {
-        for var in pykiln_pyconfig::SELECTING_ENV.iter().chain(BUILD_ENV) {
+        for var in pykiln_pyconfig::SELECTING_ENV
+            .iter()
+            .chain(BUILD_ENV)
+            .chain(install::PIP_ENV)
+            .chain([&install::REFRESH_ENV])
+        {
             println!("cargo:rerun-if-env-changed={var}");
         }
         let result = std::env::var_os("OUT_DIR")
@@ -295,6 +300,9 @@ impl App {
         phases.mark("collect");
         let startup = self.record_startup(&python, &site, &project, &collected, &cache);
         inputs.extend(collected.app_files.iter().cloned());
+        // The package directories too: cargo scans a directory for changes, so a module
+        // or data file added after this build triggers the next one.
+        inputs.extend(project.packages.iter().map(|(_, dir)| dir.clone()));
         let mut warnings = collected.warnings.clone();
         let on_disk = ondisk::plan(&collected, &project);
         warnings.extend(on_disk.warnings.iter().cloned());

@@ -15,6 +15,11 @@
 //! is installed; a thread of ours reads it, which is how a SIGINT handled entirely by
 //! an event loop still reaches us. If the clean path has not ended the process
 //! [`GRACE`] after the first stop signal, it exits with `128 + signal`.
+//!
+//! A child forked without exec (multiprocessing's `fork` and `forkserver` workers)
+//! shares both sockets: in it the wakeup fd is pointed at /dev/null (an atfork
+//! handler), or a worker's SIGTERM from `Pool.terminate()` would read as the parent's,
+//! and [`stopping`] does nothing, or the worker would end the parent's stdin.
 
 use std::io::{Read as _, Write as _};
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd};
@@ -28,6 +33,22 @@ pub const GRACE: Duration = Duration::from_secs(5);
 
 /// The first stop signal received, 0 before.
 static SIGNAL: AtomicI32 = AtomicI32::new(0);
+/// The process that installed all this (not a forked child).
+static OWNER: AtomicI32 = AtomicI32::new(0);
+/// The wakeup fd, and /dev/null for forked children to put in its place.
+static WAKEUP_FD: AtomicI32 = AtomicI32::new(-1);
+static DEV_NULL: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn after_fork_child() {
+    let (wakeup, null) = (
+        WAKEUP_FD.load(Ordering::SeqCst),
+        DEV_NULL.load(Ordering::SeqCst),
+    );
+    if wakeup >= 0 && null >= 0 {
+        // SAFETY: dup2 is async-signal-safe; both fds are open in the child.
+        unsafe { libc::dup2(null, wakeup) };
+    }
+}
 /// Our end of the socket that stands in for stdin.
 static STDIN_FEED: OnceLock<UnixStream> = OnceLock::new();
 
@@ -35,6 +56,8 @@ static STDIN_FEED: OnceLock<UnixStream> = OnceLock::new();
 /// `signal.set_wakeup_fd`, or None when it could not be set up (then only the Python
 /// SIGTERM handler reports stops).
 pub fn install() -> Option<RawFd> {
+    // SAFETY: getpid cannot fail.
+    OWNER.store(unsafe { libc::getpid() }, Ordering::SeqCst);
     if let Err(e) = proxy_stdin() {
         tracing::debug!("stdin stays as it is: {e}");
     }
@@ -54,14 +77,29 @@ pub fn install() -> Option<RawFd> {
             }
         })
         .ok()?;
+    let null = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .ok()?;
     let fd = theirs.as_raw_fd();
-    // The Python side owns it from here (it must stay open for the process's life).
+    WAKEUP_FD.store(fd, Ordering::SeqCst);
+    DEV_NULL.store(null.as_raw_fd(), Ordering::SeqCst);
+    // SAFETY: registers a handler that only calls dup2 (async-signal-safe).
+    if unsafe { libc::pthread_atfork(None, None, Some(after_fork_child)) } != 0 {
+        return None;
+    }
+    // Both stay open for the process's life (the wakeup fd is CPython's from here).
     std::mem::forget(theirs);
+    std::mem::forget(null);
     Some(fd)
 }
 
 /// Record a stop signal: the first one ends stdin and starts the grace period.
 pub fn stopping(signum: i32) {
+    // SAFETY: getpid cannot fail.
+    if OWNER.load(Ordering::SeqCst) != unsafe { libc::getpid() } {
+        return;
+    }
     if SIGNAL
         .compare_exchange(0, signum, Ordering::SeqCst, Ordering::SeqCst)
         .is_err()
