@@ -6,6 +6,13 @@ so no build-machine path ends up in the bytecode), and the marshalled code objec
 written to `out` (temporary name, then rename). With "names": true the module's
 top-level bound names are reported too (to check entry points).
 stdout: one JSON object per line: {"path", "ok"} / {"path", "error", "lineno"} / names.
+
+The marshalled bytes must not depend on what else this process compiled (the jobs are
+split among processes differently from build to build): marshal writes a string as
+"interned" if it is, and one-character strings are process-wide singletons that
+earlier work may or may not have interned; so all 256 are interned up front. And each
+code object is released before the next compile, so no string's reference count (which
+decides marshal's back-references) includes another module's uses.
 """
 import ast
 import json
@@ -32,6 +39,8 @@ def top_level_names(tree):
 
 
 def main():
+    for i in range(256):
+        sys.intern(chr(i))
     jobs = json.load(sys.stdin)["jobs"]
     out = sys.stdout
     for job in jobs:
@@ -42,8 +51,10 @@ def main():
                 source = f.read()
             code = compile(source, job["filename"], "exec", dont_inherit=True, optimize=0)
             tmp = job["out"] + f".{os.getpid()}.tmp"
+            data = marshal.dumps(code)
+            del code
             with open(tmp, "wb") as f:
-                f.write(marshal.dumps(code))
+                f.write(data)
             os.replace(tmp, job["out"])
             if job.get("names"):
                 result["names"] = top_level_names(ast.parse(source))

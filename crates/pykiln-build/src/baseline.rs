@@ -44,6 +44,7 @@ pub fn import_failures(
     let file = dir.join(format!("{key}.json"));
     if let Ok(text) = std::fs::read_to_string(&file) {
         if let Ok(map) = serde_json::from_str(&text) {
+            crate::cache::touch(&file);
             return Ok(map);
         }
     }

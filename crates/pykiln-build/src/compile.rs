@@ -63,6 +63,7 @@ pub fn compile_all(
         let key = crate::hex(&h.finalize());
         let code_path = dir.join(format!("{key}.marshal"));
         if code_path.is_file() && !job.names {
+            crate::cache::touch(&code_path);
             results.insert(
                 job.path.clone(),
                 Compiled {

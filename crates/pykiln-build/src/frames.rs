@@ -40,7 +40,10 @@ impl DirCache {
 
 impl FrameCache for DirCache {
     fn get(&self, raw: &[u8], level: i32, dictionary: u64) -> Option<Vec<u8>> {
-        std::fs::read(self.path(raw, level, dictionary)).ok()
+        let path = self.path(raw, level, dictionary);
+        let frame = std::fs::read(&path).ok()?;
+        crate::cache::touch(&path);
+        Some(frame)
     }
 
     fn put(&self, raw: &[u8], level: i32, dictionary: u64, frame: &[u8]) {
@@ -73,6 +76,7 @@ pub fn bytecode_dictionary(samples: &[&Path], cache: &Path) -> anyhow::Result<Op
     let dir = cache.join("dictionaries");
     let file = dir.join(format!("{}.dict", &hex(&h.finalize())[..32]));
     if let Ok(dict) = std::fs::read(&file) {
+        crate::cache::touch(&file);
         return Ok(Some(dict));
     }
     let data: Vec<Vec<u8>> = samples

@@ -131,6 +131,7 @@ pub fn stage_dependencies(
         if let Ok(pins_key) = std::fs::read_to_string(&resolved) {
             let dir = site_root.join(pins_key.trim());
             if !pins_key.trim().is_empty() && dir.join(".pykiln-complete").is_file() {
+                crate::cache::touch(&dir.join(".pykiln-complete"));
                 return Ok(dir);
             }
         }

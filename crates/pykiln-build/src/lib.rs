@@ -13,6 +13,7 @@
 //! bytecode with the same interpreter (cached by content); write the archive.
 
 mod baseline;
+mod cache;
 mod collect;
 mod compile;
 mod frames;
@@ -39,6 +40,7 @@ pub use stdlib::Excludes;
 /// Environment variables that change what a build produces.
 pub const BUILD_ENV: &[&str] = &[
     "PYKILN_CACHE_DIR",
+    cache::MAX_ENV,
     "PYKILN_ZSTD_LEVEL",
     "XDG_CACHE_HOME",
     "CC",
@@ -63,6 +65,7 @@ pub struct App {
     level: i32,
     stdlib_sources: bool,
     cache: Option<PathBuf>,
+    cache_max: Option<u64>,
     import_timeout: std::time::Duration,
 }
 
@@ -122,6 +125,7 @@ impl App {
             level,
             stdlib_sources: false,
             cache: None,
+            cache_max: None,
             import_timeout: baseline::IMPORT_TIMEOUT,
         }
     }
@@ -156,6 +160,13 @@ impl App {
     /// module is recorded as hanging on import (default 30 s).
     pub fn import_timeout(mut self, limit: std::time::Duration) -> Self {
         self.import_timeout = limit;
+        self
+    }
+
+    /// Cap the build cache at `bytes` (default `$PYKILN_CACHE_MAX`, else 2 GiB): after
+    /// the build, the least recently used entries are removed until it fits.
+    pub fn cache_max(mut self, bytes: u64) -> Self {
+        self.cache_max = Some(bytes);
         self
     }
 
@@ -281,6 +292,12 @@ impl App {
         let mut phases = Phases::new();
         let python = PythonConfig::discover()?;
         let cache = self.cache()?;
+        let cache_max = match self.cache_max {
+            Some(max) => max,
+            None => cache::max_from_env()?,
+        };
+        // Held until the archive is written: no other build prunes what this one uses.
+        let hold = cache::hold(&cache)?;
         let project = Project::load(&self.dir, self.entry_point.as_deref())?;
         let mut inputs = vec![self.dir.join("pyproject.toml")];
         inputs.extend(project.requirements.clone());
@@ -559,6 +576,31 @@ impl App {
         phases.mark("compress");
         write_atomically(out, &bytes)?;
         phases.mark("write");
+        match hold.finish(cache_max)? {
+            cache::Pruning::Pruned {
+                before,
+                after,
+                removed,
+            } => warnings.push(format!(
+                "the build cache {} held {}, over its cap of {} ({}): removed the {removed} least recently used entries, {} left",
+                cache.display(),
+                cache::human(before),
+                cache::human(cache_max),
+                cache::MAX_ENV,
+                cache::human(after)
+            )),
+            cache::Pruning::Fits { size } | cache::Pruning::Busy { size } if size > cache_max => {
+                warnings.push(format!(
+                    "the build cache {} holds {}, over its cap of {} ({}); another build is using it, so a later build will prune it",
+                    cache.display(),
+                    cache::human(size),
+                    cache::human(cache_max),
+                    cache::MAX_ENV
+                ))
+            }
+            _ => {}
+        }
+        phases.mark("prune");
         warnings.sort();
         warnings.dedup();
         Ok(BuildReport {
@@ -603,6 +645,7 @@ fn placeholder_library(soname: &str, cache: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::create_dir_all(&dir)?;
     let path = dir.join(soname);
     if let Ok(bytes) = std::fs::read(&path) {
+        cache::touch(&path);
         return Ok(bytes);
     }
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
