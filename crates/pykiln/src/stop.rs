@@ -6,9 +6,9 @@
 //! another line. Closing fd 0 does not wake a blocked `read` on Linux. So when stdin is
 //! a pipe, socket or terminal, the runtime gives Python one end of a socket pair
 //! instead, fed by a thread of ours from the real stdin (a terminal only while the
-//! process is in the foreground); on the first stop signal it
-//! shuts the socket down, the reader sees end of file — the MCP way to tell a stdio
-//! server to stop — and the clean path finishes at once.
+//! process is in the foreground); on the first stop signal it shuts the socket down,
+//! the reader sees end of file — the MCP way to tell a stdio server to stop — and the
+//! clean path finishes at once.
 //!
 //! CPython's C signal handler writes each caught signal's number to the wakeup fd
 //! (`signal.set_wakeup_fd`), whatever Python handler (asyncio's, uvicorn's, click's)
@@ -38,6 +38,8 @@ static OWNER: AtomicI32 = AtomicI32::new(0);
 /// The wakeup fd, and /dev/null for forked children to put in its place.
 static WAKEUP_FD: AtomicI32 = AtomicI32::new(-1);
 static DEV_NULL: AtomicI32 = AtomicI32::new(-1);
+/// Our end of the socket that stands in for stdin.
+static STDIN_FEED: OnceLock<UnixStream> = OnceLock::new();
 
 extern "C" fn after_fork_child() {
     let (wakeup, null) = (
@@ -49,8 +51,6 @@ extern "C" fn after_fork_child() {
         unsafe { libc::dup2(null, wakeup) };
     }
 }
-/// Our end of the socket that stands in for stdin.
-static STDIN_FEED: OnceLock<UnixStream> = OnceLock::new();
 
 /// Set up the stdin stand-in and the signal watcher. Returns the fd to pass to
 /// `signal.set_wakeup_fd`, or None when it could not be set up (then only the Python

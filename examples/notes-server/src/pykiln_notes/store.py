@@ -144,10 +144,13 @@ class NoteStore:
             db.execute("BEGIN IMMEDIATE")
             try:
                 cur = db.execute(sql, params)
+                db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                # Whatever failed (the statement or the commit), nothing is stored and
+                # the connection is ready for the next transaction.
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
-            db.execute("COMMIT")
             return cur
 
     def add(self, title: str, body: str, tags: list[str] | None = None) -> int:
