@@ -123,7 +123,10 @@ pub fn stage_dependencies(
         python_version.as_bytes(),
         python.as_os_str().as_encoded_bytes(),
     ];
-    let req_key = requirement_key(&base, &req_text, std::env::vars(), &pip_config_files());
+    // vars_os: a non-UTF-8 variable elsewhere in the environment must not panic.
+    let env = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.to_string_lossy().into_owned())));
+    let req_key = requirement_key(&base, &req_text, env, &pip_config_files());
     let site_root = cache.join("site");
     let resolved = site_root.join("resolved").join(&req_key);
     let refresh = std::env::var_os(REFRESH_ENV).is_some_and(|v| !v.is_empty() && v != "0");
