@@ -290,7 +290,13 @@ impl App {
     /// Build the archive at `out` (written to a temporary name, then renamed).
     pub fn build_to(&self, out: &Path) -> anyhow::Result<BuildReport> {
         let mut phases = Phases::new();
-        let python = PythonConfig::discover()?;
+        let mut python = PythonConfig::discover()?;
+        // Build-time children run with a cleared environment (see pyrun): run the
+        // interpreter itself, not a launcher (a pyenv shim picks its version from
+        // PYENV_VERSION, which they no longer see).
+        if python.executable.is_absolute() {
+            python.interpreter = python.executable.clone();
+        }
         let cache = self.cache()?;
         let cache_max = match self.cache_max {
             Some(max) => max,

@@ -106,6 +106,10 @@ pub struct PythonConfig {
     /// OpenSSL's compiled-in CA file and directory (what `ssl` trusts by default).
     #[serde(default)]
     pub openssl_paths: Vec<PathBuf>,
+    /// `sys.executable`: the interpreter itself, also when [`Self::interpreter`] is a
+    /// launcher such as a pyenv shim (which picks a version from the environment).
+    #[serde(default)]
+    pub executable: PathBuf,
 }
 
 const PROBE: &str = r#"
@@ -138,6 +142,7 @@ print(json.dumps({
     "link_libs": libs,
     "gil_disabled": bool(v("Py_GIL_DISABLED")),
     "openssl_paths": _ssl_paths(),
+    "executable": sys.executable or "",
 }))
 "#;
 
@@ -243,6 +248,7 @@ mod tests {
             link_libs: vec![],
             gil_disabled: false,
             openssl_paths: vec![],
+            executable: PathBuf::new(),
         };
         assert_eq!(cfg.link_name(), "python3.11");
         assert_eq!(cfg.static_library(), PathBuf::from("/x/libpython3.11.a"));
