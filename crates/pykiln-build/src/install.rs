@@ -87,6 +87,62 @@ fn pip_config_files() -> Vec<PathBuf> {
     files
 }
 
+/// Variables pip needs besides `PIP_*`: proxies, CA bundles, credentials.
+const PIP_PASSTHROUGH: &[&str] = &[
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "all_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "ALL_PROXY",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "NETRC",
+];
+
+/// Give pip, running in a scratch home, the user's settings: every `PIP_*` variable,
+/// proxies and CA bundles, the user's pip configuration file and `.netrc` (by path),
+/// and the user's pip download cache (so staging again does not download again).
+fn pip_environment(cmd: &mut Command) {
+    for (k, v) in std::env::vars_os() {
+        let Some(name) = k.to_str() else { continue };
+        if name.starts_with("PIP_") || PIP_PASSTHROUGH.contains(&name) {
+            cmd.env(&k, v);
+        }
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from);
+    if std::env::var_os("PIP_CONFIG_FILE").is_none() {
+        // pip reads one user file (the first that exists); the global ones it still finds.
+        let user = pip_config_files()
+            .into_iter()
+            .filter(|f| !f.starts_with("/etc"))
+            .find(|f| f.is_file());
+        if let Some(f) = user {
+            cmd.env("PIP_CONFIG_FILE", f);
+        }
+    }
+    if std::env::var_os("PIP_CACHE_DIR").is_none() {
+        let cache = std::env::var_os("XDG_CACHE_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| home.as_ref().map(|h| h.join(".cache")));
+        if let Some(c) = cache {
+            cmd.env("PIP_CACHE_DIR", c.join("pip"));
+        }
+    }
+    if let Some(netrc) = home.map(|h| h.join(".netrc")).filter(|n| n.is_file()) {
+        if std::env::var_os("NETRC").is_none() {
+            cmd.env("NETRC", netrc);
+        }
+    }
+}
+
 /// `name==version` of every distribution installed in `site`, sorted.
 fn resolved_pins(site: &Path) -> anyhow::Result<String> {
     let mut pins = Vec::new();
@@ -147,6 +203,11 @@ pub fn stage_dependencies(
 
     if project.requirements.is_some() || !project.dependencies.is_empty() {
         let mut cmd = Command::new(python);
+        // pip runs third-party code too (sdists' build backends): a scratch home like
+        // every build-time child, plus what pip needs from the user's environment.
+        let scratch = crate::pyrun::Scratch::new(cache)?;
+        scratch.isolate(&mut cmd)?;
+        pip_environment(&mut cmd);
         cmd.args(["-m", "pip", "install", "--target"])
             .arg(&tmp)
             .args([
@@ -155,9 +216,9 @@ pub fn stage_dependencies(
                 "--no-input",
                 "--quiet",
             ])
-            .env_remove("PYTHONPATH")
             .env_remove("PIP_TARGET")
-            .env_remove("PIP_USER");
+            .env_remove("PIP_USER")
+            .env_remove("PIP_PREFIX");
         match &project.requirements {
             Some(file) => {
                 cmd.arg("-r").arg(file);
