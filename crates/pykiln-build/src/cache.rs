@@ -30,6 +30,7 @@ const PRUNABLE: &[&str] = &[
     "baseline",
     "dictionaries",
     "placeholders",
+    "glibc",
     "scratch",
 ];
 
@@ -178,13 +179,36 @@ fn entries(dir: &Path) -> Vec<Entry> {
             }
             .unwrap_or(SystemTime::UNIX_EPOCH);
             out.push(Entry {
-                size: tree_size(&path),
+                size: if meta.is_dir() {
+                    dir_size(&path)
+                } else {
+                    meta.len()
+                },
                 path,
                 last_used,
             });
         }
     }
     out
+}
+
+/// Size of a directory entry. A complete staged install never changes, so its size is worked
+/// out once and kept beside its marker: walking tens of thousands of installed files on
+/// every build would cost a one-line rebuild more than a second.
+fn dir_size(path: &Path) -> u64 {
+    let memo = path.join(".pykiln-size");
+    if path.join(".pykiln-complete").is_file() {
+        if let Some(n) = std::fs::read_to_string(&memo)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            return n;
+        }
+        let n = tree_size(path);
+        let _ = std::fs::write(&memo, n.to_string());
+        return n;
+    }
+    tree_size(path)
 }
 
 fn tree_size(path: &Path) -> u64 {

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use pykiln_glibc::GlibcVersion;
+use sha2::{Digest as _, Sha256};
 
 /// The glibc libraries whose symbols the executable binds to.
 const GLIBC_LIBS: &[&str] = &[
@@ -129,15 +130,67 @@ impl Prediction {
 }
 
 /// Predict the binary's glibc floor from libpython and the packed native files.
-pub fn predict(static_library: &Path, natives: Natives) -> anyhow::Result<Prediction> {
+/// libpython's part (reading a ~45 MB static library, ~140 ms) is cached under
+/// `cache/glibc`, keyed by the files it was computed from.
+pub fn predict(
+    static_library: &Path,
+    natives: Natives,
+    cache: &Path,
+) -> anyhow::Result<Prediction> {
+    let hosts: Vec<PathBuf> = GLIBC_LIBS.iter().filter_map(|l| host_library(l)).collect();
+    let mut h = Sha256::new();
+    for p in std::iter::once(static_library).chain(hosts.iter().map(PathBuf::as_path)) {
+        h.update(p.as_os_str().as_encoded_bytes());
+        if let Ok(m) = std::fs::metadata(p) {
+            h.update(m.len().to_le_bytes());
+            h.update(format!("{:?}", m.modified().ok()));
+        }
+    }
+    let memo = cache.join("glibc").join(crate::hex(&h.finalize()[..16]));
+    let executable = match std::fs::read_to_string(&memo)
+        .ok()
+        .and_then(|t| parse_memo(&t))
+    {
+        Some(f) => {
+            crate::cache::touch(&memo);
+            Some(f)
+        }
+        None => {
+            let f = executable_floor(static_library, &hosts)?;
+            if let Some(f) = &f {
+                std::fs::create_dir_all(cache.join("glibc"))?;
+                let tmp = memo.with_extension(format!("tmp{}", std::process::id()));
+                std::fs::write(&tmp, format!("{}\n{}\n", f.version, f.needed_by))?;
+                std::fs::rename(&tmp, &memo)?;
+            }
+            f
+        }
+    };
+    Ok(Prediction {
+        executable,
+        natives: natives.0,
+    })
+}
+
+fn parse_memo(text: &str) -> Option<Floor> {
+    let (version, needed_by) = text.trim_end().split_once('\n')?;
+    Some(Floor {
+        version: GlibcVersion::from_tag(&format!("GLIBC_{version}"))?,
+        needed_by: needed_by.to_string(),
+    })
+}
+
+/// The newest default glibc version among the symbols libpython leaves undefined (and
+/// `__libc_start_main`), in the host libraries `hosts`.
+fn executable_floor(static_library: &Path, hosts: &[PathBuf]) -> anyhow::Result<Option<Floor>> {
     let mut floor = None;
     let lib = std::fs::read(static_library)
         .with_context(|| format!("reading {}", static_library.display()))?;
     let mut undefined = pykiln_glibc::undefined_symbols(&lib)
         .with_context(|| format!("reading the symbols of {}", static_library.display()))?;
     undefined.insert("__libc_start_main".to_string());
-    for path in GLIBC_LIBS.iter().filter_map(|l| host_library(l)) {
-        let Ok(bytes) = std::fs::read(&path) else {
+    for path in hosts {
+        let Ok(bytes) = std::fs::read(path) else {
             continue;
         };
         let defaults = pykiln_glibc::default_versions(&bytes)
@@ -148,10 +201,7 @@ pub fn predict(static_library: &Path, natives: Natives) -> anyhow::Result<Predic
             }
         }
     }
-    Ok(Prediction {
-        executable: floor,
-        natives: natives.0,
-    })
+    Ok(floor)
 }
 
 /// Where the C compiler finds a library (`cc -print-file-name`).
@@ -169,6 +219,20 @@ fn host_library(name: &str) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_libpython_part_is_remembered() {
+        let f = Floor {
+            version: GlibcVersion {
+                major: 2,
+                minor: 35,
+            },
+            needed_by: "hypot@GLIBC_2.35".into(),
+        };
+        let text = format!("{}\n{}\n", f.version, f.needed_by);
+        assert_eq!(parse_memo(&text), Some(f));
+        assert_eq!(parse_memo("garbage"), None);
+    }
 
     #[test]
     fn the_description_names_what_is_ruled_out() {

@@ -439,7 +439,7 @@ impl App {
         for (soname, lib) in &libs {
             native_floor.note(soname, &lib.bytes);
         }
-        let glibc = glibc::predict(&python.static_library(), native_floor)?;
+        let glibc = glibc::predict(&python.static_library(), native_floor, &cache)?;
         warnings.extend(glibc.describe());
         for (soname, lib) in &libs {
             let needed: Vec<&str> = lib.needed.iter().map(String::as_str).collect();
