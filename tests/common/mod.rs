@@ -327,11 +327,8 @@ impl HttpServer {
     /// Send SIGTERM and wait; returns the exit status and everything printed on stdout
     /// and stderr.
     pub fn terminate(mut self) -> (std::process::ExitStatus, String, String) {
-        unsafe extern "C" {
-            fn kill(pid: i32, sig: i32) -> i32;
-        }
         // SAFETY: kill(2) on our own child.
-        unsafe { kill(self.child.id() as i32, 15) };
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let status = self.child.wait().expect("wait for child");
         let join = |h: std::thread::JoinHandle<String>| h.join().unwrap_or_default();
         (status, join(self.stdout), join(self.stderr))
@@ -428,9 +425,6 @@ pub fn stop_with_signal(
     signal: i32,
     initialize: bool,
 ) -> (std::process::ExitStatus, String) {
-    unsafe extern "C" {
-        fn kill(pid: i32, sig: i32) -> i32;
-    }
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -454,7 +448,7 @@ pub fn stop_with_signal(
         std::thread::sleep(Duration::from_millis(1500));
     }
     // SAFETY: kill(2) on our own child.
-    unsafe { kill(child.id() as i32, signal) };
+    unsafe { libc::kill(child.id() as i32, signal) };
     let start = std::time::Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait") {

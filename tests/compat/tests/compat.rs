@@ -301,7 +301,7 @@ fn damaged_or_planted_file_views_are_never_used() {
     }
 
     // SAFETY: geteuid cannot fail.
-    if unsafe { libc_geteuid() } != 0 {
+    if unsafe { libc::geteuid() } != 0 {
         return;
     }
     // Another user (nobody) controls XDG_CACHE_HOME and plants a complete view, the
@@ -353,9 +353,4 @@ fn damaged_or_planted_file_views_are_never_used() {
         stderr.contains("refusing cache directory") && stderr.contains(&*xdg.to_string_lossy()),
         "{stderr}"
     );
-}
-
-unsafe extern "C" {
-    #[link_name = "geteuid"]
-    fn libc_geteuid() -> u32;
 }
