@@ -202,6 +202,11 @@ pub struct AppInfo {
     /// whose own arguments look like that.
     #[serde(default = "yes")]
     pub python_cli: bool,
+    /// `[tool.pykiln] stdout-guard`: text the server writes to `sys.stdout` goes to
+    /// stderr, so a stray `print()` cannot corrupt a stdio MCP channel (the SDK's
+    /// transport writes to `sys.stdout.buffer`, which stays stdout).
+    #[serde(default)]
+    pub stdout_guard: bool,
 }
 
 fn yes() -> bool {

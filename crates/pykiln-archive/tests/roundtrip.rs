@@ -58,6 +58,7 @@ fn sample() -> Vec<u8> {
             version: "1".into(),
             entry_point: "n:main".into(),
             python_cli: true,
+            stdout_guard: false,
         }),
         distributions: vec![Distribution {
             name: "mcp".into(),

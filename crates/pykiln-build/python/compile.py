@@ -5,7 +5,8 @@ stdin: JSON {"jobs": [{"path", "filename", "out", "names"}]}. For each job the f
 so no build-machine path ends up in the bytecode), and the marshalled code object is
 written to `out` (temporary name, then rename). With "names": true the module's
 top-level bound names are reported too (to check entry points).
-stdout: one JSON object per line: {"path", "ok"} / {"path", "error", "lineno"} / names.
+stdout: one JSON object per line: {"path", "ok"} / {"path", "error", "lineno",
+"compile_error"} / names. compile_error: the source is not valid Python (not an I/O error).
 
 The marshalled bytes must not depend on what else this process compiled (the jobs are
 split among processes differently from build to build): marshal writes a string as
@@ -62,7 +63,12 @@ def main():
         except SyntaxError as e:
             result["error"] = f"{type(e).__name__}: {e.msg}"
             result["lineno"] = e.lineno or 0
-        except (OSError, ValueError) as e:
+            result["compile_error"] = True
+        except ValueError as e:  # "source code string cannot contain null bytes"
+            result["error"] = f"{type(e).__name__}: {e}"
+            result["lineno"] = 0
+            result["compile_error"] = True
+        except OSError as e:
             result["error"] = f"{type(e).__name__}: {e}"
             result["lineno"] = 0
         out.write(json.dumps(result) + "\n")

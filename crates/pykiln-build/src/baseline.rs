@@ -71,10 +71,10 @@ pub fn import_failures(
     };
     let run = Run::parse(&stdout);
     if run.done {
-        std::fs::create_dir_all(&dir)?;
-        let tmp = dir.join(format!("{key}.{}.tmp", std::process::id()));
-        std::fs::write(&tmp, serde_json::to_vec(&run.failures)?)?;
-        std::fs::rename(&tmp, &file)?;
+        anyhow::Context::with_context(std::fs::create_dir_all(&dir), || {
+            format!("creating {}", dir.display())
+        })?;
+        crate::cache::write_atomic(&file, &serde_json::to_vec(&run.failures)?)?;
     } else {
         let stuck = run
             .current

@@ -41,6 +41,22 @@ pub fn touch(path: &Path) {
     }
 }
 
+/// Write `bytes` to `path` as a whole or not at all: a temporary file beside it
+/// (unique name, so concurrent builds never share one), then a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    tmp.write_all(bytes)
+        .with_context(|| format!("writing {}", tmp.path().display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("renaming into {}", path.display()))?;
+    Ok(())
+}
+
 /// The cap from `PYKILN_CACHE_MAX`, or an error naming the bad value.
 pub fn max_from_env() -> anyhow::Result<u64> {
     match std::env::var(MAX_ENV) {

@@ -126,12 +126,20 @@ fn sorted_entries(dir: &Path) -> Vec<(String, PathBuf, bool)> {
     out
 }
 
+/// Whether `dir` holds Python modules: sources, or extension modules named with an ABI
+/// tag (protobuf's `google/_upb/` holds only `_message.abi3.so`). An untagged `x.so` is
+/// not enough: that is how bundled libraries loaded by path are named.
 fn contains_python(dir: &Path) -> bool {
     walkdir::WalkDir::new(dir)
         .max_depth(4)
         .into_iter()
         .flatten()
-        .any(|e| e.file_name().to_string_lossy().ends_with(".py"))
+        .any(|e| {
+            let name = e.file_name().to_string_lossy();
+            name.ends_with(".py")
+                || name.ends_with(".abi3.so")
+                || (name.ends_with(".so") && name.contains(".cpython-"))
+        })
 }
 
 /// Collector state for one build.
@@ -478,6 +486,8 @@ mod tests {
             "bin/tool",
             "extra/extmod.py",
             "_pkg_data/table.bin",
+            "_pkg_data/libthing.so",
+            "google/_upb/_message.abi3.so",
             "legacy-nspkg.pth",
         ] {
             touch(s, f);
@@ -508,7 +518,12 @@ mod tests {
         );
         assert!(out.modules["pkg"].is_package);
         assert_eq!(out.modules["pkg.mod"].rel, "pkg/mod.py");
-        assert_eq!(out.extensions.keys().collect::<Vec<_>>(), ["pkg._speed"]);
+        // A directory holding only an ABI-tagged extension is a namespace package
+        // (protobuf); an untagged library beside data stays data (loaded by path).
+        assert_eq!(
+            out.extensions.keys().collect::<Vec<_>>(),
+            ["google._upb._message", "pkg._speed"]
+        );
         let res: Vec<_> = out
             .resources
             .keys()
@@ -517,6 +532,7 @@ mod tests {
         assert_eq!(
             res,
             [
+                ":_pkg_data/libthing.so",
                 ":_pkg_data/table.bin",
                 "pkg:data/schema.json",
                 "pkg:py.typed"

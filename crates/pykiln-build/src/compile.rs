@@ -18,6 +18,28 @@ pub struct Job {
     pub filename: String,
     /// Report the module's top-level names (entry-point check).
     pub names: bool,
+    /// A module that does not compile is a build error (the app's own modules); else
+    /// it is reported in [`Outcome::failed`] and the build goes on (a dependency's
+    /// Python 2 leftover or template with a `.py` suffix, which a venv never imports).
+    pub strict: bool,
+}
+
+/// Why a module did not compile.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct Failure {
+    /// `SyntaxError: invalid hexadecimal literal`.
+    pub error: String,
+    /// 1-based line, 0 when unknown.
+    pub lineno: u32,
+}
+
+/// What [`compile_all`] produced.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Compiled modules by source path.
+    pub compiled: BTreeMap<PathBuf, Compiled>,
+    /// Non-strict modules that do not compile, by source path.
+    pub failed: BTreeMap<PathBuf, Failure>,
 }
 
 /// Compiled output of one job.
@@ -37,19 +59,24 @@ struct Reply {
     error: Option<String>,
     #[serde(default)]
     lineno: u32,
+    /// The source itself is not valid Python (not an unreadable file).
+    #[serde(default)]
+    compile_error: bool,
     names: Option<Vec<String>>,
 }
 
-/// Compile every job (cache hits are not recompiled); errors name file and line.
+/// Compile every job (cache hits, and known failures, are not recompiled); errors of
+/// strict jobs name file and line.
 pub fn compile_all(
     python: &Path,
     cache_tag: &str,
     cache: &Path,
     jobs: &[Job],
-) -> anyhow::Result<BTreeMap<PathBuf, Compiled>> {
+) -> anyhow::Result<Outcome> {
     let dir = cache.join("bytecode").join(cache_tag);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut results = BTreeMap::new();
+    let mut failed = BTreeMap::new();
     let mut todo = Vec::new();
     for job in jobs {
         let source =
@@ -71,12 +98,17 @@ pub fn compile_all(
                     names: None,
                 },
             );
+        } else if let Some(failure) = (!job.strict).then(|| known_failure(&code_path)).flatten() {
+            failed.insert(job.path.clone(), failure);
         } else {
             todo.push((job, code_path));
         }
     }
     if todo.is_empty() {
-        return Ok(results);
+        return Ok(Outcome {
+            compiled: results,
+            failed,
+        });
     }
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -95,9 +127,11 @@ pub fn compile_all(
             })
             .collect()
     });
+    let strict: BTreeMap<&Path, bool> = jobs.iter().map(|j| (j.path.as_path(), j.strict)).collect();
     let mut errors = Vec::new();
     for part in replies {
         for (reply, code_path) in part? {
+            let lenient = reply.compile_error && strict.get(reply.path.as_path()) == Some(&false);
             if reply.ok {
                 results.insert(
                     reply.path,
@@ -106,6 +140,13 @@ pub fn compile_all(
                         names: reply.names,
                     },
                 );
+            } else if lenient {
+                let failure = Failure {
+                    error: reply.error.unwrap_or_else(|| "unknown error".into()),
+                    lineno: reply.lineno,
+                };
+                remember_failure(&code_path, &failure);
+                failed.insert(reply.path, failure);
             } else {
                 let msg = reply.error.unwrap_or_else(|| "unknown error".into());
                 errors.push(format!(
@@ -120,7 +161,26 @@ pub fn compile_all(
         errors.sort();
         bail!("{}", errors.join("\n"));
     }
-    Ok(results)
+    Ok(Outcome {
+        compiled: results,
+        failed,
+    })
+}
+
+/// The failure recorded beside `code_path` by an earlier build: the same source with
+/// the same compiler fails the same way, and asking Python again costs a process.
+fn known_failure(code_path: &Path) -> Option<Failure> {
+    let text = std::fs::read(code_path.with_extension("error")).ok()?;
+    let failure = serde_json::from_slice(&text).ok()?;
+    crate::cache::touch(&code_path.with_extension("error"));
+    Some(failure)
+}
+
+fn remember_failure(code_path: &Path, failure: &Failure) {
+    if let Ok(json) = serde_json::to_vec(failure) {
+        // A cache entry only: a build that cannot write it just asks Python again.
+        let _ = crate::cache::write_atomic(&code_path.with_extension("error"), &json);
+    }
 }
 
 fn run_compiler(
@@ -165,4 +225,52 @@ fn run_compiler(
         );
     }
     Ok(replies)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn python() -> PathBuf {
+        pykiln_pyconfig::PythonConfig::discover()
+            .expect("the build's Python")
+            .executable
+    }
+
+    #[test]
+    fn only_strict_modules_fail_the_build_and_failures_are_remembered() {
+        let d = tempfile::tempdir().unwrap();
+        let good = d.path().join("good.py");
+        let py2 = d.path().join("py2.py");
+        std::fs::write(&good, "x = 1\n").unwrap();
+        std::fs::write(&py2, "x = 1\nprint 'hello'\n").unwrap();
+        let cache = d.path().join("cache");
+        let job = |path: &Path, strict| Job {
+            path: path.to_path_buf(),
+            filename: path.file_name().unwrap().to_string_lossy().into_owned(),
+            names: false,
+            strict,
+        };
+        let jobs = [job(&good, false), job(&py2, false)];
+        let out = compile_all(&python(), "cpython-test", &cache, &jobs).unwrap();
+        assert!(out.compiled.contains_key(&good));
+        let failure = &out.failed[&py2];
+        assert!(failure.error.starts_with("SyntaxError"), "{failure:?}");
+        assert_eq!(failure.lineno, 2);
+
+        // The next build knows both without running Python.
+        let nowhere = d.path().join("no-python-here");
+        let again = compile_all(&nowhere, "cpython-test", &cache, &jobs).unwrap();
+        assert_eq!(again.failed[&py2], *failure);
+        assert!(again.compiled.contains_key(&good));
+
+        // An app module (strict) that does not compile is an error naming file:line.
+        let err = compile_all(&python(), "cpython-test", &cache, &[job(&py2, true)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("SyntaxError") && err.contains("py2.py:2"),
+            "{err}"
+        );
+    }
 }

@@ -48,14 +48,8 @@ impl FrameCache for DirCache {
 
     fn put(&self, raw: &[u8], level: i32, dictionary: u64, frame: &[u8]) {
         let path = self.path(raw, level, dictionary);
-        let tmp = path.with_extension(format!(
-            "{}.{:?}.tmp",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        if std::fs::write(&tmp, frame).is_ok() && std::fs::rename(&tmp, &path).is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
+        // A cache entry only: a frame that cannot be stored is compressed again.
+        let _ = crate::cache::write_atomic(&path, frame);
     }
 }
 
@@ -86,9 +80,7 @@ pub fn bytecode_dictionary(samples: &[&Path], cache: &Path) -> anyhow::Result<Op
     let dict = zstd::dict::from_samples(&data, DICTIONARY_SIZE)
         .context("training the bytecode dictionary")?;
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = file.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, &dict).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &file).with_context(|| format!("writing {}", file.display()))?;
+    crate::cache::write_atomic(&file, &dict)?;
     Ok(Some(dict))
 }
 

@@ -159,9 +159,10 @@ pub fn predict(
             let f = executable_floor(static_library, &hosts)?;
             if let Some(f) = &f {
                 std::fs::create_dir_all(cache.join("glibc"))?;
-                let tmp = memo.with_extension(format!("tmp{}", std::process::id()));
-                std::fs::write(&tmp, format!("{}\n{}\n", f.version, f.needed_by))?;
-                std::fs::rename(&tmp, &memo)?;
+                crate::cache::write_atomic(
+                    &memo,
+                    format!("{}\n{}\n", f.version, f.needed_by).as_bytes(),
+                )?;
             }
             f
         }

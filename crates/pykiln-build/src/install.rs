@@ -197,9 +197,13 @@ pub fn stage_dependencies(
     }
     std::fs::create_dir_all(site_root.join("resolved"))
         .with_context(|| format!("creating {}", site_root.display()))?;
-    let tmp = site_root.join(format!("{req_key}.tmp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp)?;
+    // A unique directory: builds in other processes and threads may stage the same
+    // requirements at the same time.
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!("{req_key}.tmp-"))
+        .tempdir_in(&site_root)
+        .with_context(|| format!("creating a staging directory in {}", site_root.display()))?
+        .keep();
 
     if project.requirements.is_some() || !project.dependencies.is_empty() {
         let mut cmd = Command::new(python);
@@ -273,9 +277,7 @@ pub fn stage_dependencies(
                 .with_context(|| format!("moving the staged install to {}", dir.display()));
         }
     }
-    let record = resolved.with_extension(format!("tmp-{}", std::process::id()));
-    std::fs::write(&record, &key)?;
-    std::fs::rename(&record, &resolved)?;
+    crate::cache::write_atomic(&resolved, key.as_bytes())?;
     Ok(dir)
 }
 

@@ -340,10 +340,51 @@ impl App {
                 path: m.path.clone(),
                 filename: m.rel.clone(),
                 names: name == entry_module,
+                strict: m.layer == Layer::App || name == entry_module,
             })
             .collect();
-        let compiled = compile::compile_all(&python.interpreter, &python.cache_tag, &cache, &jobs)?;
+        let compile::Outcome { compiled, failed } =
+            compile::compile_all(&python.interpreter, &python.cache_tag, &cache, &jobs)?;
         phases.mark("compile");
+        // Dependencies' modules that are not valid Python for this interpreter (Python 2
+        // leftovers, templates named .py, another version's syntax): a venv installs
+        // them too and only fails if something imports them, so they are packed as
+        // source, importing them raises the same SyntaxError, and verify skips them.
+        let uncompilable: BTreeMap<&str, &compile::Failure> = collected
+            .modules
+            .iter()
+            .filter_map(|(n, m)| failed.get(&m.path).map(|f| (n.as_str(), f)))
+            .collect();
+        if !uncompilable.is_empty() {
+            let shown: Vec<String> = uncompilable
+                .iter()
+                .take(5)
+                .map(|(n, f)| {
+                    format!(
+                        "{n} ({}:{}: {})",
+                        collected.modules[*n].rel, f.lineno, f.error
+                    )
+                })
+                .collect();
+            warnings.push(format!(
+                "{} dependency module{} do{} not compile on Python {}.{} and {} packed as source only \
+                 (importing {} raises SyntaxError, as in a venv; `--pykiln verify` skips {}): {}{}",
+                uncompilable.len(),
+                if uncompilable.len() == 1 { "" } else { "s" },
+                if uncompilable.len() == 1 { "es" } else { "" },
+                python.major,
+                python.minor,
+                if uncompilable.len() == 1 { "is" } else { "are" },
+                if uncompilable.len() == 1 { "it" } else { "one" },
+                if uncompilable.len() == 1 { "it" } else { "them" },
+                shown.join(", "),
+                if uncompilable.len() > shown.len() {
+                    format!(" and {} more", uncompilable.len() - shown.len())
+                } else {
+                    String::new()
+                }
+            ));
+        }
 
         match collected
             .modules
@@ -375,7 +416,7 @@ impl App {
             .modules
             .values()
             .filter(|m| m.layer != Layer::App)
-            .map(|m| compiled[&m.path].code_path.as_path())
+            .filter_map(|m| compiled.get(&m.path).map(|c| c.code_path.as_path()))
             .collect();
         let dictionary = frames::bytecode_dictionary(&samples, &cache)?;
         phases.mark("dictionary");
@@ -385,13 +426,20 @@ impl App {
         if let Some(d) = &dictionary {
             w = w.dictionary(d.clone());
         }
-        let source_readers = collected.source_readers();
+        let mut source_readers = collected.source_readers();
+        source_readers.extend(ondisk::source_tops(&collected, &project, &mut warnings));
         for (name, m) in &collected.modules {
-            let code = std::fs::read(&compiled[&m.path].code_path)?;
+            // No bytecode (empty) marks a module the runtime compiles from its source.
+            let code = match compiled.get(&m.path) {
+                Some(c) => std::fs::read(&c.code_path)
+                    .with_context(|| format!("reading {}", c.code_path.display()))?,
+                None => Vec::new(),
+            };
             // Sources of on-disk groups are packed too: their view is a real package
             // directory, listed and read like one.
             let top = name.split('.').next().unwrap_or(name);
-            let source = if m.layer == Layer::App
+            let source = if code.is_empty()
+                || m.layer == Layer::App
                 || self.stdlib_sources
                 || on_disk.covers(name)
                 || source_readers.contains(top)
@@ -483,7 +531,7 @@ impl App {
         let third_party: Vec<&str> = collected
             .modules
             .iter()
-            .filter(|(_, m)| m.layer != Layer::App)
+            .filter(|(n, m)| m.layer != Layer::App && !uncompilable.contains_key(n.as_str()))
             .map(|(n, _)| n.as_str())
             .chain(collected.extensions.keys().map(String::as_str))
             .collect();
@@ -506,6 +554,15 @@ impl App {
                     .replace(&*python.stdlib.to_string_lossy(), "<stdlib>"),
             )
         })
+        .chain(uncompilable.iter().map(|(n, f)| {
+            (
+                n.to_string(),
+                format!(
+                    "does not compile on Python {}.{}: {} (line {})",
+                    python.major, python.minor, f.error, f.lineno
+                ),
+            )
+        }))
         .collect();
 
         let mut build = BTreeMap::new();
@@ -543,6 +600,7 @@ impl App {
                 version: project.version.clone(),
                 entry_point: project.entry_point.clone(),
                 python_cli: project.python_cli,
+                stdout_guard: project.stdout_guard,
             }),
             distributions,
             build,
@@ -648,14 +706,16 @@ fn distribution_of(metadata: &[u8]) -> Option<Distribution> {
 /// for libraries whose symbols the executable exports (the bundled SQLite).
 fn placeholder_library(soname: &str, cache: &Path) -> anyhow::Result<Vec<u8>> {
     let dir = cache.join("placeholders");
-    std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join(soname);
     if let Ok(bytes) = std::fs::read(&path) {
         cache::touch(&path);
         return Ok(bytes);
     }
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
-    let tmp = dir.join(format!("{soname}.{}.tmp", std::process::id()));
+    let scratch = tempfile::tempdir_in(&dir)
+        .with_context(|| format!("creating a temporary directory in {}", dir.display()))?;
+    let tmp = scratch.path().join(soname);
     let out = std::process::Command::new(&cc)
         .args(["-shared", "-nostdlib", "-x", "c", "/dev/null", "-o"])
         .arg(&tmp)
@@ -668,19 +728,17 @@ fn placeholder_library(soname: &str, cache: &Path) -> anyhow::Result<Vec<u8>> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    std::fs::rename(&tmp, &path)?;
-    Ok(std::fs::read(&path)?)
+    let bytes = std::fs::read(&tmp).with_context(|| format!("reading {}", tmp.display()))?;
+    cache::write_atomic(&path, &bytes)?;
+    Ok(bytes)
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
     }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    Ok(())
+    cache::write_atomic(path, bytes)
 }
 
 #[cfg(test)]

@@ -18,6 +18,13 @@
 //! - plus whole distributions named in `[tool.pykiln] on-disk`, minus those in
 //!   `[tool.pykiln] in-memory`.
 //!
+//! What never asks for a view (each a false positive seen in real distributions, kept
+//! in `tests/compat`'s labelled corpus): code in a top-level `if __name__ ==
+//! "__main__":` block (pycparser's `_ast_gen.py`), test suites and build tools inside a
+//! package (`numpy.f2py`, `numpy.distutils`), extension modules in a directory without
+//! `.py` files (protobuf's `google/_upb/_message.abi3.so`, found by the collector), and
+//! shipped scripts that no module finds beside `__file__` (tqdm's `completion.sh`).
+//!
 //! A view covers packages (dotted prefixes), not necessarily whole distributions, so
 //! `numpy.f2py._backends` can get one while the rest of numpy stays in memory.
 
@@ -45,14 +52,58 @@ fn is_build_artifact(file: &str) -> bool {
             .any(|p| upper.starts_with(p))
 }
 
-/// Test suites, benchmarks and examples shipped inside a package do not run in a server.
+/// Test suites, benchmarks and examples shipped inside a package do not run in a server;
+/// neither do build tools shipped inside runtime packages (`numpy.distutils`,
+/// `numpy.f2py`), which compile C or Fortran and need a compiler the target lacks.
 fn is_dev_only(module: &str) -> bool {
     module.split('.').any(|p| {
         matches!(
             p,
-            "tests" | "test" | "testing" | "benchmarks" | "bench" | "examples" | "docs"
+            "tests"
+                | "test"
+                | "testing"
+                | "benchmarks"
+                | "bench"
+                | "examples"
+                | "docs"
+                | "distutils"
+                | "f2py"
         )
     })
+}
+
+/// The source with its top-level `if __name__ == "__main__":` block blanked: code there
+/// runs only when the file is executed as a script (pycparser's `_ast_gen.py`
+/// regenerates its own sources from `_c_ast.cfg` there), never on import.
+fn without_main_block(src: &str) -> std::borrow::Cow<'_, str> {
+    let mut out = String::new();
+    let mut in_main = false;
+    let mut found = false;
+    for line in src.split_inclusive('\n') {
+        let top_level = !line.starts_with([' ', '\t']) && !line.trim().is_empty();
+        if top_level {
+            let code = line.split('#').next().unwrap_or_default();
+            let compact: String = code.chars().filter(|c| !c.is_whitespace()).collect();
+            in_main = matches!(
+                compact.as_str(),
+                "if__name__=='__main__':"
+                    | "if__name__==\"__main__\":"
+                    | "if'__main__'==__name__:"
+                    | "if\"__main__\"==__name__:"
+            );
+            found |= in_main;
+        }
+        if !in_main {
+            out.push_str(line);
+        } else if line.ends_with('\n') {
+            out.push('\n'); // keep line numbers for the warnings
+        }
+    }
+    if found {
+        std::borrow::Cow::Owned(out)
+    } else {
+        std::borrow::Cow::Borrowed(src)
+    }
 }
 
 fn top_of(dotted: &str) -> &str {
@@ -207,9 +258,12 @@ impl Found {
     }
 }
 
-/// Decide the on-disk groups of a build.
-pub fn plan(collected: &Collected, project: &Project) -> Plan {
-    // Distribution → its top-level names, from RECORD; the app is one more group.
+/// Normalised distribution name → its top-level import names (from RECORD); the app is
+/// one more distribution, under its own name.
+pub fn distributions(
+    collected: &Collected,
+    project: &Project,
+) -> BTreeMap<String, BTreeSet<String>> {
     let mut dists: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for ((dir, file), path) in &collected.dist_files {
         if file != "RECORD" {
@@ -225,15 +279,44 @@ pub fn plan(collected: &Collected, project: &Project) -> Plan {
             tops.extend(record_top(rel));
         }
     }
-    let app = normalize(&project.name);
     dists.insert(
-        app.clone(),
+        normalize(&project.name),
         project
             .packages
             .iter()
             .map(|(n, _)| top_of(n).to_string())
             .collect(),
     );
+    dists
+}
+
+/// The top-level packages `[tool.pykiln] sources` names (distributions or import names),
+/// and a warning for each entry that names nothing packed.
+pub fn source_tops(
+    collected: &Collected,
+    project: &Project,
+    warnings: &mut Vec<String>,
+) -> BTreeSet<String> {
+    let dists = distributions(collected, project);
+    let mut tops = BTreeSet::new();
+    for wanted in &project.sources {
+        if let Some(t) = dists.get(&normalize(wanted)) {
+            tops.extend(t.iter().cloned());
+        } else if collected.modules.keys().any(|m| top_of(m) == wanted) {
+            tops.insert(wanted.clone());
+        } else {
+            warnings.push(format!(
+                "[tool.pykiln] sources names '{wanted}', which is neither a packed distribution nor a packed package"
+            ));
+        }
+    }
+    tops
+}
+
+/// Decide the on-disk groups of a build.
+pub fn plan(collected: &Collected, project: &Project) -> Plan {
+    let dists = distributions(collected, project);
+    let app = normalize(&project.name);
     let dist_of: BTreeMap<&str, &str> = dists
         .iter()
         .flat_map(|(d, tops)| tops.iter().map(move |t| (t.as_str(), d.as_str())))
@@ -269,12 +352,10 @@ pub fn plan(collected: &Collected, project: &Project) -> Plan {
                     .or_default()
                     .add(owner, format!("ships an executable: {full}"));
             }
-        } else if head.starts_with(b"#!") && is_executable(path) {
-            found
-                .entry(dist.to_string())
-                .or_default()
-                .add(owner, format!("ships an executable script: {full}"));
         }
+        // An executable script is data like any other: a view only when code finds it
+        // beside `__file__` (tqdm ships completion.sh, but copies it out through
+        // importlib.resources).
         if is_build_artifact(rel) {
             continue;
         }
@@ -309,6 +390,10 @@ pub fn plan(collected: &Collected, project: &Project) -> Plan {
         let Ok(src) = std::fs::read_to_string(&m.path) else {
             continue;
         };
+        if !src.contains("__file__") {
+            continue;
+        }
+        let src = without_main_block(&src);
         if !src.contains("__file__") {
             continue;
         }
@@ -460,11 +545,6 @@ fn read_head(path: &Path) -> [u8; 4] {
     head
 }
 
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -532,6 +612,46 @@ mod tests {
             "here = os.path.dirname(__file__)\nfor root, dirs, files in os.walk(top_path):\n    x = here\n",
         ] {
             assert_eq!(lists_own_directory(src), None, "{src}");
+        }
+    }
+
+    #[test]
+    fn main_blocks_are_not_import_time_code() {
+        // pycparser 2.22 `_ast_gen.py`, reduced.
+        let src = "import os\nclass ASTCodeGenerator:\n    def __init__(self, cfg_filename='_c_ast.cfg'):\n        pass\n\nif __name__ == \"__main__\":\n    base_dir = os.path.dirname(os.path.abspath(__file__))\n    cfg_path = os.path.join(base_dir, \"_c_ast.cfg\")\n\n    for f in os.listdir(base_dir): pass\nx = 1\n";
+        let stripped = without_main_block(src);
+        assert!(!stripped.contains("__file__"), "{stripped}");
+        assert!(stripped.contains("x = 1"), "code after the block is kept");
+        assert_eq!(
+            src.lines().count(),
+            stripped.lines().count(),
+            "line numbers kept"
+        );
+        // Indented `if __name__` (inside a function) and other conditions stay.
+        for keep in [
+            "def f():\n    if __name__ == '__main__':\n        open(__file__)\n",
+            "if __name__ == 'x':\n    open(__file__)\n",
+        ] {
+            assert!(without_main_block(keep).contains("__file__"), "{keep}");
+        }
+    }
+
+    #[test]
+    fn build_tools_and_tests_are_not_runtime() {
+        for m in [
+            "numpy.f2py._backends._meson",
+            "numpy.distutils.fcompiler",
+            "pkg.tests.test_x",
+        ] {
+            assert!(is_dev_only(m), "{m}");
+        }
+        for m in [
+            "babel.core",
+            "pytz",
+            "lxml.isoschematron",
+            "tokenizers.tools.visualizer",
+        ] {
+            assert!(!is_dev_only(m), "{m}");
         }
     }
 

@@ -40,8 +40,11 @@ struct PykilnTable {
     on_disk: Vec<String>,
     #[serde(default)]
     in_memory: Vec<String>,
+    #[serde(default)]
+    sources: Vec<String>,
     python_cli: Option<bool>,
     strip_native: Option<bool>,
+    stdout_guard: Option<bool>,
 }
 
 /// A Python project to pack.
@@ -71,8 +74,14 @@ pub struct Project {
     /// Distributions kept in memory even if they look `__file__`-dependent
     /// (`[tool.pykiln] in-memory`).
     pub in_memory: Vec<String>,
+    /// Distributions (or top-level packages) whose Python sources are packed besides
+    /// their bytecode (`[tool.pykiln] sources`), for code that reads module files.
+    pub sources: Vec<String>,
     /// `[tool.pykiln] python-cli` (default true): `<binary> -c/-m …` runs Python.
     pub python_cli: bool,
+    /// `[tool.pykiln] stdout-guard` (default false): the server's text writes to
+    /// `sys.stdout` go to stderr (for servers that print a banner on the MCP channel).
+    pub stdout_guard: bool,
     /// `[tool.pykiln] strip-native` (default true): drop debug info and symbol tables
     /// from packed extension modules and shared libraries.
     pub strip_native: bool,
@@ -161,8 +170,10 @@ impl Project {
             packages,
             on_disk: tool.on_disk,
             in_memory: tool.in_memory,
+            sources: tool.sources,
             python_cli: tool.python_cli.unwrap_or(true),
             strip_native: tool.strip_native.unwrap_or(true),
+            stdout_guard: tool.stdout_guard.unwrap_or(false),
             entry_points,
         })
     }

@@ -247,11 +247,35 @@ impl Importer {
             Some(crate::prefetch::Product::Bytes(b)) => Cow::Owned(b),
             _ => entry.read().map_err(|e| archive_error(name, e))?,
         };
+        if bytes.is_empty() {
+            // A dependency's module that did not compile at build time: compile its
+            // source here, so importing it raises the SyntaxError a venv would.
+            return self.compile_source(py, name, &entry);
+        }
         let code = unmarshal(py, name, &bytes)?;
         self.fix_co_filename
             .bind(py)
             .call1((&code, self.origin(name, &entry)?))?;
         Ok(code)
+    }
+
+    /// Compile the packed source of `name` (file name: its origin, as a venv's would be).
+    fn compile_source<'py>(
+        &self,
+        py: Python<'py>,
+        name: &str,
+        entry: &Entry<'static>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let source = entry
+            .read_source()
+            .map_err(|e| archive_error(name, e))?
+            .ok_or_else(|| import_error(name, "has neither bytecode nor source in the archive"))?;
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("dont_inherit", true)?;
+        py.import("builtins")?.getattr("compile")?.call(
+            (PyBytes::new(py, &source), self.origin(name, entry)?, "exec"),
+            Some(&kwargs),
+        )
     }
 
     fn load_extension<'py>(
@@ -306,6 +330,84 @@ impl Importer {
                 .map(|c| c.into_owned())),
             _ => Ok(None),
         }
+    }
+
+    /// Module files of `package` and its subpackages, as paths relative to the package,
+    /// named as in a venv's directory: `__init__.py`, `mod.py`, `sub/__init__.py`, an
+    /// extension module's original file name.
+    fn module_paths(&self, package: &str) -> Vec<(String, Entry<'static>)> {
+        let mut out = Vec::new();
+        for kind in [EntryKind::Module, EntryKind::Extension] {
+            for e in self.archive.prefixed(kind, package.as_bytes()) {
+                let Ok(name) = std::str::from_utf8(e.key()) else {
+                    continue;
+                };
+                let rest = if name == package {
+                    ""
+                } else if let Some(r) = name.strip_prefix(package).and_then(|r| r.strip_prefix('.'))
+                {
+                    r
+                } else {
+                    continue;
+                };
+                let rel = rest.replace('.', "/");
+                let path = match kind {
+                    EntryKind::Extension => {
+                        let file = e.aux().next().unwrap_or_default();
+                        match rel.rsplit_once('/') {
+                            Some((dir, _)) => format!("{dir}/{file}"),
+                            None if !rest.is_empty() => file.to_string(),
+                            None => continue,
+                        }
+                    }
+                    _ if e.is_package() && rest.is_empty() => "__init__.py".to_string(),
+                    _ if e.is_package() => format!("{rel}/__init__.py"),
+                    _ if rest.is_empty() => continue,
+                    _ => format!("{rel}.py"),
+                };
+                out.push((path, e));
+            }
+        }
+        out
+    }
+
+    /// The bytes a venv's module file holds: the source of a `.py` file (an error
+    /// saying how to pack it when only bytecode is packed), an extension's image.
+    fn module_file_bytes<'py>(
+        py: Python<'py>,
+        shown: &str,
+        entry: &Entry<'static>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        if entry.kind() == EntryKind::Extension {
+            return read_bytes(py, shown, entry);
+        }
+        let name = entry.key_lossy();
+        match entry.read_source().map_err(|e| archive_error(&name, e))? {
+            Some(src) => Ok(PyBytes::new(py, &src)),
+            None => {
+                let top = name.split('.').next().unwrap_or_default();
+                Err(PyFileNotFoundError::new_err((
+                    2,
+                    format!(
+                        "the source of module {name} is not packed, only its bytecode; to pack it, \
+                         add its distribution to [tool.pykiln] sources = [\"{top}\"] in pyproject.toml"
+                    ),
+                    shown.to_string(),
+                )))
+            }
+        }
+    }
+
+    /// The module whose file (as a venv names it) is at virtual path `path`.
+    fn module_file_at(&self, path: &str) -> Option<Entry<'static>> {
+        let rel = path.strip_prefix(&self.prefix)?.strip_prefix('/')?;
+        let (dir, _) = rel.rsplit_once('/')?;
+        let package = dir.replace('/', ".");
+        let inner = &rel[dir.len() + 1..];
+        self.module_paths(&package)
+            .into_iter()
+            .find(|(p, _)| p == inner)
+            .map(|(_, e)| e)
     }
 
     /// Resolve `<prefix>/a/b/file` to (package, relative path) of a packed resource.
@@ -516,6 +618,9 @@ impl Importer {
         if let Some(e) = self.dist_file_at(path) {
             return read_bytes(py, path, &e);
         }
+        if let Some(e) = self.module_file_at(path) {
+            return Self::module_file_bytes(py, path, &e);
+        }
         if !path.starts_with(&format!("{}/", self.prefix)) {
             let bytes = std::fs::read(path).map_err(|e| {
                 pyo3::exceptions::PyOSError::new_err((
@@ -587,15 +692,22 @@ impl Importer {
         &self.prefix
     }
 
-    /// Relative paths of a package's resources, subpackages' included.
+    /// Relative paths of a package's files, subpackages' included: its resources and,
+    /// as a venv's directory lists them, its modules' files (`mod.py`, `sub/__init__.py`).
     fn _resource_names(&self, package: &str) -> Vec<String> {
-        self.resource_paths(package)
+        let mut names: Vec<String> = self
+            .resource_paths(package)
             .into_iter()
+            .chain(self.module_paths(package))
             .map(|(p, _)| p)
-            .collect()
+            .collect();
+        names.sort();
+        names.dedup();
+        names
     }
 
-    /// Bytes of one resource by path relative to the package, or None.
+    /// Bytes of one file by path relative to the package (a resource, a module's
+    /// source, an extension's image), or None.
     fn _resource_bytes<'py>(
         &self,
         py: Python<'py>,
@@ -603,8 +715,15 @@ impl Importer {
         path: &str,
     ) -> PyResult<Option<Bound<'py, PyBytes>>> {
         let full = format!("{}/{}/{}", self.prefix, Self::rel_path(package), path);
-        match self.resolve_path(&full) {
-            Some(e) => read_bytes(py, &full, &e).map(Some),
+        if let Some(e) = self.resolve_path(&full) {
+            return read_bytes(py, &full, &e).map(Some);
+        }
+        match self
+            .module_paths(package)
+            .into_iter()
+            .find(|(p, _)| p == path)
+        {
+            Some((_, e)) => Self::module_file_bytes(py, &full, &e).map(Some),
             None => Ok(None),
         }
     }

@@ -50,7 +50,11 @@ pub fn run(
 ) -> anyhow::Result<i32> {
     let exe = std::env::current_exe().context("cannot locate the running executable")?;
     let run_command = match &mode {
-        Mode::App { entry_point } => Some(app_command(entry_point, crate::stop::install())?),
+        Mode::App { entry_point } => Some(app_command(
+            entry_point,
+            crate::stop::install(),
+            manifest.app.as_ref().is_some_and(|a| a.stdout_guard),
+        )?),
         Mode::Verify {
             corrupt,
             import_timeout,
@@ -117,7 +121,17 @@ fn verify_command(corrupt: &[(String, String)], import_timeout: f64) -> anyhow::
 /// `CancelledError` (anyio's runner on 3.10), click's `Aborted!` exit 1, or a normal
 /// return because stdin ended — its status is `128 + signal` (130, 143), as for a
 /// process the signal killed. `wakeup_fd` is CPython's signal wakeup fd (ours).
-fn app_command(entry_point: &str, wakeup_fd: Option<i32>) -> anyhow::Result<String> {
+///
+/// `stdout_guard` (`[tool.pykiln] stdout-guard`): before anything of the server runs,
+/// `sys.stdout` becomes a text stream that writes to stderr (one warning line first);
+/// its `buffer` and `fileno()` are the real stdout's, which is what the MCP SDK's stdio
+/// transport writes through, so the protocol still flows and a stray `print()` (a
+/// start-up banner, a debug line in a tool) lands on stderr instead of inside it.
+fn app_command(
+    entry_point: &str,
+    wakeup_fd: Option<i32>,
+    stdout_guard: bool,
+) -> anyhow::Result<String> {
     let (module, object) = entry_point.split_once(':').with_context(|| {
         format!("entry point '{entry_point}' is not of the form module:function")
     })?;
@@ -141,8 +155,10 @@ fn app_command(entry_point: &str, wakeup_fd: Option<i32>) -> anyhow::Result<Stri
         Some(fd) => format!("signal.set_wakeup_fd({fd}, warn_on_full_buffer=False)\n"),
         None => String::new(),
     };
+    let guard = if stdout_guard { STDOUT_GUARD } else { "" };
     Ok(format!(
         "import sys, signal, _pykiln_runtime\n\
+         {guard}\
          {wakeup}\
          def _pykiln_stop(signum, frame):\n\
          \x20   _pykiln_runtime.stopping(signum)\n\
@@ -173,6 +189,39 @@ fn app_command(entry_point: &str, wakeup_fd: Option<i32>) -> anyhow::Result<Stri
          sys.exit(_pykiln_status)\n"
     ))
 }
+
+/// Python for `[tool.pykiln] stdout-guard` (see [`app_command`]).
+const STDOUT_GUARD: &str = "\
+import io as _pykiln_io
+class _PykilnStdoutGuard(_pykiln_io.TextIOBase):
+    def __init__(self, real):
+        self._real = real
+        self._warned = False
+    def write(self, text):
+        if not self._warned:
+            self._warned = True
+            sys.stderr.write('pykiln: warning: the server wrote to sys.stdout, the MCP channel; '
+                             'stdout-guard sends that text to stderr:\\n')
+        return sys.stderr.write(text)
+    def flush(self):
+        sys.stderr.flush()
+    def writable(self):
+        return True
+    def isatty(self):
+        return self._real.isatty()
+    def fileno(self):
+        return self._real.fileno()
+    @property
+    def buffer(self):
+        return self._real.buffer
+    @property
+    def encoding(self):
+        return self._real.encoding
+    @property
+    def errors(self):
+        return self._real.errors
+sys.stdout = _PykilnStdoutGuard(sys.stdout)
+";
 
 #[pyo3::pyfunction]
 fn stopping(signum: i32) {
@@ -381,9 +430,41 @@ unsafe fn configure(
 mod tests {
     use super::*;
 
+    /// The guard's Python, run by the build's python3: text goes to stderr after one
+    /// warning line; the transport's byte channel is still stdout.
+    #[test]
+    fn stdout_guard_sends_text_to_stderr_and_keeps_the_byte_channel() {
+        assert!(
+            app_command("pkg.server:main", None, true)
+                .unwrap()
+                .contains("sys.stdout = _PykilnStdoutGuard(sys.stdout)")
+        );
+        let program = format!(
+            "import sys\n{STDOUT_GUARD}print('Starting MCP server')\nprint('again', flush=True)\n\
+             import io\nw = io.TextIOWrapper(sys.stdout.buffer, encoding='utf-8')\n\
+             w.write('{{\"jsonrpc\": \"2.0\"}}\\n'); w.flush()\n"
+        );
+        let out = std::process::Command::new("python3")
+            .args(["-I", "-c", &program])
+            .output()
+            .expect("python3 runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "{\"jsonrpc\": \"2.0\"}\n"
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.matches("stdout-guard").count(), 1, "{err}");
+        assert!(err.ends_with("Starting MCP server\nagain\n"), "{err}");
+    }
+
     #[test]
     fn app_command_runs_the_entry_point() {
-        let c = app_command("pkg.server:main", Some(7)).unwrap();
+        let c = app_command("pkg.server:main", Some(7), false).unwrap();
         assert!(c.contains("from pkg.server import main as _pykiln_entry"));
         assert!(c.contains("_pykiln_status = _pykiln_entry()"));
         assert!(c.trim_end().ends_with("sys.exit(_pykiln_status)"));
@@ -406,7 +487,7 @@ mod tests {
 
     #[test]
     fn app_command_accepts_object_attributes() {
-        let c = app_command("pkg.cli:app.main", None).unwrap();
+        let c = app_command("pkg.cli:app.main", None, false).unwrap();
         assert!(c.contains("from pkg.cli import app as _pykiln_entry\n"));
         assert!(c.contains("_pykiln_entry = _pykiln_entry.main\n"));
         assert!(!c.contains("set_wakeup_fd"));
@@ -424,7 +505,7 @@ mod tests {
             "pkg:1main",
             "pkg:main.",
         ] {
-            assert!(app_command(bad, None).is_err(), "{bad}");
+            assert!(app_command(bad, None, false).is_err(), "{bad}");
         }
     }
 }

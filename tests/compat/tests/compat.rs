@@ -140,6 +140,14 @@ fn verify_imports_every_packed_module() {
         "{out}"
     );
     assert!(!marker.exists(), "verify imported echo-server.py");
+    // olefile's Python 2 module: packed as source, skipped with the reason.
+    assert!(
+        out.lines().any(
+            |l| l.starts_with("SKIP olefile.olefile2: does not compile on Python 3.")
+                && l.contains("SyntaxError: invalid hexadecimal literal (line 277)")
+        ),
+        "{out}"
+    );
     let summary = out.lines().last().unwrap_or_default();
     assert!(summary.ends_with(" 0 failed"), "{out}");
     let imported: usize = summary
@@ -175,6 +183,150 @@ fn a_package_that_lists_its_directory_gets_a_view() {
             .is_some_and(|r| r.contains("lists its own directory")),
         "{group}"
     );
+}
+
+/// The build's on-disk view decisions on real distributions, labelled: every view the
+/// corpus gets is a true positive (code that needs a real path), and the false positives
+/// earlier analyses produced stay in memory (issue 10.3). Before that issue this corpus
+/// got 12 views; now 8.
+#[test]
+fn views_match_the_labelled_corpus() {
+    // (distribution, a view prefix, why it needs one)
+    const NEEDED: &[(&str, &str, &str)] = &[
+        (
+            "babel",
+            "babel",
+            "reads global.dat and locale-data/ beside __file__",
+        ),
+        (
+            "compat_smoke",
+            "compat_plugins",
+            "lists its own directory for plugins",
+        ),
+        (
+            "compat_smoke",
+            "compat_smoke",
+            "opens data.json beside __file__",
+        ),
+        (
+            "docutils",
+            "docutils.writers.html4css1",
+            "opens its stylesheets by path",
+        ),
+        ("glfw", "glfw", "ctypes loads libglfw.so by path"),
+        (
+            "lxml",
+            "lxml.isoschematron",
+            "parses its .rng/.xsl resources by path",
+        ),
+        ("pytz", "pytz", "opens zoneinfo/ files by path"),
+        (
+            "soundfile",
+            "_soundfile_data",
+            "cffi dlopens libsndfile by path",
+        ),
+        (
+            "tokenizers",
+            "tokenizers.tools",
+            "reads visualizer-styles.css at import",
+        ),
+    ];
+    // (module, why it needs no view)
+    const NOT_NEEDED: &[(&str, &str)] = &[
+        (
+            "pycparser._ast_gen",
+            "reads _c_ast.cfg only in its __main__ block",
+        ),
+        (
+            "google._upb._message",
+            "an abi3 extension module, not a library loaded by path",
+        ),
+        ("google.protobuf", "pure Python beside that extension"),
+        (
+            "numpy.f2py._backends._meson",
+            "build tooling: f2py needs a Fortran compiler",
+        ),
+        (
+            "numpy.distutils.fcompiler",
+            "build tooling, lists compilers",
+        ),
+        (
+            "tqdm",
+            "copies completion.sh out through importlib.resources",
+        ),
+        ("olefile", "no __file__ use"),
+        (
+            "numpy",
+            "its C headers are package data, read by build tools only",
+        ),
+    ];
+    let info = run(
+        Command::new(binary()).args(["--pykiln", "info"]),
+        "--pykiln info",
+    );
+    let info: Value = serde_json::from_str(&info).expect("info is JSON");
+    let groups = info["on_disk"].as_array().expect("on_disk is a list");
+    let covers = |module: &str| {
+        groups.iter().find(|g| {
+            g["tops"].as_array().is_some_and(|tops| {
+                tops.iter()
+                    .filter_map(Value::as_str)
+                    .any(|t| module == t || module.starts_with(&format!("{t}.")))
+            })
+        })
+    };
+    for (dist, prefix, why) in NEEDED {
+        let group = covers(prefix).unwrap_or_else(|| panic!("no view for {prefix} ({why})"));
+        assert_eq!(group["name"], *dist, "{group}");
+    }
+    for (module, why) in NOT_NEEDED {
+        assert!(
+            covers(module).is_none(),
+            "{module} got a view but {why}: {}",
+            info["on_disk"]
+        );
+    }
+    let mut names: Vec<&str> = groups.iter().filter_map(|g| g["name"].as_str()).collect();
+    names.dedup();
+    let mut expected: Vec<&str> = NEEDED.iter().map(|(d, _, _)| *d).collect();
+    expected.dedup();
+    assert_eq!(
+        names, expected,
+        "views beyond the labelled corpus: label them"
+    );
+}
+
+/// `importlib.resources` and `pkgutil.get_data` list and read module files like a venv;
+/// reading one whose source is not packed says which option packs it.
+#[test]
+fn module_files_without_packed_source_say_how_to_pack_them() {
+    let code = r#"
+import pkgutil
+from importlib import resources
+for read in (lambda: (resources.files("jinja2") / "utils.py").read_bytes(),
+             lambda: pkgutil.get_data("jinja2", "utils.py")):
+    try:
+        read()
+        print("read")
+    except FileNotFoundError as e:
+        print("error:", e)
+print(len((resources.files("markdown") / "core.py").read_text()) > 1000)
+"#;
+    let out = run(
+        Command::new(binary()).args(["-c", code]),
+        "pykiln-compat -c",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    for line in &lines[..2] {
+        assert!(
+            line.starts_with("error:")
+                && line.contains("source of module jinja2.utils is not packed")
+                && line.contains("[tool.pykiln] sources = [\"jinja2\"]"),
+            "{out}"
+        );
+    }
+    assert_eq!(lines[2], "True", "{out}");
 }
 
 #[test]

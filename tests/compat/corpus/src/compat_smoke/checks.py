@@ -583,6 +583,77 @@ def tqdm():
 
 
 @check
+def olefile_():
+    import importlib.util
+
+    import olefile
+
+    try:
+        import olefile.olefile2  # noqa: F401 - Python 2 code: a SyntaxError in a venv too
+        py2 = "imported"
+    except SyntaxError as e:
+        py2 = [type(e).__name__, e.lineno, os.path.basename(e.filename or "")]
+    spec = importlib.util.find_spec("olefile.olefile2")
+    source = spec.loader.get_source("olefile.olefile2")
+    return [
+        olefile.isOleFile(data=olefile.MAGIC + bytes(2048)),
+        olefile.isOleFile(data=bytes(2048)),
+        py2,
+        "class OleFileIO" in source,
+    ]
+
+
+@check
+def protobuf():
+    from google.protobuf import struct_pb2
+    from google.protobuf.internal import api_implementation
+
+    msg = struct_pb2.Struct()
+    msg.update({"name": "kiln", "temp": 1280, "glazes": ["celadon", "tenmoku"]})
+    back = struct_pb2.Struct.FromString(msg.SerializeToString())
+    # "upb": the native google/_upb/_message.abi3.so is what runs
+    return [api_implementation.Type(), back["name"], back["temp"], list(back["glazes"])]
+
+
+@check
+def tokenizers_():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tok = Tokenizer(models.WordLevel({"hello": 0, "world": 1, "[UNK]": 2}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    enc = tok.encode("hello kiln world")
+    # reads visualizer-styles.css beside __file__ at import: needs its on-disk view
+    from tokenizers.tools import EncodingVisualizer, visualizer
+
+    return [enc.ids, enc.tokens, "font-family" in visualizer.css, EncodingVisualizer.__name__]
+
+
+@check
+def resources_list_modules():
+    # Plugin discovery through importlib.resources: a package's listing holds its
+    # modules (`x.py`, the extension's file, subpackage directories) as in a venv.
+    from importlib import resources
+
+    def listing(pkg):
+        return sorted(
+            (p.name, p.is_dir(), p.is_file())
+            for p in resources.files(pkg).iterdir()
+            # bytecode caches and type stubs are not packed
+            if p.name != "__pycache__" and not p.name.endswith(".pyi")
+        )
+
+    ext = resources.files("markdown") / "extensions"
+    core = (resources.files("markdown") / "core.py").read_bytes()
+    sub = sorted(p.name for p in ext.iterdir() if p.name.endswith(".py"))
+    return [
+        {pkg: listing(pkg) for pkg in ("jinja2", "markupsafe", "markdown", "olefile")},
+        sub[:5],
+        (ext / "tables.py").is_file(),
+        core.count(b"class Markdown"),
+    ]
+
+
+@check
 def metadata():
     from importlib import metadata
 

@@ -1,0 +1,2 @@
+//! `project/` (a server that prints on stdout) packed with `stdout-guard = true`.
+pykiln::main!();
