@@ -390,7 +390,8 @@ impl Importer {
                     2,
                     format!(
                         "the source of module {name} is not packed, only its bytecode; to pack it, \
-                         add its distribution to [tool.pykiln] sources = [\"{top}\"] in pyproject.toml"
+                         list its distribution or package in [tool.pykiln] sources = [\"{top}\"] \
+                         in pyproject.toml"
                     ),
                     shown.to_string(),
                 )))
