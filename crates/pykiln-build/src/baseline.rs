@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use anyhow::Context as _;
 use sha2::{Digest as _, Sha256};
 
 const SCRIPT: &str = include_str!("../python/baseline.py");
@@ -71,9 +72,7 @@ pub fn import_failures(
     };
     let run = Run::parse(&stdout);
     if run.done {
-        anyhow::Context::with_context(std::fs::create_dir_all(&dir), || {
-            format!("creating {}", dir.display())
-        })?;
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         crate::cache::write_atomic(&file, &serde_json::to_vec(&run.failures)?)?;
     } else {
         let stuck = run

@@ -170,9 +170,9 @@ pub fn compile_all(
 /// The failure recorded beside `code_path` by an earlier build: the same source with
 /// the same compiler fails the same way, and asking Python again costs a process.
 fn known_failure(code_path: &Path) -> Option<Failure> {
-    let text = std::fs::read(code_path.with_extension("error")).ok()?;
-    let failure = serde_json::from_slice(&text).ok()?;
-    crate::cache::touch(&code_path.with_extension("error"));
+    let path = code_path.with_extension("error");
+    let failure = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+    crate::cache::touch(&path);
     Some(failure)
 }
 

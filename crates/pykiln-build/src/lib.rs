@@ -327,7 +327,8 @@ impl App {
         // or data file added after this build triggers the next one.
         inputs.extend(project.packages.iter().map(|(_, dir)| dir.clone()));
         let mut warnings = collected.warnings.clone();
-        let on_disk = ondisk::plan(&collected, &project);
+        let dists = ondisk::distributions(&collected, &project);
+        let on_disk = ondisk::plan(&collected, &project, &dists);
         warnings.extend(on_disk.warnings.iter().cloned());
 
         let (entry_module, entry_object) = project.entry_point.split_once(':').unwrap_or_default();
@@ -366,24 +367,26 @@ impl App {
                     )
                 })
                 .collect();
-            warnings.push(format!(
-                "{} dependency module{} do{} not compile on Python {}.{} and {} packed as source only \
-                 (importing {} raises SyntaxError, as in a venv; `--pykiln verify` skips {}): {}{}",
+            let (py, n) = (
+                format!("{}.{}", python.major, python.minor),
                 uncompilable.len(),
-                if uncompilable.len() == 1 { "" } else { "s" },
-                if uncompilable.len() == 1 { "es" } else { "" },
-                python.major,
-                python.minor,
-                if uncompilable.len() == 1 { "is" } else { "are" },
-                if uncompilable.len() == 1 { "it" } else { "one" },
-                if uncompilable.len() == 1 { "it" } else { "them" },
-                shown.join(", "),
-                if uncompilable.len() > shown.len() {
-                    format!(" and {} more", uncompilable.len() - shown.len())
-                } else {
-                    String::new()
-                }
-            ));
+            );
+            let head = if n == 1 {
+                format!(
+                    "1 dependency module does not compile on Python {py} and is packed as source only \
+                     (importing it raises SyntaxError, as in a venv; `--pykiln verify` skips it)"
+                )
+            } else {
+                format!(
+                    "{n} dependency modules do not compile on Python {py} and are packed as source only \
+                     (importing one raises SyntaxError, as in a venv; `--pykiln verify` skips them)"
+                )
+            };
+            let more = match n - shown.len() {
+                0 => String::new(),
+                rest => format!(" and {rest} more"),
+            };
+            warnings.push(format!("{head}: {}{more}", shown.join(", ")));
         }
 
         match collected
@@ -427,7 +430,12 @@ impl App {
             w = w.dictionary(d.clone());
         }
         let mut source_readers = collected.source_readers();
-        source_readers.extend(ondisk::source_tops(&collected, &project, &mut warnings));
+        source_readers.extend(ondisk::source_tops(
+            &collected,
+            &project,
+            &dists,
+            &mut warnings,
+        ));
         for (name, m) in &collected.modules {
             // No bytecode (empty) marks a module the runtime compiles from its source.
             let code = match compiled.get(&m.path) {

@@ -291,13 +291,14 @@ pub fn distributions(
 }
 
 /// The top-level packages `[tool.pykiln] sources` names (distributions or import names),
-/// and a warning for each entry that names nothing packed.
+/// and a warning for each entry that names nothing packed. `dists` is
+/// [`distributions`]'s.
 pub fn source_tops(
     collected: &Collected,
     project: &Project,
+    dists: &BTreeMap<String, BTreeSet<String>>,
     warnings: &mut Vec<String>,
 ) -> BTreeSet<String> {
-    let dists = distributions(collected, project);
     let mut tops = BTreeSet::new();
     for wanted in &project.sources {
         if let Some(t) = dists.get(&normalize(wanted)) {
@@ -313,9 +314,12 @@ pub fn source_tops(
     tops
 }
 
-/// Decide the on-disk groups of a build.
-pub fn plan(collected: &Collected, project: &Project) -> Plan {
-    let dists = distributions(collected, project);
+/// Decide the on-disk groups of a build (`dists` is [`distributions`]'s).
+pub fn plan(
+    collected: &Collected,
+    project: &Project,
+    dists: &BTreeMap<String, BTreeSet<String>>,
+) -> Plan {
     let app = normalize(&project.name);
     let dist_of: BTreeMap<&str, &str> = dists
         .iter()

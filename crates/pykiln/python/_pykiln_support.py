@@ -85,13 +85,18 @@ def find_distributions(importer, context=None):
 class PackedPath(Traversable):
     """A file or directory of a packed package's data."""
 
-    def __init__(self, importer, package, rel=""):
+    def __init__(self, importer, package, rel="", names=None):
         self._importer = importer
         self._package = package
         self._rel = rel.strip("/")
+        # The package's file list, read once per traversal: the archive never changes,
+        # and is_dir()/is_file() on each child of a listing would otherwise read it again.
+        self._listing = names
 
     def _names(self):
-        return self._importer._resource_names(self._package)
+        if self._listing is None:
+            self._listing = self._importer._resource_names(self._package)
+        return self._listing
 
     @property
     def name(self):
@@ -115,13 +120,13 @@ class PackedPath(Traversable):
                 if head not in seen:
                     seen.append(head)
         for head in seen:
-            yield PackedPath(self._importer, self._package, prefix + head)
+            yield PackedPath(self._importer, self._package, prefix + head, self._listing)
 
     def joinpath(self, *descendants):
         rel = posixpath.normpath(posixpath.join(self._rel or ".", *map(str, descendants)))
         if rel == ".":
             rel = ""
-        return PackedPath(self._importer, self._package, rel)
+        return PackedPath(self._importer, self._package, rel, self._listing)
 
     __truediv__ = joinpath
 

@@ -399,16 +399,19 @@ impl Importer {
         }
     }
 
+    /// The module whose file (as a venv names it) is `rel` inside `package`.
+    fn module_file(&self, package: &str, rel: &str) -> Option<Entry<'static>> {
+        self.module_paths(package)
+            .into_iter()
+            .find(|(p, _)| p == rel)
+            .map(|(_, e)| e)
+    }
+
     /// The module whose file (as a venv names it) is at virtual path `path`.
     fn module_file_at(&self, path: &str) -> Option<Entry<'static>> {
         let rel = path.strip_prefix(&self.prefix)?.strip_prefix('/')?;
-        let (dir, _) = rel.rsplit_once('/')?;
-        let package = dir.replace('/', ".");
-        let inner = &rel[dir.len() + 1..];
-        self.module_paths(&package)
-            .into_iter()
-            .find(|(p, _)| p == inner)
-            .map(|(_, e)| e)
+        let (dir, file) = rel.rsplit_once('/')?;
+        self.module_file(&dir.replace('/', "."), file)
     }
 
     /// Resolve `<prefix>/a/b/file` to (package, relative path) of a packed resource.
@@ -719,12 +722,8 @@ impl Importer {
         if let Some(e) = self.resolve_path(&full) {
             return read_bytes(py, &full, &e).map(Some);
         }
-        match self
-            .module_paths(package)
-            .into_iter()
-            .find(|(p, _)| p == path)
-        {
-            Some((_, e)) => Self::module_file_bytes(py, &full, &e).map(Some),
+        match self.module_file(package, path) {
+            Some(e) => Self::module_file_bytes(py, &full, &e).map(Some),
             None => Ok(None),
         }
     }
