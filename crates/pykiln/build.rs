@@ -29,10 +29,32 @@ fn main() {
         println!("cargo:rustc-link-lib={lib}");
     }
     compile_support(&cfg.interpreter);
+    write_exports();
     println!("cargo:rustc-env=PYKILN_PYTHON_VERSION={}", cfg.version);
     println!("cargo:rustc-env=PYKILN_PYTHON_MINOR={}", cfg.minor);
     // Downstream build scripts (pykiln-build's caller) can check they pack the same Python.
     println!("cargo:python_version={}", cfg.version);
+}
+
+/// The symbols the executable exports to the extension modules it loads: the Python C
+/// API and the bundled SQLite's. Not everything (`--export-dynamic`): exported symbols
+/// are kept by the linker even when unused (zstd's compressor, ~0.5 MB), make every
+/// symbol lookup of a loading extension search a bigger table, and would interpose on
+/// same-named symbols inside extensions (a wheel with its own zstd or xxhash).
+const EXPORTS: &str = "{\n  Py*;\n  _Py*;\n  sqlite3_*;\n};\n";
+
+/// Write the linker's dynamic list and hand its path to the build scripts of crates
+/// that depend on this one (`DEP_PYKILN_PYTHON_EXPORTS`): a build script cannot add
+/// link arguments to another package's binaries, so the binary crate's build script
+/// passes `-Wl,--dynamic-list=<it>` (pykiln-build does, and the runner's).
+fn write_exports() {
+    let out = std::path::PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default())
+        .join("pykiln-exports.list");
+    if let Err(e) = std::fs::write(&out, EXPORTS) {
+        eprintln!("error: writing {}: {e}", out.display());
+        std::process::exit(1);
+    }
+    println!("cargo:exports={}", out.display());
 }
 
 /// pyo3 chooses its interpreter on its own (`PYO3_PYTHON`, `PYO3_CONFIG_FILE`, PATH);

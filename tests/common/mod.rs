@@ -14,8 +14,16 @@ pub const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The release binary cargo built for this test run.
 pub fn binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_pykiln-notes"))
+    // The same suite runs against the notes server made by the `pykiln` CLI (a runner
+    // with the archive appended; tests/cli-built sets this) as against cargo's build.
+    match std::env::var_os(BINARY_ENV) {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(env!("CARGO_BIN_EXE_pykiln-notes")),
+    }
 }
+
+/// Names another notes binary to test instead of the one cargo built.
+pub const BINARY_ENV: &str = "PYKILN_NOTES_BIN";
 
 /// A command for the binary with an empty environment except what is given, and a
 /// private database.

@@ -28,6 +28,8 @@
 mod format;
 mod order;
 mod reader;
+pub mod stamp;
+pub mod trailer;
 mod writer;
 
 pub use format::{EntryKind, FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_ENTRY_LEN, RECORD_LEN};

@@ -530,6 +530,15 @@ impl<'a> Entry<'a> {
         self.primary.stored as usize
     }
 
+    /// Size of the secondary blob (module source) as stored; 0 without one.
+    pub fn stored_source_len(&self) -> usize {
+        if self.has_source() {
+            self.secondary.stored as usize
+        } else {
+            0
+        }
+    }
+
     /// Whether the primary blob is stored uncompressed (and so can be borrowed).
     pub fn is_stored_raw(&self) -> bool {
         self.flags & flags::PRIMARY_ZSTD == 0

@@ -44,7 +44,14 @@ pub fn touch(path: &Path) {
 /// Write `bytes` to `path` as a whole or not at all: a temporary file beside it
 /// (unique name, so concurrent builds never share one), then a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    write_atomic_mode(path, bytes, None)
+}
+
+/// [`write_atomic`], with the file's permission bits set before the rename (an
+/// executable is never visible without its mode).
+pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: Option<u32>) -> anyhow::Result<()> {
     use std::io::Write as _;
+    use std::os::unix::fs::PermissionsExt as _;
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
         .prefix(".tmp-")
@@ -52,6 +59,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     tmp.write_all(bytes)
         .with_context(|| format!("writing {}", tmp.path().display()))?;
+    if let Some(mode) = mode {
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("setting the mode of {}", tmp.path().display()))?;
+    }
     tmp.persist(path)
         .with_context(|| format!("renaming into {}", path.display()))?;
     Ok(())
@@ -67,7 +79,8 @@ pub fn max_from_env() -> anyhow::Result<u64> {
     }
 }
 
-fn parse_size(text: &str) -> Option<u64> {
+/// A size: bytes, or a number with K, M or G (binary units; `2G`, `500M`, `1.5GiB`).
+pub fn parse_size(text: &str) -> Option<u64> {
     let t = text
         .trim()
         .trim_end_matches(['B', 'b'])

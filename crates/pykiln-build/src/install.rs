@@ -168,12 +168,24 @@ pub fn stage_dependencies(
     python_version: &str,
     project: &Project,
     cache: &Path,
+    refresh: bool,
 ) -> anyhow::Result<PathBuf> {
-    let req_text = match &project.requirements {
-        Some(file) => std::fs::read(file)
-            .with_context(|| format!("reading requirements file {}", file.display()))?,
-        None => project.dependencies.join("\n").into_bytes(),
-    };
+    let specs = project.pip_specs();
+    let mut req_text = specs.join("\n").into_bytes();
+    // A local wheel or directory is keyed by its content, not only its path.
+    for spec in specs {
+        if let Ok(bytes) = std::fs::read(spec) {
+            req_text.extend_from_slice(format!("\n{spec} sha256:").as_bytes());
+            req_text.extend_from_slice(crate::hex(&Sha256::digest(&bytes)).as_bytes());
+        }
+    }
+    if let Some(file) = &project.requirements {
+        req_text.extend_from_slice(b"\n-r\n");
+        req_text.extend(
+            std::fs::read(file)
+                .with_context(|| format!("reading requirements file {}", file.display()))?,
+        );
+    }
     let base: [&[u8]; 3] = [
         STAGING_VERSION.as_bytes(),
         python_version.as_bytes(),
@@ -185,7 +197,6 @@ pub fn stage_dependencies(
     let req_key = requirement_key(&base, &req_text, env, &pip_config_files());
     let site_root = cache.join("site");
     let resolved = site_root.join("resolved").join(&req_key);
-    let refresh = std::env::var_os(REFRESH_ENV).is_some_and(|v| !v.is_empty() && v != "0");
     if !refresh {
         if let Ok(pins_key) = std::fs::read_to_string(&resolved) {
             let dir = site_root.join(pins_key.trim());
@@ -205,7 +216,7 @@ pub fn stage_dependencies(
         .with_context(|| format!("creating a staging directory in {}", site_root.display()))?
         .keep();
 
-    if project.requirements.is_some() || !project.dependencies.is_empty() {
+    if project.requirements.is_some() || !specs.is_empty() {
         let mut cmd = Command::new(python);
         // pip runs third-party code too (sdists' build backends): a scratch home like
         // every build-time child, plus what pip needs from the user's environment.
@@ -223,17 +234,13 @@ pub fn stage_dependencies(
             .env_remove("PIP_TARGET")
             .env_remove("PIP_USER")
             .env_remove("PIP_PREFIX");
-        match &project.requirements {
-            Some(file) => {
-                cmd.arg("-r").arg(file);
-                if String::from_utf8_lossy(&req_text).contains("--hash=") {
-                    cmd.arg("--require-hashes");
-                }
-            }
-            None => {
-                cmd.args(&project.dependencies);
+        if let Some(file) = &project.requirements {
+            cmd.arg("-r").arg(file);
+            if String::from_utf8_lossy(&req_text).contains("--hash=") {
+                cmd.arg("--require-hashes");
             }
         }
+        cmd.args(specs);
         let out = cmd
             .output()
             .with_context(|| format!("running {} -m pip", python.display()))?;
@@ -243,8 +250,11 @@ pub fn stage_dependencies(
             let detail: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
             let tail = detail[detail.len().saturating_sub(12)..].join("\n  ");
             bail!(
-                "installing the dependencies of {} failed (pip exit status {}):\n  {tail}",
-                project.dir.join("pyproject.toml").display(),
+                "installing {} failed (pip exit status {}):\n  {tail}",
+                match &project.pyproject {
+                    Some(file) => format!("the dependencies of {}", file.display()),
+                    None => project.origin().replacen("the requirements ", "", 1),
+                },
                 out.status.code().unwrap_or(-1)
             );
         }

@@ -27,24 +27,75 @@ struct ProjectTable {
 
 #[derive(Debug, Deserialize, Default)]
 struct ToolTable {
-    pykiln: Option<PykilnTable>,
+    pykiln: Option<ToolConfig>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+/// `[tool.pykiln]` in pyproject.toml: every packing option, all optional. The `pykiln`
+/// CLI builds one from its flags and lays it over the project's ([`ToolConfig::merged`]).
+#[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct PykilnTable {
-    entry_point: Option<String>,
-    packages: Option<Vec<String>>,
-    requirements: Option<String>,
+pub struct ToolConfig {
+    /// `module:function` run at start (default: the single `[project.scripts]` entry).
+    pub entry_point: Option<String>,
+    /// The app's top-level import packages (default: found under src/ or the root).
+    pub packages: Option<Vec<String>>,
+    /// A requirements or lock file installed instead of `[project].dependencies`.
+    pub requirements: Option<String>,
+    /// Distributions (or the app's name) given an on-disk file view.
     #[serde(default)]
-    on_disk: Vec<String>,
+    pub on_disk: Vec<String>,
+    /// Distributions kept in memory even if they look `__file__`-dependent.
     #[serde(default)]
-    in_memory: Vec<String>,
+    pub in_memory: Vec<String>,
+    /// Distributions or top-level packages whose Python sources are packed.
     #[serde(default)]
-    sources: Vec<String>,
-    python_cli: Option<bool>,
-    strip_native: Option<bool>,
-    stdout_guard: Option<bool>,
+    pub sources: Vec<String>,
+    /// Modules left out (and their subpackages); `*` wildcards allowed.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Pack the sources of the standard library and every dependency.
+    pub all_sources: Option<bool>,
+    /// `<binary> -c/-m …` runs Python (default true).
+    pub python_cli: Option<bool>,
+    /// Strip debug info and symbol tables from packed native code (default true).
+    pub strip_native: Option<bool>,
+    /// The server's text writes to `sys.stdout` go to stderr (default false).
+    pub stdout_guard: Option<bool>,
+}
+
+impl ToolConfig {
+    /// `self` with every option `over` sets taken from `over` (lists are appended).
+    pub fn merged(mut self, over: &ToolConfig) -> ToolConfig {
+        fn pick<T: Clone>(a: &mut Option<T>, b: &Option<T>) {
+            if b.is_some() {
+                a.clone_from(b);
+            }
+        }
+        pick(&mut self.entry_point, &over.entry_point);
+        pick(&mut self.packages, &over.packages);
+        pick(&mut self.requirements, &over.requirements);
+        pick(&mut self.all_sources, &over.all_sources);
+        pick(&mut self.python_cli, &over.python_cli);
+        pick(&mut self.strip_native, &over.strip_native);
+        pick(&mut self.stdout_guard, &over.stdout_guard);
+        self.on_disk.extend(over.on_disk.iter().cloned());
+        self.in_memory.extend(over.in_memory.iter().cloned());
+        self.sources.extend(over.sources.iter().cloned());
+        self.exclude.extend(over.exclude.iter().cloned());
+        self
+    }
+}
+
+/// Where the entry point of a project made of requirements comes from, once they
+/// are installed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntrySpec {
+    /// `module:function`, given.
+    Given(String),
+    /// A console script, by name, of any installed distribution.
+    Script(String),
+    /// The single console script of this distribution.
+    ScriptOf(String),
 }
 
 /// A Python project to pack.
@@ -85,11 +136,21 @@ pub struct Project {
     /// `[tool.pykiln] strip-native` (default true): drop debug info and symbol tables
     /// from packed extension modules and shared libraries.
     pub strip_native: bool,
+    /// `[tool.pykiln] exclude`: modules left out.
+    pub exclude: Vec<String>,
+    /// `[tool.pykiln] all-sources`: pack every module's source.
+    pub all_sources: bool,
+    /// Set for a project made of requirements only, until the staged install tells the
+    /// entry point (see [`Project::resolve_entry_point`]).
+    pub pending_entry: Option<EntrySpec>,
+    /// pyproject.toml, or None for a project made of requirements.
+    pub pyproject: Option<PathBuf>,
 }
 
 impl Project {
-    /// Read `dir/pyproject.toml` and find the app's packages.
-    pub fn load(dir: &Path, entry_override: Option<&str>) -> anyhow::Result<Self> {
+    /// Read `dir/pyproject.toml` and find the app's packages; `over` overrides its
+    /// `[tool.pykiln]` options.
+    pub fn load(dir: &Path, over: &ToolConfig) -> anyhow::Result<Self> {
         let file = dir.join("pyproject.toml");
         let text = std::fs::read_to_string(&file)
             .with_context(|| format!("reading {}", file.display()))?;
@@ -107,31 +168,26 @@ impl Project {
                 file.display()
             )
         })?;
-        let tool = doc.tool.and_then(|t| t.pykiln).unwrap_or_default();
+        let tool = doc
+            .tool
+            .and_then(|t| t.pykiln)
+            .unwrap_or_default()
+            .merged(over);
 
-        let entry_point = match (entry_override, tool.entry_point, project.scripts.len()) {
-            (Some(e), _, _) => e.to_string(),
-            (None, Some(e), _) => e,
-            (None, None, 1) => project.scripts.values().next().cloned().unwrap_or_default(),
-            (None, None, n) => bail!(
+        let entry_point = match (tool.entry_point.clone(), project.scripts.len()) {
+            (Some(e), _) => e,
+            (None, 1) => project.scripts.values().next().cloned().unwrap_or_default(),
+            (None, n) => bail!(
                 "{}: cannot tell the entry point ({n} [project.scripts] entries); set [tool.pykiln] entry-point = \"module:function\"",
                 file.display()
             ),
         };
-        if entry_point
-            .split_once(':')
-            .is_none_or(|(m, f)| m.is_empty() || f.is_empty())
-        {
-            bail!(
-                "{}: entry point '{entry_point}' is not of the form module:function",
-                file.display()
-            );
-        }
+        check_entry_point(&entry_point).with_context(|| file.display().to_string())?;
 
         // `packages = []` is explicit: an app made only of its dependencies (the entry
         // point lives in one of them).
         let explicit = tool.packages.is_some();
-        let packages = match tool.packages {
+        let packages = match tool.packages.clone() {
             Some(names) => names
                 .into_iter()
                 .map(|n| {
@@ -165,17 +221,188 @@ impl Project {
             version,
             description: project.description.unwrap_or_default(),
             dependencies: project.dependencies,
-            requirements: tool.requirements.map(|r| dir.join(r)),
+            requirements: tool.requirements.as_ref().map(|r| dir.join(r)),
             entry_point,
             packages,
+            entry_points,
+            pending_entry: None,
+            pyproject: Some(file),
+            ..Self::with_options(tool)
+        })
+    }
+
+    /// The fields every kind of project takes from its options.
+    fn with_options(tool: ToolConfig) -> Self {
+        Project {
+            dir: PathBuf::new(),
+            name: String::new(),
+            version: String::new(),
+            description: String::new(),
+            dependencies: Vec::new(),
+            requirements: None,
+            entry_point: String::new(),
+            packages: Vec::new(),
+            entry_points: BTreeMap::new(),
             on_disk: tool.on_disk,
             in_memory: tool.in_memory,
             sources: tool.sources,
+            exclude: tool.exclude,
+            all_sources: tool.all_sources.unwrap_or(false),
             python_cli: tool.python_cli.unwrap_or(true),
             strip_native: tool.strip_native.unwrap_or(true),
             stdout_guard: tool.stdout_guard.unwrap_or(false),
-            entry_points,
+            pending_entry: None,
+            pyproject: None,
+        }
+    }
+
+    /// A project made only of requirements (PyPI names with versions, local wheels, and
+    /// optionally a requirements or lock file), whose entry point is a console script of
+    /// what they install. `tool.entry_point` wins; else `script`; else the single console
+    /// script of the first named distribution.
+    pub fn from_requirements(
+        specs: &[String],
+        requirements_file: Option<&Path>,
+        script: Option<&str>,
+        tool: ToolConfig,
+    ) -> anyhow::Result<Self> {
+        if specs.is_empty() && requirements_file.is_none() {
+            bail!("nothing to install: give a requirement, a wheel or a requirements file");
+        }
+        let named = specs.iter().find_map(|s| requirement_name(s));
+        let pending = match (&tool.entry_point, script, named) {
+            (Some(e), _, _) => {
+                check_entry_point(e)?;
+                EntrySpec::Given(e.clone())
+            }
+            (None, Some(s), _) => EntrySpec::Script(s.to_string()),
+            (None, None, Some(n)) => EntrySpec::ScriptOf(n),
+            (None, None, None) => bail!(
+                "cannot tell which console script to run from a requirements file alone: name it with --script NAME or --entry-point module:function"
+            ),
+        };
+        let dir = std::env::current_dir().context("reading the current directory")?;
+        Ok(Project {
+            dir,
+            name: named_or(script, specs),
+            dependencies: specs.to_vec(),
+            requirements: requirements_file.map(Path::to_path_buf),
+            pending_entry: Some(pending),
+            ..Self::with_options(ToolConfig {
+                packages: Some(Vec::new()),
+                ..tool
+            })
         })
+    }
+
+    /// What pip installs besides a requirements file: the requirements given on the
+    /// command line, or `[project].dependencies` unless a requirements file replaces them.
+    pub fn pip_specs(&self) -> &[String] {
+        if self.pyproject.is_some() && self.requirements.is_some() {
+            &[]
+        } else {
+            &self.dependencies
+        }
+    }
+
+    /// What the build installs from, for messages: pyproject.toml or the requirements.
+    pub fn origin(&self) -> String {
+        match &self.pyproject {
+            Some(file) => file.display().to_string(),
+            None => {
+                let mut parts = self.dependencies.clone();
+                if let Some(r) = &self.requirements {
+                    parts.push(format!("-r {}", r.display()));
+                }
+                format!("the requirements {}", parts.join(" "))
+            }
+        }
+    }
+
+    /// For a project made of requirements: find the entry point among the console
+    /// scripts of the installed distributions in `site` (their `entry_points.txt`), and
+    /// take the app's name and version from it.
+    pub fn resolve_entry_point(&mut self, site: &Path) -> anyhow::Result<()> {
+        let Some(pending) = self.pending_entry.take() else {
+            return Ok(());
+        };
+        let installed = console_scripts(site);
+        let version_of = |dist: &str| {
+            installed
+                .iter()
+                .find(|d| d.name == normalize(dist))
+                .map(|d| d.version.clone())
+        };
+        match pending {
+            EntrySpec::Given(entry) => {
+                let dist = requirement_name_list(&self.dependencies);
+                self.entry_point = entry;
+                if let Some(d) = dist {
+                    self.version = version_of(&d).unwrap_or_default();
+                }
+            }
+            EntrySpec::Script(script) => {
+                let found: Vec<_> = installed
+                    .iter()
+                    .filter_map(|d| d.scripts.get(&script).map(|e| (d, e)))
+                    .collect();
+                let Some((dist, entry)) = found.first() else {
+                    let all: Vec<String> = installed
+                        .iter()
+                        .flat_map(|d| d.scripts.keys().cloned())
+                        .collect();
+                    bail!(
+                        "no installed distribution has a console script '{script}'{}",
+                        if all.is_empty() {
+                            " (none has any)".to_string()
+                        } else {
+                            format!("; there are: {}", all.join(", "))
+                        }
+                    );
+                };
+                self.entry_point = entry.to_string();
+                self.version = dist.version.clone();
+                self.name = script;
+            }
+            EntrySpec::ScriptOf(dist) => {
+                let Some(d) = installed.iter().find(|d| d.name == normalize(&dist)) else {
+                    bail!("{dist} was not installed by {}", self.origin());
+                };
+                match d.scripts.len() {
+                    1 => {
+                        let (script, entry) = d.scripts.iter().next().unwrap_or((&dist, &dist));
+                        self.entry_point = entry.clone();
+                        self.name = script.clone();
+                    }
+                    0 => bail!(
+                        "{dist} {} has no console script: name the function to run with --entry-point module:function",
+                        d.version
+                    ),
+                    _ => bail!(
+                        "{dist} {} has {} console scripts ({}): choose one with --script NAME",
+                        d.version,
+                        d.scripts.len(),
+                        d.scripts.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                }
+                self.version = d.version.clone();
+            }
+        }
+        // `module:function [extras]` in entry_points.txt: the extras are not ours.
+        if let Some((head, _)) = self.entry_point.split_once('[') {
+            self.entry_point = head.trim().to_string();
+        }
+        check_entry_point(&self.entry_point)
+    }
+
+    /// The name of the executable: the project's single console script, else its name.
+    pub fn binary_name(&self) -> String {
+        match self.entry_points.get("console_scripts") {
+            Some(scripts) if scripts.len() == 1 => {
+                scripts.keys().next().cloned().unwrap_or_default()
+            }
+            _ => self.name.clone(),
+        }
     }
 
     /// Normalised distribution name as used in `.dist-info` directory names.
@@ -219,6 +446,87 @@ impl Project {
         files.push(("top_level.txt".to_string(), top.into_bytes()));
         (dir, files)
     }
+}
+
+fn check_entry_point(entry: &str) -> anyhow::Result<()> {
+    if entry
+        .split_once(':')
+        .is_none_or(|(m, f)| m.trim().is_empty() || f.trim().is_empty())
+    {
+        bail!("entry point '{entry}' is not of the form module:function");
+    }
+    Ok(())
+}
+
+/// The distribution name a requirement names: `name[extras]>=1; marker` → name, or a
+/// wheel file's name (`name-version-….whl`). None for URLs and other paths.
+pub fn requirement_name(spec: &str) -> Option<String> {
+    let spec = spec.trim();
+    let file = Path::new(spec).file_name()?.to_str()?;
+    if let Some(stem) = file.strip_suffix(".whl") {
+        return stem.split('-').next().map(str::to_string);
+    }
+    if spec.contains('/') || spec.contains("://") {
+        return None;
+    }
+    let name: String = spec
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .collect();
+    (!name.is_empty()).then_some(name)
+}
+
+fn requirement_name_list(specs: &[String]) -> Option<String> {
+    specs.iter().find_map(|s| requirement_name(s))
+}
+
+fn named_or(script: Option<&str>, specs: &[String]) -> String {
+    script
+        .map(str::to_string)
+        .or_else(|| requirement_name_list(specs))
+        .unwrap_or_else(|| "app".to_string())
+}
+
+/// An installed distribution's console scripts.
+struct Installed {
+    /// Normalised name.
+    name: String,
+    version: String,
+    scripts: BTreeMap<String, String>,
+}
+
+/// The distributions in `site` with their console scripts (from `entry_points.txt`).
+fn console_scripts(site: &Path) -> Vec<Installed> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(site).into_iter().flatten().flatten() {
+        let file = entry.file_name();
+        let Some(stem) = file.to_str().and_then(|f| f.strip_suffix(".dist-info")) else {
+            continue;
+        };
+        let Some((name, version)) = stem.split_once('-') else {
+            continue;
+        };
+        let text =
+            std::fs::read_to_string(entry.path().join("entry_points.txt")).unwrap_or_default();
+        let mut scripts = BTreeMap::new();
+        let mut in_scripts = false;
+        for line in text.lines().map(str::trim) {
+            if line.starts_with('[') {
+                in_scripts = line == "[console_scripts]";
+            } else if in_scripts {
+                if let Some((k, v)) = line.split_once('=') {
+                    scripts.insert(k.trim().to_string(), v.trim().to_string());
+                }
+            }
+        }
+        found.push(Installed {
+            name: normalize(name),
+            version: version.to_string(),
+            scripts,
+        });
+    }
+    found.sort_by(|a, b| a.name.cmp(&b.name));
+    found
 }
 
 /// PEP 503 name normalised with `_` (the form dist-info directories use).
@@ -284,7 +592,7 @@ mod tests {
             "[project]\nname='My-App'\nversion='1.2'\ndependencies=['mcp>=2']\n[project.scripts]\nmy-app='my_app.cli:main'\n",
         );
         write(d.path(), "src/my_app/__init__.py", "");
-        let p = Project::load(d.path(), None).unwrap();
+        let p = Project::load(d.path(), &ToolConfig::default()).unwrap();
         assert_eq!(p.entry_point, "my_app.cli:main");
         assert_eq!(p.packages[0].0, "my_app");
         let (dir, files) = p.dist_info();
@@ -304,7 +612,9 @@ mod tests {
             "[project]\nname='a'\nversion='1'\n",
         );
         write(d.path(), "a/__init__.py", "");
-        let err = Project::load(d.path(), None).unwrap_err().to_string();
+        let err = Project::load(d.path(), &ToolConfig::default())
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("pyproject.toml") && err.contains("entry-point"),
             "{err}"
@@ -317,14 +627,16 @@ mod tests {
         let toml = "[project]\nname='wrap'\nversion='1'\ndependencies=['mcp-server-time==2026.10.19']\n\
                     [tool.pykiln]\nentry-point='mcp_server_time:main'\n";
         write(d.path(), "pyproject.toml", toml);
-        let err = Project::load(d.path(), None).unwrap_err().to_string();
+        let err = Project::load(d.path(), &ToolConfig::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("packages = []"), "{err}");
         write(
             d.path(),
             "pyproject.toml",
             &format!("{toml}packages = []\n"),
         );
-        let p = Project::load(d.path(), None).unwrap();
+        let p = Project::load(d.path(), &ToolConfig::default()).unwrap();
         assert!(p.packages.is_empty());
         assert_eq!(p.entry_point, "mcp_server_time:main");
     }

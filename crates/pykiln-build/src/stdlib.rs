@@ -1,7 +1,8 @@
-//! The default standard-library exclusions (python-stdlib/exclude.txt).
+//! The default standard-library exclusions (python-stdlib/exclude.txt, linked into
+//! this crate as exclude.txt so that it is packaged with it).
 
 /// The exclusion list as shipped with this version of pykiln-build.
-pub const DEFAULT_EXCLUDES: &str = include_str!("../../../python-stdlib/exclude.txt");
+pub const DEFAULT_EXCLUDES: &str = include_str!("../exclude.txt");
 
 /// Module-name patterns that leave modules (and their subpackages) out of an archive:
 /// the standard-library list applies to the standard library only (`*.tests` must not

@@ -69,7 +69,7 @@ fn concurrent_builds_share_a_cache_and_pruning_keeps_what_is_used() {
         pruned
             .warnings
             .iter()
-            .any(|w| w.contains("least recently used")),
+            .any(|w| w.message.contains("least recently used")),
         "{:?}",
         pruned.warnings
     );

@@ -111,7 +111,10 @@ fn a_module_that_blocks_at_import_does_not_hang_the_build_nor_touch_home() {
     let log = std::env::temp_dir().join(format!("fixture-telemetry-{token}.log"));
     assert!(!log.exists(), "the build wrote {}", log.display());
     assert!(
-        !report.warnings.iter().any(|w| w.contains("did not finish")),
+        !report
+            .warnings
+            .iter()
+            .any(|w| w.message.contains("did not finish")),
         "{:?}",
         report.warnings
     );

@@ -15,6 +15,10 @@ commands:\n\
   verify [--import-timeout S]  check every checksum and import every packed module (an import\n\
   \x20 still running after S seconds, default 30, is skipped as hanging)\n";
 
+fn usage() -> String {
+    format!("{USAGE}{}", crate::selftest::USAGE)
+}
+
 /// Run a console command; `rest` are the arguments after `--pykiln`.
 pub fn run(
     archive: Archive<'static>,
@@ -23,7 +27,7 @@ pub fn run(
     rest: Vec<OsString>,
 ) -> anyhow::Result<i32> {
     let Some(cmd) = rest.first() else {
-        eprint!("{USAGE}");
+        eprint!("{}", usage());
         return Ok(2);
     };
     match cmd.to_str() {
@@ -65,12 +69,13 @@ pub fn run(
                 vec![argv0.clone()],
             )
         }
+        Some("selftest") => crate::selftest::run(&rest[1..]),
         Some("help" | "--help" | "-h") => {
-            print!("{USAGE}");
+            print!("{}", usage());
             Ok(0)
         }
         _ => {
-            eprint!("pykiln: unknown command {cmd:?}\n{USAGE}");
+            eprint!("pykiln: unknown command {cmd:?}\n{}", usage());
             Ok(2)
         }
     }

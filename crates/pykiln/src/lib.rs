@@ -23,6 +23,7 @@ mod importer;
 mod interp;
 mod native;
 mod prefetch;
+mod selftest;
 mod stop;
 
 use std::process::ExitCode;
@@ -37,6 +38,19 @@ pub const PYTHON_VERSION: &str = env!("PYKILN_PYTHON_VERSION");
 
 /// Version of pykiln.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The versions this runtime was built with, kept by the linker (`#[used]`) in every
+/// binary with this runtime: `pykiln inspect` reads them without running it.
+#[used]
+static STAMP: [u8; pykiln_archive::stamp::STAMP_LEN] = pykiln_archive::stamp::build(&[
+    b"pykiln=",
+    VERSION.as_bytes(),
+    b"\0python=",
+    PYTHON_VERSION.as_bytes(),
+    b"\0sqlite=",
+    libsqlite3_sys::SQLITE_VERSION.to_bytes(),
+    b"\0",
+]);
 
 /// Expand to a `main` function that runs the archive the build script produced.
 ///
@@ -61,6 +75,42 @@ macro_rules! main {
             $crate::run_entry_point(ARCHIVE, $entry)
         }
     };
+}
+
+/// Run the archive appended to this executable (see `pykiln_archive::trailer`): what a
+/// runner built once per interpreter does, so that the `pykiln` CLI makes an
+/// application by copying it and appending an archive, without compiling or linking.
+///
+/// The executable file is memory-mapped read-only and the archive read in place, as
+/// with an embedded archive.
+pub fn run_appended() -> ExitCode {
+    match appended_archive() {
+        Ok(archive) => run_with(archive, None),
+        Err(e) => {
+            init_logging();
+            eprintln!("pykiln: error: {e:#}");
+            ExitCode::from(70)
+        }
+    }
+}
+
+fn appended_archive() -> anyhow::Result<&'static [u8]> {
+    // /proc/self/exe opens the running file even if it was renamed or replaced since.
+    let file = std::fs::File::open("/proc/self/exe").context("opening /proc/self/exe")?;
+    // SAFETY: the executable is mapped read-only and private; a file replaced on disk
+    // keeps its old inode while running (rename), and writing over a running executable
+    // fails with ETXTBSY.
+    let map = unsafe { memmap2::Mmap::map(&file) }.context("mapping /proc/self/exe")?;
+    let exe = std::fs::read_link("/proc/self/exe").unwrap_or_default();
+    // Mapped for the whole process life, like the executable itself.
+    let map: &'static memmap2::Mmap = Box::leak(Box::new(map));
+    pykiln_archive::trailer::appended(map).map_err(|e| match e {
+        pykiln_archive::trailer::TrailerError::Missing => anyhow::anyhow!(
+            "{} carries no pykiln archive: it is a runner, which `pykiln build` copies and appends an archive to",
+            exe.display()
+        ),
+        e => anyhow::Error::new(e).context(format!("{}: the appended pykiln archive is unreadable", exe.display())),
+    })
 }
 
 /// Run the packed application (or the `--pykiln` console) and return its exit status.

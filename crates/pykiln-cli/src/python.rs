@@ -1,0 +1,89 @@
+//! `--python PATH|3.12`: which interpreter to embed.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::bail;
+
+/// The interpreter `spec` names: a path (or command), or a version (`3.12`,
+/// `3.12.7`) looked up in pyenv's versions, then on PATH, then in /usr/bin and
+/// /usr/local/bin. Without `spec`, the one pyo3 would pick (`PYO3_PYTHON`, an active
+/// virtualenv, `python3`).
+pub fn resolve(spec: Option<&str>) -> anyhow::Result<PathBuf> {
+    let Some(spec) = spec else {
+        return Ok(pykiln_pyconfig::select_interpreter());
+    };
+    if !is_version(spec) {
+        return Ok(PathBuf::from(spec));
+    }
+    let minor: String = spec.split('.').take(2).collect::<Vec<_>>().join(".");
+    let command = format!("python{minor}");
+    let mut looked = Vec::new();
+    let pyenv = std::env::var_os("PYENV_ROOT")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".pyenv")));
+    if let Some(root) = pyenv {
+        let versions = root.join("versions");
+        looked.push(format!("{}/{spec}*", versions.display()));
+        let mut found: Vec<(Vec<u32>, PathBuf)> = std::fs::read_dir(&versions)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let matches = name == spec || name.starts_with(&format!("{spec}."));
+                let exe = e.path().join("bin").join(&command);
+                (matches && is_version(&name) && exe.is_file()).then(|| (version_key(&name), exe))
+            })
+            .collect();
+        found.sort();
+        if let Some((_, exe)) = found.pop() {
+            return Ok(exe);
+        }
+    }
+    // Not pyenv's shims: a shim runs only the versions pyenv has activated.
+    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .filter(|d| !d.ends_with(".pyenv/shims"))
+        .chain([PathBuf::from("/usr/local/bin"), PathBuf::from("/usr/bin")])
+    {
+        let exe = dir.join(&command);
+        if exe.is_file() {
+            return Ok(exe);
+        }
+    }
+    looked.push(format!("{command} on PATH, /usr/local/bin, /usr/bin"));
+    bail!(
+        "no Python {spec} found (looked in {}); install one with its static library (pyenv install {minor}) or pass --python /path/to/python3",
+        looked.join("; ")
+    )
+}
+
+fn is_version(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('.').collect();
+    (2..=3).contains(&parts.len())
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+}
+
+fn version_key(s: &str) -> Vec<u32> {
+    s.split('.').filter_map(|p| p.parse().ok()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_and_paths_are_told_apart() {
+        assert!(is_version("3.12") && is_version("3.12.7"));
+        for not in ["3", "python3.12", "/usr/bin/python3", "3.12-dev", "3..1"] {
+            assert!(!is_version(not), "{not}");
+        }
+        assert_eq!(
+            resolve(Some("/opt/py/bin/python3")).unwrap(),
+            PathBuf::from("/opt/py/bin/python3")
+        );
+        let err = resolve(Some("3.99")).unwrap_err().to_string();
+        assert!(err.contains("no Python 3.99 found"), "{err}");
+    }
+}

@@ -1,0 +1,237 @@
+//! The runner: the pykiln runtime linked with one interpreter and no archive, built
+//! once with cargo and cached; every application is a copy of it with an archive
+//! appended (see `pykiln_archive::trailer`).
+//!
+//! Where its source comes from: when this CLI was built from a pykiln checkout (`cargo
+//! install --path crates/pykiln-cli`) and the checkout is still there, the runner is
+//! built from that checkout's `crates/pykiln-runner` with its Cargo.lock (`--locked`),
+//! and the runtime's sources are part of the cache key, so a changed runtime gives a new
+//! runner. Otherwise it is `cargo install pykiln-runner --version =<this version>` from
+//! crates.io. Either way the key also holds the interpreter (path, version, static
+//! library) and the target; the binary is verified against its recorded SHA-256 before
+//! each use, and rebuilt if it does not match.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use pykiln_pyconfig::PythonConfig;
+use sha2::{Digest as _, Sha256};
+
+/// The target triple this CLI (and so the runner it builds) is for.
+pub const TARGET: &str = env!("PYKILN_TARGET");
+
+/// A runner ready to copy.
+pub struct Runner {
+    /// The executable.
+    pub path: PathBuf,
+    /// How long building it took, when this call built it.
+    pub built_in: Option<Duration>,
+}
+
+/// The checkout this CLI was built from, if it is still there.
+fn checkout_runner_dir() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()?
+        .join("pykiln-runner");
+    dir.join("Cargo.toml").is_file().then_some(dir)
+}
+
+/// Hash of every file under the runtime crates of the checkout (and the lock file):
+/// a runtime edited since the last runner build gives another key.
+fn checkout_fingerprint(runner_dir: &Path) -> anyhow::Result<String> {
+    let crates = runner_dir
+        .parent()
+        .context("the runner crate has no parent")?;
+    let root = crates.parent().context("crates/ has no parent")?;
+    let mut h = Sha256::new();
+    let mut files = Vec::new();
+    for name in [
+        "pykiln",
+        "pykiln-archive",
+        "pykiln-glibc",
+        "pykiln-pyconfig",
+        "pykiln-runner",
+    ] {
+        collect_files(&crates.join(name), &mut files);
+    }
+    files.push(root.join("Cargo.lock"));
+    files.push(root.join("Cargo.toml"));
+    files.sort();
+    for f in files {
+        let bytes = std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
+        h.update(
+            f.strip_prefix(root)
+                .unwrap_or(&f)
+                .as_os_str()
+                .as_encoded_bytes(),
+        );
+        h.update([0]);
+        h.update(Sha256::digest(&bytes));
+    }
+    Ok(hex(&h.finalize()[..16]))
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = e.path();
+        match e.file_type() {
+            Ok(t) if t.is_dir() && e.file_name() != "target" => collect_files(&path, out),
+            Ok(t) if t.is_file() => out.push(path),
+            _ => {}
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn file_sha256(path: &Path) -> anyhow::Result<String> {
+    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).with_context(|| format!("reading {}", path.display()))?;
+    Ok(hex(&h.finalize()))
+}
+
+/// The cache key of the runner for `python` (see the module docs).
+fn key(python: &PythonConfig, source: &str) -> String {
+    let lib = python.static_library();
+    let meta = std::fs::metadata(&lib).ok();
+    let mtime = meta
+        .as_ref()
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    let mut h = Sha256::new();
+    for part in [
+        env!("CARGO_PKG_VERSION").to_string(),
+        source.to_string(),
+        python.executable.display().to_string(),
+        python.version.clone(),
+        lib.display().to_string(),
+        meta.map_or(0, |m| m.len()).to_string(),
+        mtime.to_string(),
+        TARGET.to_string(),
+    ] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    hex(&h.finalize()[..16])
+}
+
+/// The runner for `python`, from the cache or built now (`on_build` is told first,
+/// with a description, so the caller can say it takes a while).
+pub fn runner_for(
+    python: &PythonConfig,
+    cache: &Path,
+    on_build: &mut dyn FnMut(&str),
+) -> anyhow::Result<Runner> {
+    let checkout = checkout_runner_dir();
+    let source = match &checkout {
+        Some(dir) => format!("checkout {}", checkout_fingerprint(dir)?),
+        None => format!("crates.io pykiln-runner {}", env!("CARGO_PKG_VERSION")),
+    };
+    let key = key(python, &source);
+    let dir = cache.join("runners").join(&key);
+    let exe = dir.join("pykiln-runner");
+    let stamp = dir.join("pykiln-runner.sha256");
+    if let (Ok(want), true) = (std::fs::read_to_string(&stamp), exe.is_file()) {
+        if file_sha256(&exe)? == want.trim() {
+            return Ok(Runner {
+                path: exe,
+                built_in: None,
+            });
+        }
+        eprintln!(
+            "pykiln: the cached runner {} does not match its checksum: building it again",
+            exe.display()
+        );
+    }
+    on_build(&format!(
+        "building the runner for Python {} ({}; once per interpreter and pykiln version, cached in {})",
+        python.version,
+        python.executable.display(),
+        dir.display()
+    ));
+    let started = Instant::now();
+    let interp_key = hex(&Sha256::digest(python.executable.as_os_str().as_encoded_bytes())[..8]);
+    let target_dir = cache.join("runners").join("target").join(interp_key);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let log = dir.join("build.log");
+    let log_file =
+        std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    // The same profile as the workspace's release profile, also for a crates.io build
+    // (which does not see it).
+    let profile = [
+        "--config",
+        "profile.release.strip=\"symbols\"",
+        "--config",
+        "profile.release.panic=\"abort\"",
+        "--config",
+        "profile.release.debug=false",
+    ];
+    let built = match &checkout {
+        Some(runner_dir) => {
+            cmd.arg("build")
+                .args(profile)
+                .args([
+                    "--release",
+                    "--locked",
+                    "--bin",
+                    "pykiln-runner",
+                    "--manifest-path",
+                ])
+                .arg(runner_dir.join("Cargo.toml"))
+                .arg("--target-dir")
+                .arg(&target_dir);
+            target_dir.join("release").join("pykiln-runner")
+        }
+        None => {
+            cmd.arg("install")
+                .args(profile)
+                .args(["pykiln-runner", "--locked", "--force", "--version"])
+                .arg(format!("={}", env!("CARGO_PKG_VERSION")))
+                .arg("--root")
+                .arg(dir.join("install"))
+                .arg("--target-dir")
+                .arg(&target_dir);
+            dir.join("install").join("bin").join("pykiln-runner")
+        }
+    };
+    // pyo3 and pykiln's build script pick the interpreter from PYO3_PYTHON first.
+    cmd.env("PYO3_PYTHON", &python.executable)
+        .env_remove("PYO3_CONFIG_FILE")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTFLAGS")
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file);
+    let status = cmd
+        .status()
+        .context("running cargo to build the runner (is Rust installed? https://rustup.rs)")?;
+    if !status.success() {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(15).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        bail!(
+            "building the runner failed ({status}); the last lines of {}:\n  {}",
+            log.display(),
+            tail.join("\n  ")
+        );
+    }
+    let bytes = std::fs::read(&built).with_context(|| format!("reading {}", built.display()))?;
+    write_atomic(&exe, &bytes, 0o755)?;
+    write_atomic(&stamp, hex(&Sha256::digest(&bytes)).as_bytes(), 0o644)?;
+    Ok(Runner {
+        path: exe,
+        built_in: Some(started.elapsed()),
+    })
+}
+
+/// Write a whole file under a temporary name beside it, with `mode`, then rename.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    pykiln_build::write_atomic_mode(path, bytes, Some(mode))
+}

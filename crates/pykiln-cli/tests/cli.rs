@@ -1,0 +1,264 @@
+//! The `pykiln` CLI as a user meets it: a server from PyPI built, inspected and checked
+//! (its own MCP self-test), a Tauri sidecar name, and every kind of bad input giving
+//! one clear line, a non-zero exit and no output file.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn pykiln() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pykiln"));
+    // Plain output: the tests are not a terminal, and say so.
+    cmd.env_remove("PYKILN_LOG");
+    cmd
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("run pykiln")
+}
+
+/// The error line of a failed run: exit 1, one `pykiln: error:` line, no panic.
+fn fails_with(out: &Output, needles: &[&str]) {
+    let all = text(out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("pykiln: error:"), "{all}");
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "{all}"
+    );
+    for n in needles {
+        assert!(err.contains(n), "missing {n:?} in\n{all}");
+    }
+}
+
+const TIME: &str = "mcp-server-time==2026.10.19";
+
+#[test]
+fn a_server_from_pypi_builds_inspects_and_checks() {
+    let d = tempfile::tempdir().unwrap();
+    let out_path = d.path().join("mcp-server-time");
+    let sidecars = d.path().join("binaries");
+    std::fs::create_dir(&sidecars).unwrap();
+    let out = run(pykiln()
+        .args(["build", "--from", TIME, "-o"])
+        .arg(&out_path)
+        .arg("--tauri-sidecar")
+        .arg(&sidecars));
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // Not a terminal: plain lines, no escape sequences anywhere.
+    assert!(!all.contains('\u{1b}'), "{all}");
+    assert!(stdout.contains("mcp-server-time 2026.10.19"), "{all}");
+    assert!(stdout.contains("size by distribution"), "{all}");
+    assert!(stdout.contains("glibc         >= 2."), "{all}");
+    // The client configs are JSON with the absolute path.
+    let abs = out_path.display().to_string();
+    assert!(stdout.contains(&format!("\"command\": \"{abs}\"")), "{all}");
+    assert!(
+        stdout.contains("\"mcpServers\"") && stdout.contains("\"servers\""),
+        "{all}"
+    );
+
+    // Tauri's externalBin name: <name>-<target triple>, the same bytes.
+    let triple = sidecars.join("mcp-server-time-x86_64-unknown-linux-gnu");
+    assert_eq!(
+        std::fs::read(&triple).expect("the sidecar"),
+        std::fs::read(&out_path).unwrap()
+    );
+    // No temporary files left beside the outputs.
+    for dir in [d.path(), sidecars.as_path()] {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            assert!(
+                !name.starts_with(".tmp-") && !name.starts_with(".pykiln"),
+                "left over: {name}"
+            );
+        }
+    }
+
+    let out = run(pykiln().arg("inspect").arg(&out_path).arg("--json"));
+    assert!(out.status.success(), "{}", text(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["archive_kind"], "appended");
+    assert_eq!(v["app"]["name"], "mcp-server-time");
+    assert_eq!(v["app"]["entry_point"], "mcp_server_time:main");
+    assert_eq!(v["pykiln_version"], env!("CARGO_PKG_VERSION"));
+    assert!(
+        v["sqlite_version"].as_str().unwrap().starts_with("3."),
+        "{v}"
+    );
+    assert_eq!(v["python_version"], v["archive_python_version"]);
+    let dists = v["distributions"].as_array().unwrap();
+    let time = dists
+        .iter()
+        .find(|d| d["name"] == "mcp-server-time")
+        .expect("mcp-server-time listed");
+    assert_eq!(time["version"], "2026.10.19");
+    assert!(time["stored"].as_u64().unwrap() > 1000, "{time}");
+    let pydantic = dists.iter().find(|d| d["name"] == "pydantic").unwrap();
+    assert_eq!(pydantic["license"], "MIT");
+    // Everything in the archive is attributed somewhere.
+    let total: u64 = dists.iter().map(|d| d["stored"].as_u64().unwrap()).sum();
+    assert!(total <= v["archive_size"].as_u64().unwrap(), "{total} {v}");
+    assert!(
+        total * 10 > v["archive_size"].as_u64().unwrap() * 9,
+        "{total} {v}"
+    );
+
+    // check: verify, then the binary's own MCP self-test with the server's arguments.
+    let out =
+        run(pykiln()
+            .arg("check")
+            .arg(&out_path)
+            .args(["--", "--local-timezone", "Europe/Paris"]));
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("verify: "), "{all}");
+    assert!(stdout.contains("get_current_time, convert_time"), "{all}");
+    assert!(stdout.contains("selftest: ok"), "{all}");
+
+    // A server that cannot start fails the self-test, with a non-zero exit.
+    let out = run(pykiln()
+        .arg("check")
+        .arg("--no-verify")
+        .arg(&out_path)
+        .args(["--", "--no-such-flag"]));
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("selftest: FAILED"), "{all}");
+
+    // The self-test is the binary's own command (a container health check uses it).
+    let out = run(Command::new(&out_path).args(["--pykiln", "selftest"]));
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn requirements_without_one_clear_script_say_what_to_pass() {
+    let d = tempfile::tempdir().unwrap();
+    let o = d.path().join("x");
+    // pip has pip, pip3 and pip3.X.
+    let out = run(pykiln()
+        .args(["build", "--from", "pip==24.0", "-o"])
+        .arg(&o));
+    fails_with(
+        &out,
+        &[
+            "pip 24.0 has",
+            "console scripts (pip, pip3",
+            "--script NAME",
+        ],
+    );
+    let out = run(pykiln()
+        .args(["build", "--from", "six==1.16.0", "-o"])
+        .arg(&o));
+    fails_with(&out, &["six 1.16.0 has no console script", "--entry-point"]);
+    let out = run(pykiln()
+        .args(["build", "--from", "pip==24.0", "--script", "nope", "-o"])
+        .arg(&o));
+    fails_with(
+        &out,
+        &[
+            "no installed distribution has a console script 'nope'",
+            "pip3",
+        ],
+    );
+    let out = run(pykiln()
+        .args([
+            "build",
+            "--from",
+            "pykiln-surely-not-on-pypi-4c1d==1.0",
+            "-o",
+        ])
+        .arg(&o));
+    fails_with(
+        &out,
+        &["installing pykiln-surely-not-on-pypi-4c1d==1.0 failed"],
+    );
+    assert!(!o.exists());
+}
+
+#[test]
+fn bad_outputs_and_interpreters_fail_before_building() {
+    let d = tempfile::tempdir().unwrap();
+    let missing = d.path().join("no/such/dir/server");
+    let out = run(pykiln().args(["build", "--from", TIME, "-o"]).arg(&missing));
+    fails_with(&out, &["the output directory", "does not exist"]);
+    // A read-only file system (we may be root, for whom modes do not count).
+    let out = run(pykiln().args(["build", "--from", TIME, "-o", "/proc/pykiln-server"]));
+    fails_with(&out, &["cannot write to the output directory /proc"]);
+    let out = run(pykiln().args(["build", "--from", TIME, "--python", "3.99"]));
+    fails_with(&out, &["no Python 3.99 found", "pyenv install 3.99"]);
+
+    // An interpreter whose static library is missing: the real one, reporting a
+    // library file that does not exist.
+    let real = pykiln_pyconfig::select_interpreter();
+    let fake = d.path().join("python3");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\n\"{}\" \"$@\" | sed 's/\"library\": \"libpython/\"library\": \"libmissing/'\n",
+            which(&real).display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = run(pykiln()
+        .args(["build", "--from", TIME, "-o"])
+        .arg(d.path().join("s"))
+        .arg("--python")
+        .arg(&fake));
+    fails_with(&out, &["has no static library", "libmissing"]);
+    assert!(!d.path().join("s").exists());
+
+    let out = run(pykiln().args(["build", "--from", TIME, "examples/notes-server"]));
+    fails_with(&out, &["not both"]);
+}
+
+fn which(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        return p.to_path_buf();
+    }
+    std::env::split_paths(&std::env::var_os("PATH").unwrap())
+        .map(|d| d.join(p))
+        .find(|c| c.is_file())
+        .expect("python3 on PATH")
+}
+
+#[test]
+fn files_that_are_not_pykiln_binaries_are_never_run() {
+    let d = tempfile::tempdir().unwrap();
+    // A script that would leave a marker if it ran.
+    let marker = d.path().join("ran");
+    let script = d.path().join("not-pykiln");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\ntouch '{}'\n", marker.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for cmd in ["inspect", "check"] {
+        let out = run(pykiln().arg(cmd).arg(&script));
+        fails_with(&out, &["is not a pykiln binary"]);
+    }
+    assert!(
+        !marker.exists(),
+        "pykiln ran a file that is not a pykiln binary"
+    );
+    let out = run(pykiln().args(["inspect", "/no/such/file"]));
+    fails_with(&out, &["/no/such/file"]);
+}
