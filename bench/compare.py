@@ -40,6 +40,7 @@ INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
 INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
 LIST = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
 NO_PREFETCH = "pykiln, PYKILN_PREFETCH=0"
+CLI = "pykiln CLI (runner + appended archive)"
 
 SERVERS = {
     "pykiln-notes": {
@@ -263,6 +264,19 @@ def main():
     builds["mcp-server-time", "pykiln"] = cargo_build(time_proj, target, env_build)
     bins = {("pykiln-notes", "pykiln"): [str(target / "release" / "pykiln-notes")],
             ("mcp-server-time", "pykiln"): [str(target / "release" / "bench-time-server")]}
+    # The same servers made by the `pykiln` CLI: a prebuilt runner with the archive
+    # appended. The first call may build the runner; the timed one is warm.
+    sh(["cargo", "build", "--release", "--quiet", "-p", "pykiln-cli"], cwd=ROOT, env=env_build)
+    cli = [str(target / "release" / "pykiln"), "build", "-q", "--python", args.python]
+    cli_out = CACHE / "cli"
+    cli_out.mkdir(exist_ok=True)
+    cli_args = {"pykiln-notes": [str(ROOT / "examples" / "notes-server")],
+                "mcp-server-time": ["--from", TIME_PIN]}
+    for server, what in cli_args.items():
+        out = cli_out / server
+        sh(cli + what + ["-o", str(out)], env=env_build)
+        builds[server, CLI] = timed(cli + what + ["-o", str(out)], env=env_build)
+        bins[server, CLI] = [str(out)]
     sizes = {k: size_of(v[0]) for k, v in bins.items()}
     # The same binaries with the start-up prefetch turned off: what that lever gains.
     variant_env = {}
@@ -302,6 +316,8 @@ def main():
             shutil.rmtree(fresh2, ignore_errors=True)
             app_py.write_text(original + f"\n# bench edit {time.time()}\n")
             edits["pykiln-notes", "pykiln"] = cargo_build(ROOT, target, clean_env)
+            edits["pykiln-notes", CLI] = timed(cli + cli_args["pykiln-notes"] + ["-o", str(cli_out / "pykiln-notes")],
+                                               env=env_build)
             for kind, onefile in (("pyinstaller onefile", True), ("pyinstaller onedir", False)):
                 sh([str(vpy), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(ROOT / "examples" / "notes-server")])
                 cmd, _ = pyinstaller(vpy, "pykiln-notes", SERVERS["pykiln-notes"]["entry"], onefile, "pykiln_notes")
@@ -335,7 +351,9 @@ def main():
         "packages staged, but empty bytecode, compressed-blob and baseline caches (zstd 19); PyInstaller = "
         "`--clean` from a ready venv. *one-line edit s*: append a comment to an app module, rebuild. "
         "Size of onedir is the whole directory. tools/call: `list_notes` / `get_current_time`. "
-        f"*{NO_PREFETCH}*: the same binary with the start-up prefetch turned off.",
+        f"*{NO_PREFETCH}*: the same binary with the start-up prefetch turned off. "
+        f"*{CLI}*: `pykiln build` of the same project (or `--from` the same pin); its build s is a warm "
+        "build (runner and wheels cached), its one-line edit s the same edit rebuilt with the CLI.",
         "",
     ]
     for server in SERVERS:
@@ -347,7 +365,7 @@ def main():
             "| variant | spawn→initialize ms | ×venv | ×onefile | spawn→tools/list ms | tools/call ms | tree RSS MB | ×venv | size MB | build s | one-line edit s |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
-        for kind in ("pykiln", NO_PREFETCH, "venv", "pyinstaller onefile", "pyinstaller onedir"):
+        for kind in ("pykiln", CLI, NO_PREFETCH, "venv", "pyinstaller onefile", "pyinstaller onedir"):
             ti, tl, tc, rss = med[server, kind]
             size = sizes.get((server, kind))
             b = builds.get((server, kind))
@@ -357,7 +375,9 @@ def main():
                 f"{rss / 1024:.1f} | {rss / v[3]:.2f} | {'' if size is None else f'{size / 1e6:.1f}'} | "
                 f"{'' if b is None else f'{b:.1f}'} | {'' if e is None else f'{e:.1f}'} |")
         p_size, o_size = sizes[server, "pykiln"], sizes[server, "pyinstaller onefile"]
-        lines += ["", f"pykiln size / onefile size: {p_size / o_size:.2f}", ""]
+        c_size, c_init = sizes[server, CLI], med[server, CLI][0]
+        lines += ["", f"pykiln size / onefile size: {p_size / o_size:.2f}; CLI-built / cargo-built: "
+                  f"size {c_size / p_size:.3f}, spawn→initialize {c_init / med[server, 'pykiln'][0]:.3f}", ""]
     out = subprocess.check_output(bins["pykiln-notes", "pykiln"] + ["--pykiln", "python", "-c", FINDER], text=True, env=env)
     spec_us, code_us, unmarshal_us, over_med, over_mean, n = out.split()
     lines += [

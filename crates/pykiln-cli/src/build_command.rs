@@ -283,6 +283,14 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     for w in report.warnings.iter().filter(|w| !w.is_info()) {
         progress.line(&format!("warning: {w}"));
     }
+    if std::env::var_os(pykiln_build::TIMINGS_ENV).is_some() {
+        let steps: Vec<String> = report
+            .timings
+            .iter()
+            .map(|(s, t)| format!("{} {:.0} ms", s.name(), t.as_secs_f64() * 1e3))
+            .collect();
+        progress.line(&format!("pykiln: build stages: {}", steps.join(", ")));
+    }
 
     // The runner after the archive: bad input fails in seconds, not after a first
     // runner build.

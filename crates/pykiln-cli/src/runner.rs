@@ -22,6 +22,11 @@ use sha2::{Digest as _, Sha256};
 /// The target triple this CLI (and so the runner it builds) is for.
 pub const TARGET: &str = env!("PYKILN_TARGET");
 
+/// What the runner's bundled SQLite is compiled with: the math functions a stock
+/// `./configure` build has (this repository's .cargo/config.toml sets the same for
+/// cargo-built binaries; a crates.io build would not see it).
+const SQLITE_FLAGS: &str = "-DSQLITE_ENABLE_MATH_FUNCTIONS";
+
 /// A runner ready to copy.
 pub struct Runner {
     /// The executable.
@@ -114,6 +119,7 @@ fn key(python: &PythonConfig, source: &str) -> String {
         meta.map_or(0, |m| m.len()).to_string(),
         mtime.to_string(),
         TARGET.to_string(),
+        SQLITE_FLAGS.to_string(),
     ] {
         h.update(part.as_bytes());
         h.update([0]);
@@ -202,7 +208,12 @@ pub fn runner_for(
         }
     };
     // pyo3 and pykiln's build script pick the interpreter from PYO3_PYTHON first.
+    if let Some(root) = checkout.as_ref().and_then(|d| d.parent()?.parent()) {
+        // Cargo reads .cargo/config.toml from the current directory up.
+        cmd.current_dir(root);
+    }
     cmd.env("PYO3_PYTHON", &python.executable)
+        .env("LIBSQLITE3_FLAGS", SQLITE_FLAGS)
         .env_remove("PYO3_CONFIG_FILE")
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("RUSTFLAGS")

@@ -176,6 +176,11 @@ impl Drop for Server {
     }
 }
 
+/// A string field for display ("?" when missing or empty).
+fn text(v: &Value) -> &str {
+    v.as_str().filter(|s| !s.is_empty()).unwrap_or("?")
+}
+
 fn truncate(s: &str) -> String {
     s.chars().take(200).collect()
 }
@@ -247,9 +252,9 @@ fn check(
         out,
         "initialize     {}  {} {}, protocol {}",
         ms(start.elapsed()),
-        info["name"].as_str().unwrap_or("?"),
-        info["version"].as_str().unwrap_or("?"),
-        init["protocolVersion"].as_str().unwrap_or("?"),
+        text(&info["name"]),
+        text(&info["version"]),
+        text(&init["protocolVersion"]),
     )?;
     let caps = init.get("capabilities").cloned().unwrap_or(json!({}));
     if caps.get("tools").is_some() {
