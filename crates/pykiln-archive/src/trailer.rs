@@ -116,10 +116,11 @@ pub fn appended(file: &[u8]) -> Result<&[u8], TrailerError> {
     Ok(archive)
 }
 
-/// The pykiln archive inside any file: an appended one (through its trailer), else one
-/// embedded anywhere in it (a cargo-built executable holds its archive in read-only
-/// data): the first place where the magic starts a header whose sections fit in the
-/// file and whose checksum holds. Returns the archive's offset in `file` and its bytes.
+/// The pykiln archive inside any file: an appended one (through its trailer, which is
+/// authoritative: the archive's own checks come when it is opened), else one embedded
+/// anywhere in it (a cargo-built executable holds its archive in read-only data): the
+/// first place where the magic starts a header whose sections fit in the file and
+/// that opens. Returns the archive's offset in `file` and its bytes.
 pub fn locate(file: &[u8]) -> Option<(usize, &[u8])> {
     if let Ok(archive) = appended(file) {
         let offset = archive.as_ptr() as usize - file.as_ptr() as usize;
@@ -222,6 +223,39 @@ mod tests {
             appended(&header),
             Err(TrailerError::Checksum { .. })
         ));
+    }
+
+    proptest::proptest! {
+        /// Arbitrary bytes, and a real file with one byte changed anywhere: never a
+        /// panic; what is found lies inside the file and opens, or is refused.
+        #[test]
+        fn damaged_files_are_found_or_refused_never_misread(
+            noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            at in 0usize..20_000,
+            flip in 1u8..=255,
+        ) {
+            let _ = appended(&noise);
+            let _ = locate(&noise);
+            let _ = crate::stamp::find(&noise);
+            let a = archive();
+            let mut file = executable_with(&a, &noise);
+            let at = at % file.len();
+            file[at] ^= flip;
+            match appended(&file) {
+                // The trailer is authoritative; the archive's own checks come at open.
+                Ok(found) => {
+                    let start = found.as_ptr() as usize - file.as_ptr() as usize;
+                    proptest::prop_assert!(start + found.len() <= file.len() - TRAILER_LEN);
+                    proptest::prop_assert_eq!(locate(&file), Some((start, found)));
+                }
+                Err(_) => {
+                    if let Some((off, found)) = locate(&file) {
+                        proptest::prop_assert!(off + found.len() <= file.len());
+                        proptest::prop_assert!(Archive::open(found).is_ok());
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -96,6 +96,8 @@ pub struct BuildReport {
     pub binary_name: String,
     /// Wall time of each stage, in order.
     pub timings: Vec<(Stage, Duration)>,
+    /// The interpreter that was packed (the runtime must embed the same).
+    pub python: PythonConfig,
 }
 
 /// What to pack.
@@ -168,7 +170,9 @@ pub fn build(
 
     clock.start(Stage::Collect);
     let collected = collect_files(&staged);
-    let startup = record_startup(&staged, &collected, &cache);
+    let startup = options
+        .record_startup
+        .then(|| record_startup(&staged, &collected, &cache));
     inputs.extend(collected.app_files.iter().cloned());
     // The package directories too: cargo scans a directory for changes, so a module
     // or data file added after this build triggers the next one.
@@ -225,9 +229,10 @@ pub fn build(
         .entry_point
         .split_once(':')
         .map_or("", |p| p.0);
-    let startup = match startup.join() {
-        Ok(Ok(order)) => order,
-        Ok(Err(e)) => {
+    let startup = match startup.map(std::thread::JoinHandle::join) {
+        None => Vec::new(),
+        Some(Ok(Ok(order))) => order,
+        Some(Ok(Err(e))) => {
             warnings.push(Warning::new(
                 WarningKind::Startup,
                 format!(
@@ -237,7 +242,7 @@ pub fn build(
             ));
             Vec::new()
         }
-        Err(_) => Vec::new(),
+        Some(Err(_)) => Vec::new(),
     };
     let startup: Vec<String> = startup
         .into_iter()
@@ -268,6 +273,7 @@ pub fn build(
         binary_name: staged.project.binary_name(),
         manifest,
         timings: clock.done,
+        python: staged.python,
     })
 }
 

@@ -262,3 +262,54 @@ fn files_that_are_not_pykiln_binaries_are_never_run() {
     let out = run(pykiln().args(["inspect", "/no/such/file"]));
     fails_with(&out, &["/no/such/file"]);
 }
+
+#[test]
+fn local_wheels_and_requirements_files_build_too() {
+    let d = tempfile::tempdir().unwrap();
+    // The wheel, as a user would have it from their own build.
+    let wheels = d.path().join("wheels");
+    let python = pykiln_pyconfig::select_interpreter();
+    let out = run(Command::new(&python)
+        .args(["-m", "pip", "download", "--no-deps", "--quiet", "-d"])
+        .arg(&wheels)
+        .arg(TIME));
+    assert!(out.status.success(), "{}", text(&out));
+    let wheel = std::fs::read_dir(&wheels)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "whl"))
+        .expect("a wheel");
+    let bin = d.path().join("from-wheel");
+    let out = run(pykiln()
+        .current_dir(d.path())
+        .args(["build", "-q", "--from"])
+        // Relative, as typed.
+        .arg(Path::new("wheels").join(wheel.file_name().unwrap()))
+        .arg("-o")
+        .arg(&bin));
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run(pykiln().args(["check", "--no-verify"]).arg(&bin));
+    assert!(out.status.success(), "{}", text(&out));
+
+    // A requirements file names no distribution: the script is named instead.
+    let reqs = d.path().join("requirements.txt");
+    std::fs::write(&reqs, format!("{TIME}\n")).unwrap();
+    let bin = d.path().join("from-file");
+    let out = run(pykiln()
+        .args(["build", "-q", "--from"])
+        .arg(&reqs)
+        .arg("-o")
+        .arg(&bin));
+    fails_with(&out, &["--script NAME"]);
+    let out = run(pykiln()
+        .args(["build", "-q", "--script", "mcp-server-time", "--from"])
+        .arg(&reqs)
+        .arg("-o")
+        .arg(&bin));
+    assert!(out.status.success(), "{}", text(&out));
+    let v: Value =
+        serde_json::from_slice(&run(pykiln().arg("inspect").arg("--json").arg(&bin)).stdout)
+            .unwrap();
+    assert_eq!(v["app"]["name"], "mcp-server-time");
+    assert_eq!(v["app"]["version"], "2026.10.19");
+}

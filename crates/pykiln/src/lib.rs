@@ -12,7 +12,8 @@
 //! pykiln::main!();
 //! ```
 //!
-//! `argv[1] == "--pykiln"` selects the launcher console (`info`, `python`, `verify`);
+//! `argv[1] == "--pykiln"` selects the launcher console (`info`, `python`, `verify`,
+//! `selftest`);
 //! every other argument belongs to the application.
 
 mod ca;
@@ -101,15 +102,18 @@ fn appended_archive() -> anyhow::Result<&'static [u8]> {
     // keeps its old inode while running (rename), and writing over a running executable
     // fails with ETXTBSY.
     let map = unsafe { memmap2::Mmap::map(&file) }.context("mapping /proc/self/exe")?;
-    let exe = std::fs::read_link("/proc/self/exe").unwrap_or_default();
     // Mapped for the whole process life, like the executable itself.
     let map: &'static memmap2::Mmap = Box::leak(Box::new(map));
-    pykiln_archive::trailer::appended(map).map_err(|e| match e {
-        pykiln_archive::trailer::TrailerError::Missing => anyhow::anyhow!(
-            "{} carries no pykiln archive: it is a runner, which `pykiln build` copies and appends an archive to",
-            exe.display()
-        ),
-        e => anyhow::Error::new(e).context(format!("{}: the appended pykiln archive is unreadable", exe.display())),
+    pykiln_archive::trailer::appended(map).map_err(|e| {
+        let exe = std::fs::read_link("/proc/self/exe").unwrap_or_default();
+        let exe = exe.display();
+        if e == pykiln_archive::trailer::TrailerError::Missing {
+            anyhow::anyhow!(
+                "{exe} carries no pykiln archive: it is a runner, which `pykiln build` copies and appends an archive to"
+            )
+        } else {
+            anyhow::Error::new(e).context(format!("{exe}: the appended pykiln archive is unreadable"))
+        }
     })
 }
 
