@@ -145,6 +145,11 @@ pub fn runner_for(
     let stamp = dir.join("pykiln-runner.sha256");
     if let (Ok(want), true) = (std::fs::read_to_string(&stamp), exe.is_file()) {
         if file_sha256(&exe)? == want.trim() {
+            // Last use, for pruning.
+            let _ = std::fs::File::options()
+                .write(true)
+                .open(&stamp)
+                .and_then(|f| f.set_modified(std::time::SystemTime::now()));
             return Ok(Runner {
                 path: exe,
                 built_in: None,
@@ -236,13 +241,83 @@ pub fn runner_for(
     let bytes = std::fs::read(&built).with_context(|| format!("reading {}", built.display()))?;
     write_atomic(&exe, &bytes, 0o755)?;
     write_atomic(&stamp, hex(&Sha256::digest(&bytes)).as_bytes(), 0o644)?;
+    let owner = dir.join("python");
+    write_atomic(
+        &owner,
+        python.executable.as_os_str().as_encoded_bytes(),
+        0o644,
+    )?;
+    prune_runners(&cache.join("runners"), &owner);
     Ok(Runner {
         path: exe,
         built_in: Some(started.elapsed()),
     })
 }
 
+/// Runners kept per interpreter: each runtime change (in a checkout) or pykiln version
+/// makes a new one (~10 MB); the least recently used beyond these are removed.
+const RUNNERS_KEPT: usize = 3;
+
+/// Remove the least recently used runners of the interpreter `owner` names.
+fn prune_runners(root: &Path, owner: &Path) {
+    let Ok(me) = std::fs::read(owner) else { return };
+    let mut mine: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|d| std::fs::read(d.join("python")).is_ok_and(|p| p == me))
+        .filter_map(|d| {
+            let used = std::fs::metadata(d.join("pykiln-runner.sha256"))
+                .and_then(|m| m.modified())
+                .ok()?;
+            Some((used, d))
+        })
+        .collect();
+    mine.sort();
+    let excess = mine.len().saturating_sub(RUNNERS_KEPT);
+    for (_, dir) in mine.into_iter().take(excess) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 /// Write a whole file under a temporary name beside it, with `mode`, then rename.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
     pykiln_build::write_atomic_mode(path, bytes, Some(mode))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_most_recently_used_runners_of_an_interpreter_are_kept() {
+        let root = tempfile::tempdir().unwrap();
+        let make = |name: &str, python: &str, age_s: u64| {
+            let d = root.path().join(name);
+            std::fs::create_dir(&d).unwrap();
+            std::fs::write(d.join("python"), python).unwrap();
+            let stamp = d.join("pykiln-runner.sha256");
+            std::fs::write(&stamp, "x").unwrap();
+            let t = std::time::SystemTime::now() - Duration::from_secs(age_s);
+            std::fs::File::options()
+                .write(true)
+                .open(&stamp)
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+            d
+        };
+        let old = make("a", "/py3.11", 500);
+        let older = make("b", "/py3.11", 900);
+        let kept: Vec<PathBuf> = [100, 200, 300]
+            .iter()
+            .enumerate()
+            .map(|(i, age)| make(&format!("k{i}"), "/py3.11", *age))
+            .collect();
+        let other = make("c", "/py3.12", 9000);
+        prune_runners(root.path(), &kept[0].join("python"));
+        assert!(!old.exists() && !older.exists());
+        assert!(kept.iter().all(|d| d.exists()) && other.exists());
+    }
 }
