@@ -368,20 +368,18 @@ impl Project {
                 let Some(d) = installed.iter().find(|d| d.name == normalize(&dist)) else {
                     bail!("{dist} was not installed by {}", self.origin());
                 };
-                match d.scripts.len() {
-                    1 => {
-                        let (script, entry) = d.scripts.iter().next().unwrap_or((&dist, &dist));
+                match (d.scripts.len(), d.scripts.iter().next()) {
+                    (1, Some((script, entry))) => {
                         self.entry_point = entry.clone();
                         self.name = script.clone();
                     }
-                    0 => bail!(
+                    (0, _) => bail!(
                         "{dist} {} has no console script: name the function to run with --entry-point module:function",
                         d.version
                     ),
-                    _ => bail!(
-                        "{dist} {} has {} console scripts ({}): choose one with --script NAME",
+                    (n, _) => bail!(
+                        "{dist} {} has {n} console scripts ({}): choose one with --script NAME",
                         d.version,
-                        d.scripts.len(),
                         d.scripts.keys().cloned().collect::<Vec<_>>().join(", ")
                     ),
                 }
@@ -639,6 +637,57 @@ mod tests {
         let p = Project::load(d.path(), &ToolConfig::default()).unwrap();
         assert!(p.packages.is_empty());
         assert_eq!(p.entry_point, "mcp_server_time:main");
+    }
+
+    #[test]
+    fn requirement_names_come_from_specs_and_wheel_files() {
+        for (spec, name) in [
+            ("mcp-server-time==2026.10.19", Some("mcp-server-time")),
+            ("mcp[cli]>=2; python_version>'3.9'", Some("mcp")),
+            (
+                "/w/mcp_server_time-2026.10.19-py3-none-any.whl",
+                Some("mcp_server_time"),
+            ),
+            ("/src/my-project", None),
+            ("https://example.org/x.tar.gz", None),
+        ] {
+            assert_eq!(requirement_name(spec).as_deref(), name, "{spec}");
+        }
+    }
+
+    #[test]
+    fn entry_points_of_requirements_come_from_the_installed_console_scripts() {
+        let site = tempfile::tempdir().unwrap();
+        write(
+            site.path(),
+            "mcp_server_time-2026.10.19.dist-info/entry_points.txt",
+            "[console_scripts]\nmcp-server-time = mcp_server_time:main\n[other]\nx = y:z\n",
+        );
+        write(
+            site.path(),
+            "tool-1.0.dist-info/entry_points.txt",
+            "[console_scripts]\na = tool.a:main [extra]\nb = tool.b:main\n",
+        );
+        write(site.path(), "six-1.16.0.dist-info/METADATA", "Name: six\n");
+        let load = |specs: &[&str], script: Option<&str>| {
+            let specs: Vec<String> = specs.iter().map(|s| s.to_string()).collect();
+            let mut p =
+                Project::from_requirements(&specs, None, script, ToolConfig::default()).unwrap();
+            p.resolve_entry_point(site.path()).map(|()| p)
+        };
+        let p = load(&["mcp-server-time==2026.10.19"], None).unwrap();
+        assert_eq!(
+            (p.entry_point.as_str(), p.name.as_str(), p.version.as_str()),
+            ("mcp_server_time:main", "mcp-server-time", "2026.10.19")
+        );
+        let err = load(&["tool"], None).unwrap_err().to_string();
+        assert!(err.contains("has 2 console scripts (a, b)"), "{err}");
+        let p = load(&["tool"], Some("a")).unwrap();
+        assert_eq!(p.entry_point, "tool.a:main");
+        let err = load(&["six"], None).unwrap_err().to_string();
+        assert!(err.contains("has no console script"), "{err}");
+        let err = load(&["nope"], None).unwrap_err().to_string();
+        assert!(err.contains("nope was not installed"), "{err}");
     }
 
     #[test]
