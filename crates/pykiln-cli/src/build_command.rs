@@ -318,28 +318,24 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         ));
     }
     progress.say("writing the executable");
-    let archive = std::fs::read(&archive_path)
-        .with_context(|| format!("reading {}", archive_path.display()))?;
-    let runner_bytes = std::fs::read(&runner.path)
-        .with_context(|| format!("reading the runner {}", runner.path.display()))?;
-    if pykiln_archive::trailer::appended(&runner_bytes).is_ok() {
+    let archive = map(&archive_path)?;
+    let runner_map = map(&runner.path)?;
+    if pykiln_archive::trailer::appended(&runner_map).is_ok() {
         bail!(
             "{} already carries an archive: it is a built application, not a runner",
             runner.path.display()
         );
     }
-    let (padding, trailer) = pykiln_archive::trailer::appendix(runner_bytes.len() as u64, &archive);
-    let image = [&runner_bytes[..], &padding, &archive, &trailer].concat();
     let output = args
         .output
         .clone()
         .unwrap_or_else(|| PathBuf::from(&report.binary_name));
     let mut written = Vec::new();
-    write_executable(&output, &image)?;
+    write_executable(&output, &runner_map, &archive)?;
     written.push(absolute(&output));
     if let Some(dir) = &args.tauri_sidecar {
         let path = dir.join(format!("{}-{TARGET}", report.binary_name));
-        write_executable(&path, &image)?;
+        write_executable(&path, &runner_map, &archive)?;
         written.push(absolute(&path));
     }
     progress.finish();
@@ -367,14 +363,46 @@ fn check_writable(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write to the output directory {}", dir.display()))
 }
 
-fn write_executable(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+/// A file mapped read-only (the runner, the archive: neither is copied into memory,
+/// which matters for a server with a gigabyte of native code).
+fn map(path: &Path) -> anyhow::Result<memmap2::Mmap> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: read-only; both files are ours (the cache's runner, this build's archive)
+    // and not modified while the executable is written.
+    unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("mapping {}", path.display()))
+}
+
+/// The runner, padding, the archive and the trailer, streamed into a temporary file
+/// beside `path` that gets the executable's mode and is then renamed over `path`.
+fn write_executable(path: &Path, runner: &[u8], archive: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::PermissionsExt as _;
     if path.is_dir() {
         bail!(
             "the output {} is a directory; give the executable's path",
             path.display()
         );
     }
-    runner::write_atomic(path, bytes, 0o755)
+    let dir = parent_dir(path);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot write to the output directory {}", dir.display()))?;
+    let (padding, trailer) = pykiln_archive::trailer::appendix(runner.len() as u64, archive);
+    let mut out = std::io::BufWriter::new(tmp.as_file_mut());
+    for part in [runner, &padding, archive, &trailer] {
+        out.write_all(part)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    out.flush()
+        .with_context(|| format!("writing {}", path.display()))?;
+    drop(out);
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("setting the mode of {}", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("renaming into {}", path.display()))?;
+    Ok(())
 }
 
 fn print_summary(

@@ -282,7 +282,7 @@ fn prune_runners(root: &Path, owner: &Path) {
 }
 
 /// Write a whole file under a temporary name beside it, with `mode`, then rename.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
     pykiln_build::write_atomic_mode(path, bytes, Some(mode))
 }
 
