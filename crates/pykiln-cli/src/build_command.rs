@@ -1,4 +1,4 @@
-//! `pykiln build`: options (parsed and checked without I/O), then the pipeline, then
+//! `pykiln build`: options (checked before any work; only `--from` paths are looked at), then the pipeline, then
 //! the executable: the runner's bytes, padding, the archive and a trailer, written to
 //! a temporary file beside the output and renamed over it.
 
@@ -123,7 +123,7 @@ fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is not a size (bytes, or with K, M or G)"))
 }
 
-/// What to build, checked without touching the disk.
+/// What to build, from the arguments alone (plus whether each `--from` names a file).
 struct Plan {
     source: Source,
     tool: ToolConfig,
