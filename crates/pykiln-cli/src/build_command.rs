@@ -1,6 +1,7 @@
-//! `pykiln build`: options (checked before any work; only `--from` paths are looked at), then the pipeline, then
-//! the executable: the runner's bytes, padding, the archive and a trailer, written to
-//! a temporary file beside the output and renamed over it.
+//! `pykiln build`: options (checked before any work; only `--from` paths are looked
+//! at), then the pipeline, then the executable: the runner's bytes, padding, the
+//! archive and a trailer, written to a temporary file beside the output and renamed
+//! over it.
 
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
