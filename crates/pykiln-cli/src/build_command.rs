@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use pykiln_build::{App, BuildOptions, Source, Stage, ToolConfig};
+use pykiln_build::{App, Source, Stage, ToolConfig};
 
 use crate::runner::{self, TARGET};
 
@@ -248,17 +248,19 @@ impl pykiln_build::Progress for Progress {
 pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     let plan = args.plan()?;
     let python = crate::python::resolve(args.python.as_deref())?;
-    let mut options = BuildOptions::from_env()?;
-    options.python = python;
+    // The same layering as build.rs users: the environment, then what was given.
+    let mut app = App::new(plan.source).options(plan.tool);
     if let Some(c) = &args.cache_dir {
-        options.cache_dir = c.clone();
+        app = app.cache_dir(c);
     }
     if let Some(m) = args.cache_max {
-        options.cache_max = m;
+        app = app.cache_max(m);
     }
     if let Some(l) = args.zstd_level {
-        options.level = l;
+        app = app.compression_level(l);
     }
+    let mut options = app.resolve_options()?;
+    options.python = python;
     options.refresh |= args.refresh;
     options.record_startup = !args.no_startup_order;
     // Fail on an unwritable output before minutes of work.
@@ -279,7 +281,6 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     let scratch = tempfile::tempdir_in(&scratch_root)
         .with_context(|| format!("creating a directory in {}", scratch_root.display()))?;
     let archive_path = scratch.path().join("app.pykiln");
-    let app = App::new(plan.source).options(plan.tool);
     let report = app.build(&archive_path, &options, &mut progress);
     let report = match report {
         Ok(r) => r,
