@@ -4,8 +4,9 @@ use std::fmt;
 
 /// First eight bytes of every archive.
 pub const MAGIC: [u8; 8] = *b"PYKILN\0A";
-/// The only format version this crate reads and writes (2: a shared zstd dictionary).
-pub const FORMAT_VERSION: u32 = 2;
+/// The only format version this crate reads and writes (2: a shared zstd dictionary;
+/// 3: notices, the licenses and SBOM of what is packed).
+pub const FORMAT_VERSION: u32 = 3;
 /// Size of the fixed header.
 pub const HEADER_LEN: usize = 64;
 /// Largest decompressed size of one blob; bounds the allocation a hostile record can ask for.
@@ -77,6 +78,9 @@ pub enum EntryKind {
     /// The zstd dictionary that bytecode blobs flagged with it were compressed with
     /// (stored raw); key is empty. At most one.
     Dictionary = 6,
+    /// A document about the archive's contents for people and tools (license texts,
+    /// the SBOM); key is its name, see [`crate::notices`].
+    Notice = 7,
 }
 
 impl EntryKind {
@@ -90,12 +94,13 @@ impl EntryKind {
             4 => Self::Resource,
             5 => Self::DistFile,
             6 => Self::Dictionary,
+            7 => Self::Notice,
             _ => return None,
         })
     }
 
     /// Every kind, in index order.
-    pub const ALL: [EntryKind; 7] = [
+    pub const ALL: [EntryKind; 8] = [
         Self::Manifest,
         Self::Module,
         Self::Extension,
@@ -103,6 +108,7 @@ impl EntryKind {
         Self::Resource,
         Self::DistFile,
         Self::Dictionary,
+        Self::Notice,
     ];
 
     /// Lower-case name used in messages and reports.
@@ -115,6 +121,7 @@ impl EntryKind {
             Self::Resource => "resource",
             Self::DistFile => "dist-file",
             Self::Dictionary => "zstd-dictionary",
+            Self::Notice => "notice",
         }
     }
 }

@@ -26,6 +26,7 @@
 //! and nothing time- or machine-dependent is written.
 
 mod format;
+pub mod notices;
 mod order;
 mod reader;
 pub mod stamp;
@@ -121,7 +122,7 @@ pub enum Error {
 }
 
 /// Build information carried inside every archive.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Manifest {
     /// Version of pykiln that wrote the archive.
     pub pykiln_version: String,
@@ -158,6 +159,74 @@ pub struct Manifest {
     /// the runtime reads them ahead of the importer on another thread.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub startup: Vec<String>,
+    /// `[tool.pykiln.mcpb]`: what `pykiln dist` puts in the MCP Bundle's manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcpb: Option<McpbConfig>,
+}
+
+/// `[tool.pykiln.mcpb]` in pyproject.toml: how the server is started from an MCP Bundle
+/// (Claude Desktop's one-click install format), and what the user is asked for at
+/// install. Values may use the bundle's variables: `${user_config.KEY}`, `${HOME}`,
+/// `${DOCUMENTS}`, `${__dirname}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct McpbConfig {
+    /// Name shown to the user (default: the project name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// Author (default: from the package metadata).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    /// Arguments the server is started with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Environment the server is started with.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Settings asked for at install, by key.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub user_config: std::collections::BTreeMap<String, UserConfigField>,
+}
+
+/// One install-time setting of an MCP Bundle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfigField {
+    /// `string`, `number`, `boolean`, `directory` or `file`.
+    #[serde(rename = "type")]
+    pub kind: UserConfigKind,
+    /// Label.
+    pub title: String,
+    /// Help text.
+    pub description: String,
+    /// Whether the user must set it.
+    #[serde(default)]
+    pub required: bool,
+    /// Default value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<serde_json::Value>,
+    /// Several values (directories, files).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub multiple: bool,
+    /// A secret (stored in the OS keychain, masked).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sensitive: bool,
+}
+
+/// The kinds of [`UserConfigField`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserConfigKind {
+    /// Text.
+    String,
+    /// A number.
+    Number,
+    /// On or off.
+    Boolean,
+    /// A directory path (chosen in a picker).
+    Directory,
+    /// A file path (chosen in a picker).
+    File,
 }
 
 /// Whether dotted `name` is `package` itself or a module inside it.

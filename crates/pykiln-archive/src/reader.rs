@@ -424,6 +424,11 @@ impl<'a> Archive<'a> {
         self.find(EntryKind::DistFile, &join_key(dist_dir, file))
     }
 
+    /// A notice by name (see [`crate::notices`]).
+    pub fn notice(&self, name: &str) -> Option<Entry<'a>> {
+        self.find(EntryKind::Notice, name.as_bytes())
+    }
+
     /// The decoded manifest.
     pub fn manifest(&self) -> Result<Manifest, Error> {
         let e = self

@@ -325,6 +325,22 @@ impl ArchiveWriter {
         )
     }
 
+    /// A notice (see [`crate::notices`] for the names the runtime knows).
+    pub fn add_notice(&mut self, name: &str, bytes: Vec<u8>) -> Result<(), WriteError> {
+        let kind = EntryKind::Notice;
+        Self::check_part(kind, name, name)?;
+        self.insert(
+            kind,
+            name.as_bytes().to_vec(),
+            Pending {
+                flags: 0,
+                aux: Vec::new(),
+                primary: bytes,
+                secondary: None,
+            },
+        )
+    }
+
     /// The build manifest (replaces an earlier one).
     pub fn set_manifest(&mut self, manifest: &Manifest) -> Result<(), WriteError> {
         let json = serde_json::to_vec(manifest).map_err(|e| WriteError::Manifest(e.to_string()))?;

@@ -54,6 +54,8 @@ pub enum WarningKind {
     Startup,
     /// The build cache was pruned or is over its cap.
     Cache,
+    /// Packed software without license information, or of unknown origin.
+    Licenses,
 }
 
 /// A non-fatal finding of a build.

@@ -24,6 +24,7 @@ mod frames;
 mod glibc;
 mod install;
 mod native;
+mod notices;
 mod ondisk;
 mod options;
 mod pipeline;
@@ -43,6 +44,7 @@ pub use cache::{
 pub use collect::Layer;
 pub use error::{Error, Warning, WarningKind};
 pub use install::{PIP_ENV, REFRESH_ENV};
+pub use notices::{LicenseText, RustCrate, rust_crates};
 pub use options::{BuildOptions, DEFAULT_LEVEL, OPTIONS_ENV, default_cache_dir};
 pub use pipeline::{BuildReport, Progress, Source, Stage, build};
 pub use project::{EntrySpec, Project, ToolConfig, normalize, requirement_name};
@@ -200,7 +202,10 @@ impl App {
                     format!("{EXPORTS_ENV} is not set: the crate whose build.rs runs pykiln-build must depend on pykiln")
                 })?;
                 let out = Path::new(&out);
-                Ok((self.build_to(&out.join("app.pykiln"))?, PathBuf::from(exports)))
+                let mut options = self.resolve_options()?;
+                options.rust_crates = linked_crates();
+                let report = self.build(&out.join("app.pykiln"), &options, &mut ())?;
+                Ok((report, PathBuf::from(exports)))
             });
         match result {
             Ok((report, exports)) => {
@@ -212,6 +217,35 @@ impl App {
                 eprintln!("error: pykiln: {e:#}");
                 std::process::exit(1);
             }
+        }
+    }
+}
+
+/// Inside a build script: the Rust crates linked into the package being built (for
+/// its licenses and SBOM). A failure is a warning: the binary works without them.
+fn linked_crates() -> Vec<RustCrate> {
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").map(|d| Path::new(&d).join("Cargo.toml"));
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let target = std::env::var("TARGET").ok();
+    // A changed lock file may link other crates.
+    if let Some(lock) = manifest.as_ref().and_then(|m| {
+        m.ancestors()
+            .skip(1)
+            .map(|d| d.join("Cargo.lock"))
+            .find(|l| l.is_file())
+    }) {
+        println!("cargo:rerun-if-changed={}", lock.display());
+    }
+    let result = manifest
+        .context("CARGO_MANIFEST_DIR is not set")
+        .and_then(|m| rust_crates(Path::new(&cargo), &m, target.as_deref()));
+    match result {
+        Ok(crates) => crates,
+        Err(e) => {
+            println!(
+                "cargo:warning=the Rust crates linked into this binary are missing from its licenses and SBOM: {e:#}"
+            );
+            Vec::new()
         }
     }
 }

@@ -143,6 +143,8 @@ pub struct PackedLib {
     pub bytes: Vec<u8>,
     /// SONAMEs it needs that are packed (or provided) too.
     pub needed: Vec<String>,
+    /// Where it was read from.
+    pub path: PathBuf,
 }
 
 /// Resolve the closure of non-system libraries needed by `roots` (path, needed,
@@ -200,7 +202,14 @@ pub fn closure(
             .filter(|n| !is_system_library(n))
             .cloned()
             .collect();
-        out.insert(soname, PackedLib { bytes, needed });
+        out.insert(
+            soname,
+            PackedLib {
+                bytes,
+                needed,
+                path: real,
+            },
+        );
     }
     Ok(out)
 }

@@ -47,6 +47,9 @@ pub struct BuildOptions {
     /// long as the server takes to import) so the binary prefetches its start-up on a
     /// second core. Off: faster rebuilds while iterating, a slower-starting binary.
     pub record_startup: bool,
+    /// The Rust crates linked into the executable the archive goes into (see
+    /// [`rust_crates`](crate::rust_crates)), for its licenses and SBOM.
+    pub rust_crates: Vec<crate::RustCrate>,
 }
 
 impl BuildOptions {
@@ -61,6 +64,7 @@ impl BuildOptions {
             refresh: false,
             import_timeout: crate::baseline::IMPORT_TIMEOUT,
             record_startup: true,
+            rust_crates: Vec::new(),
         }
     }
 

@@ -13,6 +13,7 @@ use pykiln_pyconfig::PythonConfig;
 
 use crate::collect::{self, Collected, Layer};
 use crate::error::{Error, Warning, WarningKind};
+use crate::notices::{Notices, SystemLibFile};
 use crate::options::BuildOptions;
 use crate::project::{Project, ToolConfig};
 use crate::{Excludes, baseline, cache, compile, frames, glibc, install, native, ondisk, strip};
@@ -204,13 +205,32 @@ pub fn build(
     )?;
 
     clock.start(Stage::Natives);
-    let floor = add_natives(&mut w, &staged, &collected, &cache, options)?;
+    let (floor, system_libs) = add_natives(&mut w, &staged, &collected, &cache, options)?;
     warnings.extend(
         floor
             .describe()
             .map(|m| Warning::new(WarningKind::Glibc, m)),
     );
     let distributions = add_metadata(&mut w, &staged.project, &collected)?;
+    let notices = Notices::gather(
+        &staged.python,
+        &staged.project,
+        &collected,
+        &system_libs,
+        &options.rust_crates,
+    );
+    warnings.extend(warn(WarningKind::Licenses, &notices.warnings()));
+    let archive_err = |e: pykiln_archive::WriteError| Error::Archive(e.into());
+    w.add_notice(
+        pykiln_archive::notices::LICENSES,
+        notices.licenses().into_bytes(),
+    )
+    .map_err(archive_err)?;
+    w.add_notice(
+        pykiln_archive::notices::SBOM,
+        notices.sbom().to_string().into_bytes(),
+    )
+    .map_err(archive_err)?;
 
     clock.start(Stage::Baseline);
     let manifest = manifest(
@@ -560,14 +580,15 @@ fn add_modules(
 }
 
 /// Extension modules, the closure of the non-system libraries they need, and
-/// placeholders for those the executable provides; returns the glibc prediction.
+/// placeholders for those the executable provides; returns the glibc prediction and
+/// the libraries packed from the system's directories (soname, path, bytes).
 fn add_natives(
     w: &mut ArchiveWriter,
     staged: &Staged,
     collected: &Collected,
     cache: &Path,
     options: &BuildOptions,
-) -> Result<glibc::Prediction, Error> {
+) -> Result<(glibc::Prediction, Vec<SystemLibFile>), Error> {
     // Debug info and symbol tables are most of a `-g` build's size; the loader
     // reads neither.
     let strip_elf = |bytes: Vec<u8>| {
@@ -606,6 +627,16 @@ fn add_natives(
     }
     let prediction =
         glibc::predict(&staged.python.static_library(), native_floor, cache).map_err(native_err)?;
+    let from_wheels: BTreeSet<PathBuf> = collected
+        .vendored
+        .values()
+        .map(|p| p.canonicalize().unwrap_or_else(|_| p.clone()))
+        .collect();
+    let system = libs
+        .iter()
+        .filter(|(_, l)| !from_wheels.contains(&l.path))
+        .map(|(s, l)| (s.clone(), l.path.clone(), l.bytes.clone()))
+        .collect();
     for (soname, lib) in &libs {
         let needed: Vec<&str> = lib.needed.iter().map(String::as_str).collect();
         w.add_shared_lib(soname, strip_elf(lib.bytes.clone()), &needed)
@@ -623,7 +654,7 @@ fn add_natives(
         w.add_shared_lib(soname, strip_elf(lib), &[])
             .map_err(|e| Error::Archive(e.into()))?;
     }
-    Ok(prediction)
+    Ok((prediction, system))
 }
 
 /// Package data and dist-info files (the app's own generated); returns the packed
@@ -763,6 +794,7 @@ fn manifest(
             .map(|p| p.to_string_lossy().into_owned())
             .collect(),
         startup: Vec::new(),
+        mcpb: project.mcpb.clone(),
     })
 }
 

@@ -32,7 +32,7 @@ struct ToolTable {
 
 /// `[tool.pykiln]` in pyproject.toml: every packing option, all optional. The `pykiln`
 /// CLI builds one from its flags and lays it over the project's ([`ToolConfig::merged`]).
-#[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ToolConfig {
     /// `module:function` run at start (default: the single `[project.scripts]` entry).
@@ -61,6 +61,8 @@ pub struct ToolConfig {
     pub strip_native: Option<bool>,
     /// The server's text writes to `sys.stdout` go to stderr (default false).
     pub stdout_guard: Option<bool>,
+    /// `[tool.pykiln.mcpb]`: the MCP Bundle `pykiln dist` makes.
+    pub mcpb: Option<pykiln_archive::McpbConfig>,
 }
 
 impl ToolConfig {
@@ -78,6 +80,7 @@ impl ToolConfig {
         pick(&mut self.python_cli, &over.python_cli);
         pick(&mut self.strip_native, &over.strip_native);
         pick(&mut self.stdout_guard, &over.stdout_guard);
+        pick(&mut self.mcpb, &over.mcpb);
         self.on_disk.extend(over.on_disk.iter().cloned());
         self.in_memory.extend(over.in_memory.iter().cloned());
         self.sources.extend(over.sources.iter().cloned());
@@ -133,6 +136,8 @@ pub struct Project {
     /// `[tool.pykiln] stdout-guard` (default false): the server's text writes to
     /// `sys.stdout` go to stderr (for servers that print a banner on the MCP channel).
     pub stdout_guard: bool,
+    /// `[tool.pykiln.mcpb]`.
+    pub mcpb: Option<pykiln_archive::McpbConfig>,
     /// `[tool.pykiln] strip-native` (default true): drop debug info and symbol tables
     /// from packed extension modules and shared libraries.
     pub strip_native: bool,
@@ -251,6 +256,7 @@ impl Project {
             python_cli: tool.python_cli.unwrap_or(true),
             strip_native: tool.strip_native.unwrap_or(true),
             stdout_guard: tool.stdout_guard.unwrap_or(false),
+            mcpb: tool.mcpb,
             pending_entry: None,
             pyproject: None,
         }

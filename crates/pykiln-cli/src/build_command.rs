@@ -275,6 +275,34 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     }
 
     let mut progress = Progress::new(args.quiet);
+    // From crates.io, the runner's crate list is read from the source `cargo install`
+    // unpacks: build the runner first (bad input then fails after it, once).
+    let mut early_runner = None;
+    if args.runner.is_none() && runner::from_registry() {
+        let config = pykiln_pyconfig::PythonConfig::probe(&options.python)?;
+        early_runner = Some(runner::runner_for(
+            &config,
+            &options.cache_dir,
+            &mut |what| progress.say(what),
+        )?);
+    }
+    if let Some(r) = &args.runner {
+        progress.line(&format!(
+            "warning: the licenses and SBOM list no Rust crates: the crates linked into {} are unknown",
+            r.display()
+        ));
+    }
+    match args
+        .runner
+        .is_none()
+        .then(runner::linked_crates)
+        .transpose()
+    {
+        Ok(crates) => options.rust_crates = crates.flatten().unwrap_or_default(),
+        Err(e) => progress.line(&format!(
+            "warning: the runner's Rust crates are missing from the licenses and SBOM: {e:#}"
+        )),
+    }
     let scratch_root = options.cache_dir.join("tmp");
     std::fs::create_dir_all(&scratch_root)
         .with_context(|| format!("creating {}", scratch_root.display()))?;
@@ -304,12 +332,15 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     // The runner after the archive: bad input fails in seconds, not after a first
     // runner build.
     let config = &report.python;
-    let runner = match &args.runner {
-        Some(r) => runner::Runner {
+    let runner = match (&args.runner, early_runner) {
+        (Some(r), _) => runner::Runner {
             path: r.clone(),
             built_in: None,
         },
-        None => runner::runner_for(config, &options.cache_dir, &mut |what| progress.say(what))?,
+        (None, Some(r)) => r,
+        (None, None) => {
+            runner::runner_for(config, &options.cache_dir, &mut |what| progress.say(what))?
+        }
     };
     if let Some(t) = runner.built_in {
         progress.line(&format!(
@@ -431,11 +462,7 @@ fn print_summary(
     }
     let name = &report.binary_name;
     let command = exe.display().to_string();
-    let server = serde_json::json!({ "command": command, "args": [] });
-    let desktop = serde_json::json!({ "mcpServers": { name.clone(): server } });
-    let vscode = serde_json::json!({
-        "servers": { name.clone(): { "type": "stdio", "command": command, "args": [] } }
-    });
+    let (desktop, vscode) = crate::dist::client_configs(name, &command, &[]);
     println!();
     println!(
         "MCP client config. Claude Desktop (claude_desktop_config.json) and Cursor (~/.cursor/mcp.json):"

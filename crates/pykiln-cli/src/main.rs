@@ -2,10 +2,12 @@
 //! Rust project. `build` packs a pyproject project or PyPI requirements into an archive
 //! (the same pipeline as build.rs users, `pykiln-build`) and appends it to a runner
 //! built once per interpreter; `inspect` reads what is inside any pykiln binary;
-//! `check` runs a binary's own verify and MCP self-test.
+//! `check` runs a binary's own verify and MCP self-test; `dist` makes its release
+//! artifacts.
 
 mod build_command;
 mod check;
+mod dist;
 mod inspect;
 mod python;
 mod runner;
@@ -42,6 +44,8 @@ enum Command {
     },
     /// Run a binary's `--pykiln verify` and its MCP self-test (`--pykiln selftest`).
     Check(check::CheckArgs),
+    /// Make the release artifacts of a binary: tar.gz, zip, MCP Bundle, SHA256SUMS.
+    Dist(dist::DistArgs),
     /// Print the path of the runner for an interpreter, building it if needed.
     Runner(RunnerArgs),
 }
@@ -70,6 +74,7 @@ fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }),
         Command::Check(args) => check::run(args),
+        Command::Dist(args) => dist::run(args),
         Command::Runner(args) => runner_command(args),
     };
     match result {

@@ -127,6 +127,41 @@ fn key(python: &PythonConfig, source: &str) -> String {
     hex(&h.finalize()[..16])
 }
 
+/// The Rust crates linked into runners (for the licenses and SBOM of what the CLI
+/// builds): read with `cargo metadata` from the checkout's runner crate, or from the
+/// crates.io source `cargo install` unpacked (so only once a runner was installed;
+/// `None` before).
+pub fn linked_crates() -> anyhow::Result<Option<Vec<pykiln_build::RustCrate>>> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let manifest = match checkout_runner_dir() {
+        Some(dir) => dir.join("Cargo.toml"),
+        None => {
+            let home = std::env::var_os("CARGO_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")));
+            let unpacked = format!("pykiln-runner-{}", env!("CARGO_PKG_VERSION"));
+            let found = home.and_then(|h| {
+                std::fs::read_dir(h.join("registry").join("src"))
+                    .ok()?
+                    .flatten()
+                    .map(|index| index.path().join(&unpacked).join("Cargo.toml"))
+                    .find(|m| m.is_file())
+            });
+            match found {
+                Some(m) => m,
+                None => return Ok(None),
+            }
+        }
+    };
+    pykiln_build::rust_crates(Path::new(&cargo), &manifest, Some(TARGET)).map(Some)
+}
+
+/// Whether runners come from crates.io (this CLI was not built from a checkout that
+/// is still there).
+pub fn from_registry() -> bool {
+    checkout_runner_dir().is_none()
+}
+
 /// The runner for `python`, from the cache or built now (`on_build` is told first,
 /// with a description, so the caller can say it takes a while).
 pub fn runner_for(

@@ -11,6 +11,8 @@ use crate::interp::{self, Mode};
 const USAGE: &str = "usage: <binary> --pykiln <command>\n\
 commands:\n\
   info               JSON description of the binary and its archive\n\
+  licenses           the license texts of everything packed and linked (THIRD_PARTY_LICENSES)\n\
+  sbom               a CycloneDX 1.6 JSON SBOM of everything packed and linked\n\
   python [args...]   a Python interpreter inside the packed environment (-c, -m, script, REPL)\n\
   verify [--import-timeout S]  check every checksum and import every packed module (an import\n\
   \x20 still running after S seconds, default 30, is skipped as hanging)\n";
@@ -69,6 +71,20 @@ pub fn run(
                 vec![argv0.clone()],
             )
         }
+        Some(what @ ("licenses" | "sbom")) => {
+            if rest.len() > 1 {
+                eprint!("pykiln: {what} takes no arguments\n{}", usage());
+                return Ok(2);
+            }
+            let text = notice(&archive, what)?;
+            let mut out = std::io::stdout().lock();
+            let written = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+            match written {
+                // `| head` closing the pipe early is not a failure.
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(0),
+            }
+        }
         Some("selftest") => crate::selftest::run(&rest[1..]),
         Some("help" | "--help" | "-h") => {
             print!("{}", usage());
@@ -78,6 +94,33 @@ pub fn run(
             eprint!("pykiln: unknown command {cmd:?}\n{}", usage());
             Ok(2)
         }
+    }
+}
+
+/// The `licenses` or `sbom` document: the archive's notice with what only the runtime
+/// knows (the SQLite it links) added.
+fn notice(archive: &Archive<'_>, what: &str) -> anyhow::Result<String> {
+    use pykiln_archive::notices;
+    let name = if what == "sbom" {
+        notices::SBOM
+    } else {
+        notices::LICENSES
+    };
+    let stored = archive
+        .notice(name)
+        .with_context(|| format!("this binary's archive has no '{name}' notice"))?
+        .read()
+        .with_context(|| format!("reading the '{name}' notice"))?;
+    let sqlite = crate::sqlite_version();
+    if what == "sbom" {
+        let doc = notices::complete_sbom(&stored, &sqlite, None)?;
+        Ok(format!("{}\n", serde_json::to_string_pretty(&doc)?))
+    } else {
+        Ok(format!(
+            "{}\n\n{}",
+            String::from_utf8_lossy(&stored).trim_end(),
+            notices::sqlite_license(&sqlite)
+        ))
     }
 }
 

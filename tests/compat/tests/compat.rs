@@ -506,3 +506,42 @@ fn damaged_or_planted_file_views_are_never_used() {
         "{stderr}"
     );
 }
+
+#[test]
+fn every_packed_distribution_has_its_license_text_or_says_it_ships_none() {
+    let info: Value = serde_json::from_str(&run(
+        Command::new(binary()).args(["--pykiln", "info"]),
+        "info",
+    ))
+    .unwrap();
+    let dists = info["distributions"].as_array().expect("distributions");
+    assert!(dists.len() > 40, "{info}");
+    let licenses = run(
+        Command::new(binary()).args(["--pykiln", "licenses"]),
+        "--pykiln licenses",
+    );
+    let rule = format!("\n{}\n", "=".repeat(78));
+    let mut without_text = Vec::new();
+    for d in dists {
+        let (name, version) = (d["name"].as_str().unwrap(), d["version"].as_str().unwrap());
+        let heading = format!("{name} {version} (Python distribution; license: ");
+        let at = licenses
+            .find(&heading)
+            .unwrap_or_else(|| panic!("{name} {version} is missing from --pykiln licenses"));
+        let after = &licenses[at..];
+        let body = &after[after.find(&rule).unwrap() + rule.len()..];
+        let body = &body[..body.find(&rule).unwrap_or(body.len())];
+        if body.contains("(its wheel ships no license text)") {
+            without_text.push(format!("{name} {version}"));
+        } else {
+            // A text of at least a few lines, not just a file name.
+            assert!(
+                body.contains("\n--- ") && body.lines().count() > 3,
+                "{name} {version}: no license text:\n{body}"
+            );
+        }
+    }
+    // The build names these in its warning (the same list, see pykiln-build's
+    // notices); the corpus has one such wheel.
+    assert!(without_text.len() <= 2, "{without_text:?}");
+}

@@ -1,0 +1,512 @@
+//! `pykiln dist BIN`: the release artifacts of a pykiln binary, read from the binary
+//! itself (its archive's manifest, licenses and SBOM notices, runtime stamp):
+//! `NAME-VERSION-TRIPLE.tar.gz` / `.zip` (binary, README with client configs,
+//! THIRD_PARTY_LICENSES, sbom.cdx.json), an MCP Bundle (`.mcpb`), and `SHA256SUMS`
+//! over all of them. Every output is byte-for-byte reproducible: fixed order, owners,
+//! modes and times (`SOURCE_DATE_EPOCH` if set, else 1980-01-01), and all of them are
+//! written under temporary names and renamed only once every one is complete.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, ValueEnum};
+use pykiln_archive::{Archive, Manifest, notices};
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+
+/// Release formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum Format {
+    /// `NAME-VERSION-TRIPLE.tar.gz`.
+    #[value(name = "tar.gz")]
+    TarGz,
+    /// `NAME-VERSION-TRIPLE.zip`.
+    Zip,
+    /// `NAME-VERSION-TRIPLE.mcpb`: an MCP Bundle (Claude Desktop's one-click install).
+    Mcpb,
+}
+
+/// `pykiln dist` arguments.
+#[derive(Debug, Args)]
+pub struct DistArgs {
+    /// The binary (built by `pykiln build` or by cargo with pykiln-build).
+    pub bin: PathBuf,
+    /// Formats to make, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values = ["tar.gz", "zip", "mcpb"])]
+    pub formats: Vec<Format>,
+    /// Output directory (created if missing).
+    #[arg(short, long, default_value = "dist")]
+    pub output: PathBuf,
+}
+
+/// 1980-01-01T00:00:00Z: the earliest time a zip file can hold.
+const DEFAULT_EPOCH: u64 = 315_532_800;
+
+/// What the artifacts are made of, read from the binary.
+struct Release {
+    /// The binary's file name.
+    name: String,
+    version: String,
+    triple: &'static str,
+    binary: Vec<u8>,
+    licenses: String,
+    sbom: String,
+    metadata: AppMetadata,
+    mcpb: pykiln_archive::McpbConfig,
+    epoch: u64,
+}
+
+/// What the app's own METADATA says.
+#[derive(Debug, Default)]
+struct AppMetadata {
+    summary: Option<String>,
+    author: Option<String>,
+    license: Option<String>,
+    homepage: Option<String>,
+}
+
+/// Run `pykiln dist`.
+pub fn run(args: DistArgs) -> anyhow::Result<ExitCode> {
+    let release = read(&args.bin)?;
+    std::fs::create_dir_all(&args.output)
+        .with_context(|| format!("creating {}", args.output.display()))?;
+    let stem = format!("{}-{}-{}", release.name, release.version, release.triple);
+    let mut formats = args.formats.clone();
+    formats.sort();
+    formats.dedup();
+    // Everything is written under a temporary name first; renamed at the end.
+    let mut outputs: Vec<(String, tempfile::NamedTempFile)> = Vec::new();
+    for format in formats {
+        let (file, bytes) = match format {
+            Format::TarGz => (format!("{stem}.tar.gz"), tar_gz(&release, &stem)?),
+            Format::Zip => (format!("{stem}.zip"), zip(&release, &stem)?),
+            Format::Mcpb => (format!("{stem}.mcpb"), mcpb(&release)?),
+        };
+        outputs.push((file, staged(&args.output, &bytes)?));
+    }
+    let mut sums = String::new();
+    let mut listed: Vec<(String, u64)> = Vec::new();
+    for (file, tmp) in &outputs {
+        let bytes = std::fs::read(tmp.path())
+            .with_context(|| format!("reading back {}", tmp.path().display()))?;
+        sums.push_str(&format!("{:x}  {file}\n", Sha256::digest(&bytes)));
+        listed.push((file.clone(), bytes.len() as u64));
+    }
+    listed.push(("SHA256SUMS".to_string(), sums.len() as u64));
+    outputs.push((
+        "SHA256SUMS".to_string(),
+        staged(&args.output, sums.as_bytes())?,
+    ));
+    for (file, tmp) in outputs {
+        let dest = args.output.join(&file);
+        tmp.persist(&dest)
+            .with_context(|| format!("writing {}", dest.display()))?;
+    }
+    for (file, size) in listed {
+        println!(
+            "{:>10.1} MB  {}",
+            size as f64 / 1e6,
+            args.output.join(file).display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `bytes` in a temporary file of `dir` (removed unless persisted).
+fn staged(dir: &Path, bytes: &[u8]) -> anyhow::Result<tempfile::NamedTempFile> {
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".pykiln-dist-")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a file in {}", dir.display()))?;
+    use std::os::unix::fs::PermissionsExt as _;
+    // Release files are for everyone to read (tempfile creates them 0600).
+    tmp.write_all(bytes)
+        .and_then(|()| {
+            tmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o644))
+        })
+        .and_then(|()| tmp.as_file().sync_all())
+        .with_context(|| format!("writing {}", tmp.path().display()))?;
+    Ok(tmp)
+}
+
+/// Read the binary and everything the artifacts need from it.
+fn read(path: &Path) -> anyhow::Result<Release> {
+    let binary = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let Some((offset, archive_bytes)) = pykiln_archive::trailer::locate(&binary) else {
+        bail!(
+            "{} is not a pykiln binary: no pykiln archive found in it",
+            path.display()
+        );
+    };
+    let archive = Archive::open(archive_bytes)
+        .with_context(|| format!("{}: the archive at byte offset {offset}", path.display()))?;
+    let manifest = archive
+        .manifest()
+        .with_context(|| format!("{}: reading the archive's manifest", path.display()))?;
+    let notice = |name: &str| -> anyhow::Result<Vec<u8>> {
+        let e = archive.notice(name).with_context(|| {
+            format!(
+                "{}: its archive has no '{name}' notice (built by a pykiln before 0.1.0's notices: rebuild it)",
+                path.display()
+            )
+        })?;
+        Ok(e.read()
+            .with_context(|| format!("{}: reading the '{name}' notice", path.display()))?
+            .into_owned())
+    };
+    let stamp: BTreeMap<String, String> = pykiln_archive::stamp::find(&binary)
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let sqlite = stamp
+        .get("sqlite")
+        .cloned()
+        .with_context(|| format!("{}: no pykiln runtime stamp found", path.display()))?;
+    let hash = format!("{:x}", Sha256::digest(&binary));
+    let sbom = notices::complete_sbom(&notice(notices::SBOM)?, &sqlite, Some(&hash))
+        .with_context(|| format!("{}: its SBOM notice", path.display()))?;
+    let licenses = format!(
+        "{}\n\n{}",
+        String::from_utf8_lossy(&notice(notices::LICENSES)?).trim_end(),
+        notices::sqlite_license(&sqlite)
+    );
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .context("the binary's path has no file name")?;
+    let triple = target_triple(&binary).with_context(|| {
+        format!(
+            "{}: not an ELF executable of a known machine",
+            path.display()
+        )
+    })?;
+    let metadata = app_metadata(&archive, &manifest);
+    let epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds"))?,
+        Err(_) => DEFAULT_EPOCH,
+    };
+    let mcpb = manifest.mcpb.clone().unwrap_or_default();
+    check_user_config_refs(&mcpb)?;
+    Ok(Release {
+        name,
+        version: manifest
+            .app
+            .as_ref()
+            .map_or_else(|| "0".to_string(), |a| a.version.clone()),
+        triple,
+        binary,
+        licenses,
+        sbom: format!("{}\n", serde_json::to_string_pretty(&sbom)?),
+        metadata,
+        mcpb,
+        epoch,
+    })
+}
+
+/// Every `${user_config.KEY}` in args and env names a declared setting.
+fn check_user_config_refs(mcpb: &pykiln_archive::McpbConfig) -> anyhow::Result<()> {
+    for value in mcpb.args.iter().chain(mcpb.env.values()) {
+        let mut rest = value.as_str();
+        while let Some(start) = rest.find("${user_config.") {
+            let after = &rest[start + "${user_config.".len()..];
+            let key = after.split('}').next().unwrap_or(after);
+            if !mcpb.user_config.contains_key(key) {
+                bail!(
+                    "[tool.pykiln.mcpb] uses ${{user_config.{key}}}, but declares no [tool.pykiln.mcpb.user-config.{key}]"
+                );
+            }
+            rest = after;
+        }
+    }
+    Ok(())
+}
+
+/// The Rust target triple of an ELF executable, from its machine field.
+fn target_triple(elf: &[u8]) -> Option<&'static str> {
+    if elf.get(..4)? != b"\x7fELF" {
+        return None;
+    }
+    let machine = u16::from_le_bytes([*elf.get(18)?, *elf.get(19)?]);
+    match machine {
+        0x3e => Some("x86_64-unknown-linux-gnu"),
+        0xb7 => Some("aarch64-unknown-linux-gnu"),
+        _ => None,
+    }
+}
+
+/// The app's summary, author, license and home page from its dist-info METADATA.
+fn app_metadata(archive: &Archive<'_>, manifest: &Manifest) -> AppMetadata {
+    let mut m = AppMetadata::default();
+    let Some(app) = &manifest.app else {
+        return m;
+    };
+    let want = pykiln_build::normalize(&app.name);
+    let Some(dir) = archive.distributions().into_iter().find(|d| {
+        pykiln_build::normalize(d.split('-').next().unwrap_or(d)) == want.replace('-', "_")
+            || pykiln_build::normalize(d.split('-').next().unwrap_or(d)) == want
+    }) else {
+        return m;
+    };
+    let Some(text) = archive
+        .dist_file(dir, "METADATA")
+        .and_then(|e| e.read().ok())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+    else {
+        return m;
+    };
+    for line in text.lines() {
+        if line.is_empty() {
+            break;
+        }
+        let Some((key, value)) = line.split_once(": ") else {
+            continue;
+        };
+        let value = value.trim().to_string();
+        match key {
+            "Summary" => m.summary = Some(value),
+            "Author" => m.author = Some(value),
+            // `Name <mail>`, possibly several: the first name.
+            "Author-email" | "Maintainer-email" if m.author.is_none() => {
+                let first = value.split(',').next().unwrap_or(&value);
+                let name = first
+                    .split('<')
+                    .next()
+                    .unwrap_or(first)
+                    .trim()
+                    .trim_matches('"');
+                if !name.is_empty() {
+                    m.author = Some(name.to_string());
+                }
+            }
+            "License-Expression" => m.license = Some(value),
+            "License" if m.license.is_none() && value.len() < 100 => m.license = Some(value),
+            "Home-page" => m.homepage = Some(value),
+            "Project-URL" if m.homepage.is_none() => {
+                if let Some((_, url)) = value.split_once(", ") {
+                    m.homepage = Some(url.trim().to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    m
+}
+
+/// Claude Desktop / Cursor and VS Code configs for a server at `command`.
+pub fn client_configs(name: &str, command: &str, args: &[String]) -> (Value, Value) {
+    let desktop = json!({ "mcpServers": { name: { "command": command, "args": args } } });
+    let vscode = json!({
+        "servers": { name: { "type": "stdio", "command": command, "args": args } }
+    });
+    (desktop, vscode)
+}
+
+/// The README of the tar.gz and zip.
+fn readme(r: &Release) -> String {
+    let path = format!("/opt/{0}/{0}", r.name);
+    let (desktop, vscode) = client_configs(&r.name, &path, &[]);
+    let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default();
+    format!(
+        "# {name} {version}\n\n\
+         {summary}\n\n\
+         `{name}` is one self-contained executable ({triple}): no Python or anything else to\n\
+         install. Unpack it anywhere (below: `/opt/{name}/`) and point your MCP client at it.\n\n\
+         Claude Desktop (`claude_desktop_config.json`) and Cursor (`~/.cursor/mcp.json`):\n\n\
+         ```json\n{desktop}\n```\n\n\
+         VS Code (`.vscode/mcp.json`):\n\n\
+         ```json\n{vscode}\n```\n\n\
+         Check it on this machine: `./{name} --pykiln selftest` (an MCP handshake with itself).\n\n\
+         `THIRD_PARTY_LICENSES` holds the license texts of everything inside (also printed by\n\
+         `./{name} --pykiln licenses`), `sbom.cdx.json` a CycloneDX 1.6 SBOM of it (the same as\n\
+         `./{name} --pykiln sbom`, plus the executable's own SHA-256).\n",
+        name = r.name,
+        version = r.version,
+        triple = r.triple,
+        summary = r.metadata.summary.as_deref().unwrap_or("An MCP server."),
+        desktop = pretty(&desktop),
+        vscode = pretty(&vscode),
+    )
+}
+
+/// The files of the tar.gz and zip: (path inside, bytes, executable).
+fn contents<'a>(r: &'a Release, stem: &str) -> Vec<(String, std::borrow::Cow<'a, [u8]>, bool)> {
+    vec![
+        (
+            format!("{stem}/{}", r.name),
+            r.binary.as_slice().into(),
+            true,
+        ),
+        (
+            format!("{stem}/README.md"),
+            readme(r).into_bytes().into(),
+            false,
+        ),
+        (
+            format!("{stem}/THIRD_PARTY_LICENSES"),
+            r.licenses.as_bytes().into(),
+            false,
+        ),
+        (
+            format!("{stem}/sbom.cdx.json"),
+            r.sbom.as_bytes().into(),
+            false,
+        ),
+    ]
+}
+
+fn tar_gz(r: &Release, stem: &str) -> anyhow::Result<Vec<u8>> {
+    let gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(Vec::new(), flate2::Compression::best());
+    let mut tar = tar::Builder::new(gz);
+    let mut dir = tar::Header::new_ustar();
+    dir.set_entry_type(tar::EntryType::Directory);
+    dir.set_size(0);
+    set_common(&mut dir, 0o755, r.epoch);
+    tar.append_data(&mut dir, format!("{stem}/"), std::io::empty())?;
+    for (path, bytes, exec) in contents(r, stem) {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_size(bytes.len() as u64);
+        set_common(&mut h, if exec { 0o755 } else { 0o644 }, r.epoch);
+        tar.append_data(&mut h, &path, &*bytes)
+            .with_context(|| format!("adding {path} to the tar"))?;
+    }
+    Ok(tar.into_inner()?.finish()?)
+}
+
+fn set_common(h: &mut tar::Header, mode: u32, epoch: u64) {
+    h.set_mode(mode);
+    h.set_mtime(epoch);
+    h.set_uid(0);
+    h.set_gid(0);
+    // Empty names: extracted files belong to whoever extracts them.
+    let _ = h.set_username("");
+    let _ = h.set_groupname("");
+}
+
+fn zip_of(files: &[(String, &[u8], bool)]) -> anyhow::Result<Vec<u8>> {
+    use zip::write::SimpleFileOptions;
+    let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (path, bytes, exec) in files {
+        let options = SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated)
+            .compression_level(Some(9))
+            .last_modified_time(zip::DateTime::default())
+            .unix_permissions(if *exec { 0o755 } else { 0o644 })
+            .large_file(bytes.len() > u32::MAX as usize / 2);
+        z.start_file(path.as_str(), options)
+            .with_context(|| format!("adding {path} to the zip"))?;
+        z.write_all(bytes)?;
+    }
+    Ok(z.finish()?.into_inner())
+}
+
+fn zip(r: &Release, stem: &str) -> anyhow::Result<Vec<u8>> {
+    let files = contents(r, stem);
+    let files: Vec<(String, &[u8], bool)> = files
+        .iter()
+        .map(|(p, b, e)| (p.clone(), &**b, *e))
+        .collect();
+    zip_of(&files)
+}
+
+/// The MCP Bundle manifest (`manifest.json`, manifest version 0.3).
+fn mcpb_manifest(r: &Release) -> Value {
+    let entry = format!("server/{}", r.name);
+    let mut config = json!({
+        "command": format!("${{__dirname}}/{entry}"),
+        "args": r.mcpb.args,
+    });
+    if !r.mcpb.env.is_empty() {
+        config["env"] = json!(r.mcpb.env);
+    }
+    let author = r
+        .mcpb
+        .author
+        .clone()
+        .or_else(|| r.metadata.author.clone())
+        .unwrap_or_else(|| "unknown".to_string());
+    let mut m = json!({
+        "manifest_version": "0.3",
+        "name": r.name,
+        "version": r.version,
+        "description": r.metadata.summary.clone().unwrap_or_else(|| format!("The {} MCP server", r.name)),
+        "author": {"name": author},
+        "server": {"type": "binary", "entry_point": entry, "mcp_config": config},
+        "compatibility": {"platforms": ["linux"]},
+    });
+    if let Some(d) = &r.mcpb.display_name {
+        m["display_name"] = json!(d);
+    }
+    if let Some(l) = &r.metadata.license {
+        m["license"] = json!(l);
+    }
+    if let Some(h) = r
+        .metadata
+        .homepage
+        .as_ref()
+        .filter(|h| h.starts_with("http"))
+    {
+        m["homepage"] = json!(h);
+    }
+    if !r.mcpb.user_config.is_empty() {
+        m["user_config"] = json!(r.mcpb.user_config);
+    }
+    m
+}
+
+fn mcpb(r: &Release) -> anyhow::Result<Vec<u8>> {
+    let manifest = format!("{}\n", serde_json::to_string_pretty(&mcpb_manifest(r))?);
+    zip_of(&[
+        ("manifest.json".to_string(), manifest.as_bytes(), false),
+        (format!("server/{}", r.name), &r.binary, true),
+        (
+            "THIRD_PARTY_LICENSES".to_string(),
+            r.licenses.as_bytes(),
+            false,
+        ),
+        ("sbom.cdx.json".to_string(), r.sbom.as_bytes(), false),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_triples_from_the_elf_machine() {
+        let mut elf = vec![0u8; 64];
+        elf[..4].copy_from_slice(b"\x7fELF");
+        elf[18] = 0x3e;
+        assert_eq!(target_triple(&elf), Some("x86_64-unknown-linux-gnu"));
+        elf[18] = 0xb7;
+        assert_eq!(target_triple(&elf), Some("aarch64-unknown-linux-gnu"));
+        elf[18] = 0x28;
+        assert_eq!(target_triple(&elf), None);
+        assert_eq!(target_triple(b"MZ"), None);
+    }
+
+    #[test]
+    fn user_config_references_must_be_declared() {
+        let mut c = pykiln_archive::McpbConfig {
+            args: vec!["--db=${user_config.db}".into()],
+            ..Default::default()
+        };
+        let err = check_user_config_refs(&c).unwrap_err().to_string();
+        assert!(err.contains("user-config.db"), "{err}");
+        c.user_config.insert(
+            "db".into(),
+            serde_json::from_value(json!({"type": "file", "title": "t", "description": "d"}))
+                .unwrap(),
+        );
+        check_user_config_refs(&c).unwrap();
+    }
+}
