@@ -162,6 +162,23 @@ pub struct Manifest {
     /// `[tool.pykiln.mcpb]`: what `pykiln dist` puts in the MCP Bundle's manifest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mcpb: Option<McpbConfig>,
+    /// `[tool.pykiln.oci]`: how `pykiln dist` makes the container image start it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oci: Option<OciConfig>,
+}
+
+/// `[tool.pykiln.oci]` in pyproject.toml: the container image's command line. A server
+/// that speaks MCP over HTTP runs that way in a container (`args`, listening on all
+/// interfaces at `port`); without it, the image runs the server on stdio (`-i`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct OciConfig {
+    /// Arguments after the binary (the image's `CMD`; `ENTRYPOINT` is the binary).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// The TCP port the server listens on with those arguments (`EXPOSE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
 }
 
 /// `[tool.pykiln.mcpb]` in pyproject.toml: how the server is started from an MCP Bundle

@@ -795,6 +795,7 @@ fn manifest(
             .collect(),
         startup: Vec::new(),
         mcpb: project.mcpb.clone(),
+        oci: project.oci.clone(),
     })
 }
 

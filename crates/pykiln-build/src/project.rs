@@ -63,6 +63,8 @@ pub struct ToolConfig {
     pub stdout_guard: Option<bool>,
     /// `[tool.pykiln.mcpb]`: the MCP Bundle `pykiln dist` makes.
     pub mcpb: Option<pykiln_archive::McpbConfig>,
+    /// `[tool.pykiln.oci]`: the container image `pykiln dist` makes.
+    pub oci: Option<pykiln_archive::OciConfig>,
 }
 
 impl ToolConfig {
@@ -81,6 +83,7 @@ impl ToolConfig {
         pick(&mut self.strip_native, &over.strip_native);
         pick(&mut self.stdout_guard, &over.stdout_guard);
         pick(&mut self.mcpb, &over.mcpb);
+        pick(&mut self.oci, &over.oci);
         self.on_disk.extend(over.on_disk.iter().cloned());
         self.in_memory.extend(over.in_memory.iter().cloned());
         self.sources.extend(over.sources.iter().cloned());
@@ -138,6 +141,8 @@ pub struct Project {
     pub stdout_guard: bool,
     /// `[tool.pykiln.mcpb]`.
     pub mcpb: Option<pykiln_archive::McpbConfig>,
+    /// `[tool.pykiln.oci]`.
+    pub oci: Option<pykiln_archive::OciConfig>,
     /// `[tool.pykiln] strip-native` (default true): drop debug info and symbol tables
     /// from packed extension modules and shared libraries.
     pub strip_native: bool,
@@ -257,6 +262,7 @@ impl Project {
             strip_native: tool.strip_native.unwrap_or(true),
             stdout_guard: tool.stdout_guard.unwrap_or(false),
             mcpb: tool.mcpb,
+            oci: tool.oci,
             pending_entry: None,
             pyproject: None,
         }

@@ -1,8 +1,8 @@
 //! `pykiln dist BIN`: the release artifacts of a pykiln binary, read from the binary
 //! itself (its archive's manifest, licenses and SBOM notices, runtime stamp):
 //! `NAME-VERSION-TRIPLE.tar.gz` / `.zip` (binary, README with client configs,
-//! THIRD_PARTY_LICENSES, sbom.cdx.json), an MCP Bundle (`.mcpb`), and `SHA256SUMS`
-//! over all of them. Every output is byte-for-byte reproducible: fixed order, owners,
+//! THIRD_PARTY_LICENSES, sbom.cdx.json), an MCP Bundle (`.mcpb`), an OCI image
+//! (`.oci.tar`, see [`crate::oci`]), and `SHA256SUMS` over all of them. Every output is byte-for-byte reproducible: fixed order, owners,
 //! modes and times (`SOURCE_DATE_EPOCH` if set, else 1980-01-01), and all of them are
 //! written under temporary names and renamed only once every one is complete.
 
@@ -27,6 +27,8 @@ pub enum Format {
     Zip,
     /// `NAME-VERSION-TRIPLE.mcpb`: an MCP Bundle (Claude Desktop's one-click install).
     Mcpb,
+    /// `NAME-VERSION-TRIPLE.oci.tar`: an OCI image layout (no container daemon needed).
+    Oci,
 }
 
 /// `pykiln dist` arguments.
@@ -35,7 +37,7 @@ pub struct DistArgs {
     /// The binary (built by `pykiln build` or by cargo with pykiln-build).
     pub bin: PathBuf,
     /// Formats to make, comma-separated.
-    #[arg(long, value_delimiter = ',', default_values = ["tar.gz", "zip", "mcpb"])]
+    #[arg(long, value_delimiter = ',', default_values = ["tar.gz", "zip", "mcpb", "oci"])]
     pub formats: Vec<Format>,
     /// Output directory (created if missing).
     #[arg(short, long, default_value = "dist")]
@@ -46,23 +48,33 @@ pub struct DistArgs {
 const DEFAULT_EPOCH: u64 = 315_532_800;
 
 /// What the artifacts are made of, read from the binary.
-struct Release {
+pub(crate) struct Release {
     /// The binary's file name.
-    name: String,
-    version: String,
-    triple: &'static str,
-    binary: Vec<u8>,
+    pub name: String,
+    /// The app's version.
+    pub version: String,
+    /// Rust target triple of the binary.
+    pub triple: &'static str,
+    /// The binary.
+    pub binary: Vec<u8>,
     licenses: String,
     sbom: String,
-    metadata: AppMetadata,
+    /// The app's METADATA.
+    pub metadata: AppMetadata,
     mcpb: pykiln_archive::McpbConfig,
-    epoch: u64,
+    /// `[tool.pykiln.oci]`.
+    pub oci: pykiln_archive::OciConfig,
+    /// Oldest glibc the binary and its packed native code run on.
+    pub min_glibc: Option<String>,
+    /// Time of every file in the artifacts (seconds since 1970).
+    pub epoch: u64,
 }
 
 /// What the app's own METADATA says.
 #[derive(Debug, Default)]
-struct AppMetadata {
-    summary: Option<String>,
+pub(crate) struct AppMetadata {
+    /// One-line summary.
+    pub summary: Option<String>,
     author: Option<String>,
     license: Option<String>,
     homepage: Option<String>,
@@ -79,11 +91,22 @@ pub fn run(args: DistArgs) -> anyhow::Result<ExitCode> {
     formats.dedup();
     // Everything is written under a temporary name first; renamed at the end.
     let mut outputs: Vec<(String, tempfile::NamedTempFile)> = Vec::new();
+    let mut notes = Vec::new();
     for format in formats {
         let (file, bytes) = match format {
             Format::TarGz => (format!("{stem}.tar.gz"), tar_gz(&release, &stem)?),
             Format::Zip => (format!("{stem}.zip"), zip(&release, &stem)?),
             Format::Mcpb => (format!("{stem}.mcpb"), mcpb(&release)?),
+            Format::Oci => {
+                let image = crate::oci::image(&release, host_glibc().as_deref())
+                    .context("making the OCI image")?;
+                notes.push(format!(
+                    "OCI image: {:.1} MB compressed (what a registry stores and a pull downloads), {:.1} MB unpacked",
+                    image.compressed as f64 / 1e6,
+                    image.unpacked as f64 / 1e6
+                ));
+                (format!("{stem}.oci.tar"), image.tar)
+            }
         };
         outputs.push((file, staged(&args.output, &bytes)?));
     }
@@ -112,7 +135,17 @@ pub fn run(args: DistArgs) -> anyhow::Result<ExitCode> {
             args.output.join(file).display()
         );
     }
+    for n in notes {
+        println!("{n}");
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// This machine's glibc version.
+fn host_glibc() -> Option<String> {
+    // SAFETY: gnu_get_libc_version returns a pointer to a static NUL-terminated string.
+    let v = unsafe { std::ffi::CStr::from_ptr(libc::gnu_get_libc_version()) };
+    v.to_str().ok().map(str::to_string)
 }
 
 /// `bytes` in a temporary file of `dir` (removed unless persisted).
@@ -194,6 +227,9 @@ fn read(path: &Path) -> anyhow::Result<Release> {
     };
     let mcpb = manifest.mcpb.clone().unwrap_or_default();
     check_user_config_refs(&mcpb)?;
+    let min_glibc =
+        crate::inspect::glibc(&manifest, pykiln_glibc::required(&binary).ok().flatten())
+            .map(|g| g.minimum);
     Ok(Release {
         name,
         version: manifest
@@ -206,6 +242,8 @@ fn read(path: &Path) -> anyhow::Result<Release> {
         sbom: format!("{}\n", serde_json::to_string_pretty(&sbom)?),
         metadata,
         mcpb,
+        oci: manifest.oci.clone().unwrap_or_default(),
+        min_glibc,
         epoch,
     })
 }

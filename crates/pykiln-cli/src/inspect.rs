@@ -127,7 +127,8 @@ pub fn inspect(path: &Path) -> anyhow::Result<Inspection> {
     })
 }
 
-fn glibc(manifest: &Manifest, exe: Option<pykiln_glibc::GlibcVersion>) -> Option<Glibc> {
+/// The glibc floor of a binary: its packed native code's or the executable's.
+pub fn glibc(manifest: &Manifest, exe: Option<pykiln_glibc::GlibcVersion>) -> Option<Glibc> {
     let parse = |s: &str| -> Option<(u32, u32)> {
         let (a, b) = s.split_once('.')?;
         Some((a.parse().ok()?, b.parse().ok()?))

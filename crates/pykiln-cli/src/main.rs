@@ -9,6 +9,7 @@ mod build_command;
 mod check;
 mod dist;
 mod inspect;
+mod oci;
 mod python;
 mod runner;
 
@@ -44,7 +45,7 @@ enum Command {
     },
     /// Run a binary's `--pykiln verify` and its MCP self-test (`--pykiln selftest`).
     Check(check::CheckArgs),
-    /// Make the release artifacts of a binary: tar.gz, zip, MCP Bundle, SHA256SUMS.
+    /// Make the release artifacts of a binary: tar.gz, zip, MCP Bundle, OCI image, SHA256SUMS.
     Dist(dist::DistArgs),
     /// Print the path of the runner for an interpreter, building it if needed.
     Runner(RunnerArgs),

@@ -245,6 +245,7 @@ fn release_artifacts_are_reproducible_and_pass_their_formats_tools() {
         [
             "SHA256SUMS",
             &format!("{stem}.mcpb"),
+            &format!("{stem}.oci.tar"),
             &format!("{stem}.tar.gz"),
             &format!("{stem}.zip")
         ]
