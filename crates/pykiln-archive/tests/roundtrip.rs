@@ -50,6 +50,7 @@ fn sample() -> Vec<u8> {
     .unwrap();
     w.add_dist_file("anyio-4.0.dist-info", "METADATA", b"Name: anyio\n".to_vec())
         .unwrap();
+    w.add_notice("licenses", b"MIT".repeat(100)).unwrap();
     w.set_manifest(&Manifest {
         pykiln_version: "0.1.0".into(),
         python_version: "3.11.7".into(),
@@ -76,7 +77,7 @@ fn lookups_find_what_was_written() {
     let bytes = sample();
     let a = Archive::open(&bytes).unwrap();
     assert_eq!(a.python_version(), (3, 11));
-    assert_eq!(a.len(), 15);
+    assert_eq!(a.len(), 16);
     let json = a.module("json").unwrap();
     assert!(json.is_package());
     assert_eq!(&*json.read().unwrap(), &b"code-json".repeat(40)[..]);
@@ -130,7 +131,12 @@ fn lookups_find_what_was_written() {
     assert_eq!(files, ["METADATA", "entry_points.txt"]);
     assert_eq!(a.manifest().unwrap().app.unwrap().entry_point, "n:main");
     let counts: Vec<_> = a.counts().into_iter().map(|(_, n)| n).collect();
-    assert_eq!(counts, [1, 5, 2, 1, 3, 3, 0]);
+    assert_eq!(counts, [1, 5, 2, 1, 3, 3, 0, 1]);
+    assert_eq!(
+        &*a.notice("licenses").unwrap().read().unwrap(),
+        &b"MIT".repeat(100)[..]
+    );
+    assert!(a.notice("sbom.cdx.json").is_none());
 }
 
 #[test]

@@ -286,10 +286,11 @@ fn app_metadata(archive: &Archive<'_>, manifest: &Manifest) -> AppMetadata {
         return m;
     };
     let want = pykiln_build::normalize(&app.name);
-    let Some(dir) = archive.distributions().into_iter().find(|d| {
-        pykiln_build::normalize(d.split('-').next().unwrap_or(d)) == want.replace('-', "_")
-            || pykiln_build::normalize(d.split('-').next().unwrap_or(d)) == want
-    }) else {
+    let Some(dir) = archive
+        .distributions()
+        .into_iter()
+        .find(|d| pykiln_build::normalize(d.split('-').next().unwrap_or(d)) == want)
+    else {
         return m;
     };
     let Some(text) = archive
