@@ -452,8 +452,10 @@ pub fn stop_with_signal(
         stdout.read_line(&mut line).expect("read the answer");
         assert!(line.contains("\"result\""), "initialize: {line}");
     } else {
-        // Let the server reach its stdin read loop.
-        std::thread::sleep(Duration::from_millis(1500));
+        // Idle means the server reached its stdin read loop; a fixed sleep is not
+        // enough on a loaded machine (a signal during the imports is a Python
+        // KeyboardInterrupt, a different path).
+        wait_reading_stdin(child.id());
     }
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, signal) };
@@ -471,6 +473,45 @@ pub fn stop_with_signal(
     // stdin is still open: the server ended on the signal alone.
     drop(stdin);
     (status, stderr.join().unwrap_or_default())
+}
+
+/// Waits until the server is blocked reading its stdin, up to [`TIMEOUT`]: some
+/// thread other than the runtime's stdin proxy is in `read(2)` on a pipe or socket,
+/// as /proc/PID/task/TID/syscall ("<nr> <fd> …") and /proc/PID/fd show.
+pub fn wait_reading_stdin(pid: u32) {
+    let start = std::time::Instant::now();
+    let reading = || -> bool {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return false;
+        };
+        tasks.flatten().any(|task| {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            let text = std::fs::read_to_string(task.path().join("syscall")).unwrap_or_default();
+            let mut fields = text.split_whitespace();
+            if comm.trim() == "pykiln-stdin" || fields.next() != Some(&libc::SYS_read.to_string()) {
+                return false;
+            }
+            let Some(fd) = fields
+                .next()
+                .and_then(|f| i64::from_str_radix(f.trim_start_matches("0x"), 16).ok())
+            else {
+                return false;
+            };
+            std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+                .map(|target| {
+                    let target = target.to_string_lossy().into_owned();
+                    target.starts_with("socket:") || target.starts_with("pipe:")
+                })
+                .unwrap_or(false)
+        })
+    };
+    while !reading() {
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "process {pid} never blocked reading its stdin"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// tests/js, where tests/prereqs installs the MCP TypeScript SDK and inspector CLI.

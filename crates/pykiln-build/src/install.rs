@@ -247,6 +247,14 @@ pub fn stage_dependencies(
         if !out.status.success() {
             let _ = std::fs::remove_dir_all(&tmp);
             let stderr = String::from_utf8_lossy(&out.stderr);
+            // Distribution interpreters come without pip (Debian splits it out).
+            if stderr.contains("No module named pip") {
+                bail!(
+                    "{} has no pip, which installs the dependencies: on Debian and Ubuntu `apt install python3-pip`, elsewhere `{} -m ensurepip`",
+                    python.display(),
+                    python.display()
+                );
+            }
             let detail: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
             let tail = detail[detail.len().saturating_sub(12)..].join("\n  ");
             bail!(

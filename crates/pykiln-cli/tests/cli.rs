@@ -221,7 +221,32 @@ fn bad_outputs_and_interpreters_fail_before_building() {
         .arg(d.path().join("s"))
         .arg("--python")
         .arg(&fake));
-    fails_with(&out, &["has no static library", "libmissing"]);
+    fails_with(
+        &out,
+        &[
+            "has no static library",
+            "libmissing",
+            "apt install python3.",
+        ],
+    );
+    assert!(!d.path().join("s").exists());
+
+    // An interpreter without pip (as Debian's is without python3-pip): a venv made
+    // without it, over the real interpreter (whose static library it shares).
+    let venv = d.path().join("nopip");
+    let made = std::process::Command::new(which(&real))
+        .args(["-m", "venv", "--without-pip"])
+        .arg(&venv)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let nopip = venv.join("bin/python");
+    let out = run(pykiln()
+        .args(["build", "--refresh", "--from", TIME, "-o"])
+        .arg(d.path().join("s"))
+        .arg("--python")
+        .arg(&nopip));
+    fails_with(&out, &["has no pip", "apt install python3-pip"]);
     assert!(!d.path().join("s").exists());
 
     let out = run(pykiln().args(["build", "--from", TIME, "examples/notes-server"]));

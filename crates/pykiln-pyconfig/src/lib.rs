@@ -51,13 +51,15 @@ pub enum PyConfigError {
     },
     /// No static libpython next to the interpreter.
     #[error(
-        "Python interpreter '{path}' has no static library (looked for {expected}); build CPython with its static library (pyenv's default build has it) or set PYO3_PYTHON to one that does"
+        "Python interpreter '{path}' has no static library (looked for {expected}); pykiln links CPython statically. Use an interpreter that has one: pyenv's default build, or on Debian and Ubuntu the distribution's own with `apt install python{version}-dev` (Fedora, RHEL and Homebrew ship none), and point PYO3_PYTHON (or the CLI's --python) at it"
     )]
     NoStaticLib {
         /// Interpreter that was tried.
         path: String,
         /// Path that was expected.
         expected: String,
+        /// `major.minor` of the interpreter.
+        version: String,
     },
     /// A free-threaded or debug build, which pykiln does not embed.
     #[error(
@@ -207,6 +209,7 @@ impl PythonConfig {
             return Err(PyConfigError::NoStaticLib {
                 path,
                 expected: cfg.static_library().display().to_string(),
+                version: format!("{}.{}", cfg.major, cfg.minor),
             });
         }
         Ok(cfg)
