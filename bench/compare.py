@@ -41,6 +41,8 @@ INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
 LIST = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
 NO_PREFETCH = "pykiln, PYKILN_PREFETCH=0"
 CLI = "pykiln CLI (runner + appended archive)"
+OPT = "pykiln, optimized CPython"
+OPT_VENV = "venv, optimized CPython"
 
 SERVERS = {
     "pykiln-notes": {
@@ -68,20 +70,46 @@ def timed(cmd, **kw):
     return time.perf_counter() - t0
 
 
+def python_version(python):
+    return subprocess.check_output([python, "-c", "import platform; print(platform.python_version())"], text=True).strip()
+
+
 def python_tag(python):
     return subprocess.check_output([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], text=True).strip()
 
 
-def venv(python):
+def venv(python, pip=None):
+    """A venv of `python` holding both servers (and PyInstaller). Distributions' own
+    interpreters have no ensurepip (Debian's is in python3.X-venv): such a venv is made
+    --without-pip and filled by `pip`, another venv's interpreter (pip --python)."""
     tag = python_tag(python)
-    d = CACHE / f"compare-venv-{tag}"
+    d = CACHE / (f"compare-venv-{tag}" if pip is None else f"compare-venv-{tag}-{python.replace('/', '_')}")
     exe = d / "bin" / "python"
     if not (d / ".complete").exists():
         shutil.rmtree(d, ignore_errors=True)
-        sh([python, "-m", "venv", str(d)])
-        sh([str(exe), "-m", "pip", "install", "-q", str(ROOT / "examples" / "notes-server"), TIME_PIN, PYINSTALLER_PIN])
+        packages = [str(ROOT / "examples" / "notes-server"), TIME_PIN]
+        if pip is None:
+            sh([python, "-m", "venv", str(d)])
+            sh([str(exe), "-m", "pip", "install", "-q", *packages, PYINSTALLER_PIN])
+        else:
+            sh([python, "-m", "venv", "--without-pip", str(d)])
+            sh([str(pip), "-m", "pip", "--python", str(exe), "install", "-q", *packages])
         (d / ".complete").write_text("")
     return exe
+
+
+def optimized_python(python):
+    """The distribution's own CPython of the same minor version, built with PGO and LTO
+    (Debian's and Ubuntu's /usr/bin/python3.X; its static library comes with
+    python3.X-dev): None when there is none, or when it is `python` itself."""
+    tag = python_tag(python)
+    cand = Path(f"/usr/bin/python{tag}")
+    if not cand.exists() or cand.resolve() == Path(shutil.which(python) or python).resolve():
+        return None
+    lib = subprocess.check_output([str(cand), "-c", "import sysconfig as s, os; "
+                                   "print(os.path.join(s.get_config_var('LIBPL'), s.get_config_var('LIBRARY')))"],
+                                  text=True).strip()
+    return str(cand) if Path(lib).is_file() else None
 
 
 def time_server_project(python):
@@ -243,6 +271,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=12)
     ap.add_argument("--python", help="CPython to embed and to make the venv with (default: what pyo3 picks)")
+    ap.add_argument("--optimized-python", default="auto",
+                    help="a second, optimized CPython (PGO+LTO) to embed and to make a venv with: "
+                         "'auto' = /usr/bin/python3.X with its static library, 'none' = skip")
     ap.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
     ap.add_argument("--skip-build-times", action="store_true")
     ap.add_argument("--reuse", action="store_true", help="keep existing PyInstaller builds (no build times)")
@@ -255,6 +286,8 @@ def main():
         args.python = os.environ.get("PYO3_PYTHON") or shutil.which("python3")
     CACHE.mkdir(parents=True, exist_ok=True)
     vpy = venv(args.python)
+    opt_py = optimized_python(args.python) if args.optimized_python == "auto" else (
+        None if args.optimized_python == "none" else args.optimized_python)
     target = ROOT / "target"
 
     print("building …", file=sys.stderr)
@@ -277,6 +310,18 @@ def main():
         sh(cli + what + ["-o", str(out)], env=env_build)
         builds[server, CLI] = timed(cli + what + ["-o", str(out)], env=env_build)
         bins[server, CLI] = [str(out)]
+    if opt_py:
+        # The same servers embedding the optimized interpreter (own target dir: pyo3's
+        # configuration differs), and a venv of it: what `uvx`-style users run.
+        opt_target = ROOT / "target" / "bench-optimized"
+        env_opt = dict(env_build, PYO3_PYTHON=opt_py)
+        builds["pykiln-notes", OPT] = cargo_build(ROOT, opt_target, env_opt)
+        builds["mcp-server-time", OPT] = cargo_build(time_proj, opt_target, env_opt)
+        bins["pykiln-notes", OPT] = [str(opt_target / "release" / "pykiln-notes")]
+        bins["mcp-server-time", OPT] = [str(opt_target / "release" / "bench-time-server")]
+        opt_vpy = venv(opt_py, pip=vpy)
+        for server, spec in SERVERS.items():
+            bins[server, OPT_VENV] = [str(opt_vpy), "-m", spec["module"]]
     sizes = {k: size_of(v[0]) for k, v in bins.items()}
     # The same binaries with the start-up prefetch turned off: what that lever gains.
     variant_env = {}
@@ -286,6 +331,7 @@ def main():
     for server, spec in SERVERS.items():
         bins[server, "venv"] = [str(vpy), "-m", spec["module"]]
         sizes[server, "venv"] = None
+        sizes[server, OPT_VENV] = None
         for onefile in (True, False):
             kind = "pyinstaller onefile" if onefile else "pyinstaller onedir"
             cmd, exe = pyinstaller(vpy, server, spec["entry"], onefile, spec["module"])
@@ -356,6 +402,11 @@ def main():
         "build (runner and wheels cached), its one-line edit s the same edit rebuilt with the CLI.",
         "",
     ]
+    if opt_py:
+        lines += [f"*optimized CPython*: `{opt_py}` ({python_version(opt_py)}, the distribution's PGO+LTO build) "
+                  f"embedded by pykiln, and a venv of it; the other rows use `{args.python}` "
+                  f"({python_version(args.python)}). Build s of the optimized pykiln rows is an incremental "
+                  "`cargo build` (caches warm).", ""]
     for server in SERVERS:
         v = med[server, "venv"]
         one = med[server, "pyinstaller onefile"]
@@ -365,7 +416,9 @@ def main():
             "| variant | spawn→initialize ms | ×venv | ×onefile | spawn→tools/list ms | tools/call ms | tree RSS MB | ×venv | size MB | build s | one-line edit s |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
-        for kind in ("pykiln", CLI, NO_PREFETCH, "venv", "pyinstaller onefile", "pyinstaller onedir"):
+        for kind in ("pykiln", CLI, NO_PREFETCH, OPT, "venv", OPT_VENV, "pyinstaller onefile", "pyinstaller onedir"):
+            if (server, kind) not in med:
+                continue
             ti, tl, tc, rss = med[server, kind]
             size = sizes.get((server, kind))
             b = builds.get((server, kind))
@@ -377,7 +430,10 @@ def main():
         p_size, o_size = sizes[server, "pykiln"], sizes[server, "pyinstaller onefile"]
         c_size, c_init = sizes[server, CLI], med[server, CLI][0]
         lines += ["", f"pykiln size / onefile size: {p_size / o_size:.2f}; CLI-built / cargo-built: "
-                  f"size {c_size / p_size:.3f}, spawn→initialize {c_init / med[server, 'pykiln'][0]:.3f}", ""]
+                  f"size {c_size / p_size:.3f}, spawn→initialize {c_init / med[server, 'pykiln'][0]:.3f}"
+                  + (f"; pykiln on the optimized CPython / a venv of it: spawn→initialize "
+                     f"{med[server, OPT][0] / med[server, OPT_VENV][0]:.2f}, tree RSS "
+                     f"{med[server, OPT][3] / med[server, OPT_VENV][3]:.2f}" if opt_py else ""), ""]
     out = subprocess.check_output(bins["pykiln-notes", "pykiln"] + ["--pykiln", "python", "-c", FINDER], text=True, env=env)
     spec_us, code_us, unmarshal_us, over_med, over_mean, n = out.split()
     lines += [

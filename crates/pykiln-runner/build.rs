@@ -1,5 +1,6 @@
 //! Export the Python C API and SQLite symbols to the extension modules the runner
 //! loads: pykiln's build script writes the linker's list, this binary's link uses it.
+//! Link position-dependent when pykiln's build script says libpython needs it.
 
 fn main() {
     match std::env::var("DEP_PYKILN_PYTHON_EXPORTS") {
@@ -10,5 +11,9 @@ fn main() {
             );
             std::process::exit(1);
         }
+    }
+    // A static libpython compiled without -fPIC (Debian's python3.X-dev).
+    if std::env::var("DEP_PYKILN_PYTHON_PIE").is_ok_and(|v| v == "0") {
+        println!("cargo:rustc-link-arg-bins=-no-pie");
     }
 }

@@ -2,6 +2,8 @@
 //! resolve their `Py*` symbols against the executable, so every object of libpython
 //! must be present (pykiln-build links the final binary exporting the `Py*` symbols).
 
+use std::path::Path;
+
 use pykiln_pyconfig::{PythonConfig, SELECTING_ENV};
 
 fn main() {
@@ -25,11 +27,10 @@ fn main() {
         "cargo:rustc-link-lib=static:+whole-archive,-bundle={}",
         cfg.link_name()
     );
-    for lib in &cfg.link_libs {
-        println!("cargo:rustc-link-lib={lib}");
-    }
+    link_dependencies(&cfg);
     compile_support(&cfg.interpreter);
     write_exports();
+    link_position_dependent_if_needed(&cfg);
     println!("cargo:rustc-env=PYKILN_PYTHON_VERSION={}", cfg.version);
     println!("cargo:rustc-env=PYKILN_PYTHON_MINOR={}", cfg.minor);
     // Downstream build scripts (pykiln-build's caller) can check they pack the same Python.
@@ -55,6 +56,38 @@ fn write_exports() {
         std::process::exit(1);
     }
     println!("cargo:exports={}", out.display());
+}
+
+/// The libraries libpython needs, statically where pykiln-pyconfig's plan says so
+/// (libraries of modules built into a distribution's libpython).
+fn link_dependencies(cfg: &PythonConfig) {
+    for lib in cfg.link_plan() {
+        match lib.static_archive.as_deref().and_then(Path::parent) {
+            Some(dir) => {
+                println!("cargo:rustc-link-search=native={}", dir.display());
+                println!("cargo:rustc-link-lib=static:-bundle={}", lib.name);
+            }
+            None => println!("cargo:rustc-link-lib={}", lib.name),
+        }
+    }
+}
+
+/// A static library compiled without `-fPIC` (Debian's and Ubuntu's `python3.X-dev`)
+/// links only into a position-dependent executable: tell the binaries' build scripts
+/// (`DEP_PYKILN_PYTHON_PIE=0`, read by pykiln-build and the runner), and link this
+/// crate's own tests that way.
+fn link_position_dependent_if_needed(cfg: &PythonConfig) {
+    let pic = match cfg.static_library_is_pic() {
+        Ok(pic) => pic,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    };
+    println!("cargo:pie={}", u8::from(pic));
+    if !pic {
+        println!("cargo:rustc-link-arg=-no-pie");
+    }
 }
 
 /// pyo3 chooses its interpreter on its own (`PYO3_PYTHON`, `PYO3_CONFIG_FILE`, PATH);

@@ -129,17 +129,18 @@ impl Prediction {
     }
 }
 
-/// Predict the binary's glibc floor from libpython and the packed native files.
-/// libpython's part (reading a ~45 MB static library, ~140 ms) is cached under
+/// Predict the binary's glibc floor from the static libraries linked in (libpython
+/// first, then those it needs that are linked statically) and the packed native files.
+/// The static libraries' part (reading a ~45 MB libpython, ~140 ms) is cached under
 /// `cache/glibc`, keyed by the files it was computed from.
 pub fn predict(
-    static_library: &Path,
+    static_libraries: &[PathBuf],
     natives: Natives,
     cache: &Path,
 ) -> anyhow::Result<Prediction> {
     let hosts: Vec<PathBuf> = GLIBC_LIBS.iter().filter_map(|l| host_library(l)).collect();
     let mut h = Sha256::new();
-    for p in std::iter::once(static_library).chain(hosts.iter().map(PathBuf::as_path)) {
+    for p in static_libraries.iter().chain(&hosts) {
         h.update(p.as_os_str().as_encoded_bytes());
         if let Ok(m) = std::fs::metadata(p) {
             h.update(m.len().to_le_bytes());
@@ -156,7 +157,7 @@ pub fn predict(
             Some(f)
         }
         None => {
-            let f = executable_floor(static_library, &hosts)?;
+            let f = executable_floor(static_libraries, &hosts)?;
             if let Some(f) = &f {
                 std::fs::create_dir_all(cache.join("glibc"))?;
                 crate::cache::write_atomic(
@@ -181,14 +182,21 @@ fn parse_memo(text: &str) -> Option<Floor> {
     })
 }
 
-/// The newest default glibc version among the symbols libpython leaves undefined (and
-/// `__libc_start_main`), in the host libraries `hosts`.
-fn executable_floor(static_library: &Path, hosts: &[PathBuf]) -> anyhow::Result<Option<Floor>> {
+/// The newest default glibc version among the symbols the static libraries leave
+/// undefined (and `__libc_start_main`), in the host libraries `hosts`.
+fn executable_floor(
+    static_libraries: &[PathBuf],
+    hosts: &[PathBuf],
+) -> anyhow::Result<Option<Floor>> {
     let mut floor = None;
-    let lib = std::fs::read(static_library)
-        .with_context(|| format!("reading {}", static_library.display()))?;
-    let mut undefined = pykiln_glibc::undefined_symbols(&lib)
-        .with_context(|| format!("reading the symbols of {}", static_library.display()))?;
+    let mut undefined = std::collections::BTreeSet::new();
+    for path in static_libraries {
+        let lib = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        undefined.extend(
+            pykiln_glibc::undefined_symbols(&lib)
+                .with_context(|| format!("reading the symbols of {}", path.display()))?,
+        );
+    }
     undefined.insert("__libc_start_main".to_string());
     for path in hosts {
         let Ok(bytes) = std::fs::read(path) else {

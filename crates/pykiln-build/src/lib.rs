@@ -57,6 +57,33 @@ pub const BUILD_ENV: &[&str] = OPTIONS_ENV;
 /// of the symbols the executable exports to extension modules (see pykiln's build.rs).
 pub const EXPORTS_ENV: &str = "DEP_PYKILN_PYTHON_EXPORTS";
 
+/// Set by cargo like [`EXPORTS_ENV`]: `0` when the linked static libpython is not
+/// position-independent, so binaries must be linked `-no-pie` (see pykiln's build.rs).
+pub const PIE_ENV: &str = "DEP_PYKILN_PYTHON_PIE";
+
+/// How the runtime crate asks the final executable to be linked, as its build script
+/// told cargo.
+#[derive(Debug, Clone)]
+pub struct HostLink {
+    /// The linker's list of symbols the executable exports to extension modules.
+    pub exports: PathBuf,
+    /// Whether the executable can be position-independent.
+    pub pie: bool,
+}
+
+impl HostLink {
+    /// Read [`EXPORTS_ENV`] and [`PIE_ENV`] (inside a build script).
+    pub fn from_env() -> anyhow::Result<Self> {
+        let exports = std::env::var_os(EXPORTS_ENV).with_context(|| {
+            format!("{EXPORTS_ENV} is not set: the crate whose build.rs runs pykiln-build must depend on pykiln")
+        })?;
+        Ok(HostLink {
+            exports: PathBuf::from(exports),
+            pie: std::env::var(PIE_ENV).map_or(true, |v| v != "0"),
+        })
+    }
+}
+
 /// Set to print the time of each build step as a cargo warning.
 pub const TIMINGS_ENV: &str = "PYKILN_BUILD_TIMINGS";
 
@@ -198,18 +225,16 @@ impl App {
         let result = std::env::var_os("OUT_DIR")
             .context("OUT_DIR is not set: run_build_script() is for build scripts; use build_to() elsewhere")
             .and_then(|out| {
-                let exports = std::env::var_os(EXPORTS_ENV).with_context(|| {
-                    format!("{EXPORTS_ENV} is not set: the crate whose build.rs runs pykiln-build must depend on pykiln")
-                })?;
+                let link = HostLink::from_env()?;
                 let out = Path::new(&out);
                 let mut options = self.resolve_options()?;
                 options.rust_crates = linked_crates();
                 let report = self.build(&out.join("app.pykiln"), &options, &mut ())?;
-                Ok((report, PathBuf::from(exports)))
+                Ok((report, link))
             });
         match result {
-            Ok((report, exports)) => {
-                for line in cargo_directives(&report, &exports) {
+            Ok((report, link)) => {
+                for line in cargo_directives(&report, &link) {
                     println!("{line}");
                 }
             }
@@ -252,8 +277,9 @@ fn linked_crates() -> Vec<RustCrate> {
 
 /// The lines a build script prints for a finished build: what reruns it, its warnings,
 /// where the archive is (`PYKILN_ARCHIVE`, which `pykiln::main!` embeds) and the link
-/// argument that exports the C API to extension modules.
-pub fn cargo_directives(report: &BuildReport, exports: &Path) -> Vec<String> {
+/// arguments that export the C API to extension modules (and turn PIE off for a static
+/// libpython that needs it).
+pub fn cargo_directives(report: &BuildReport, link: &HostLink) -> Vec<String> {
     let mut lines = Vec::new();
     for input in &report.inputs {
         lines.push(format!("cargo:rerun-if-changed={}", input.display()));
@@ -280,8 +306,11 @@ pub fn cargo_directives(report: &BuildReport, exports: &Path) -> Vec<String> {
     // executable; nothing else is exported (pykiln's build.rs).
     lines.push(format!(
         "cargo:rustc-link-arg-bins=-Wl,--dynamic-list={}",
-        exports.display()
+        link.exports.display()
     ));
+    if !link.pie {
+        lines.push("cargo:rustc-link-arg-bins=-no-pie".to_string());
+    }
     lines
 }
 

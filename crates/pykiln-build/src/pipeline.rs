@@ -625,8 +625,16 @@ fn add_natives(
     for (soname, lib) in &libs {
         native_floor.note(soname, &lib.bytes);
     }
-    let prediction =
-        glibc::predict(&staged.python.static_library(), native_floor, cache).map_err(native_err)?;
+    let linked: Vec<PathBuf> = std::iter::once(staged.python.static_library())
+        .chain(
+            staged
+                .python
+                .link_plan()
+                .into_iter()
+                .filter_map(|l| l.static_archive),
+        )
+        .collect();
+    let prediction = glibc::predict(&linked, native_floor, cache).map_err(native_err)?;
     let from_wheels: BTreeSet<PathBuf> = collected
         .vendored
         .values()

@@ -61,6 +61,14 @@ pub enum PyConfigError {
         /// `major.minor` of the interpreter.
         version: String,
     },
+    /// The static library could not be read as an `ar` archive of ELF objects.
+    #[error("cannot read the static library {path}: {detail}")]
+    StaticLibrary {
+        /// The library.
+        path: String,
+        /// What went wrong, naming the member where there is one.
+        detail: String,
+    },
     /// A free-threaded or debug build, which pykiln does not embed.
     #[error(
         "Python interpreter '{path}' is a '{abiflags}' build; pykiln embeds the default (non-debug, GIL) build"
@@ -71,6 +79,20 @@ pub enum PyConfigError {
         /// Its ABI flags.
         abiflags: String,
     },
+}
+
+/// Libraries every glibc system has, and that must not be linked statically.
+const SYSTEM_LIBS: &[&str] = &[
+    "c", "m", "dl", "pthread", "rt", "util", "gcc_s", "crypt", "nsl", "resolv",
+];
+
+/// One library libpython needs, and how it is linked ([`PythonConfig::link_plan`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkLib {
+    /// Name as in `-l<name>`.
+    pub name: String,
+    /// Its static archive when it is linked statically; None: dynamically.
+    pub static_archive: Option<PathBuf>,
 }
 
 /// What pykiln needs to know about the interpreter.
@@ -95,13 +117,19 @@ pub struct PythonConfig {
     pub dynload: PathBuf,
     /// Directory holding the static library (`LIBPL`).
     pub libpl: PathBuf,
+    /// Where the system's libraries for this interpreter's platform are (`LIBDIR`, and
+    /// `/usr/lib/<MULTIARCH>` on Debian-style systems): where static copies of
+    /// [`Self::link_libs`] are looked for.
+    #[serde(default)]
+    pub lib_dirs: Vec<PathBuf>,
     /// File name of the static library (`LIBRARY`, e.g. `libpython3.11.a`).
     pub library: String,
     /// Extension module suffix, e.g. `.cpython-311-x86_64-linux-gnu.so`.
     pub ext_suffix: String,
     /// `sys.abiflags`.
     pub abiflags: String,
-    /// Libraries libpython itself needs (`LIBS` + `SYSLIBS` `-l` names).
+    /// Libraries libpython itself needs (`LIBS` + `SYSLIBS` + `MODLIBS` `-l` names,
+    /// first occurrence of each).
     pub link_libs: Vec<String>,
     /// Whether the build is free-threaded (`Py_GIL_DISABLED`).
     pub gil_disabled: bool,
@@ -118,9 +146,11 @@ const PROBE: &str = r#"
 import json, sys, sysconfig, platform
 v = sysconfig.get_config_var
 libs = []
-for var in ("LIBS", "SYSLIBS"):
+# MODLIBS: libraries of the extension modules built into libpython (Debian builds
+# pyexpat and zlib in, needing -lexpat -lz); empty for pyenv's builds.
+for var in ("LIBS", "SYSLIBS", "MODLIBS"):
     for tok in (v(var) or "").split():
-        if tok.startswith("-l"):
+        if tok.startswith("-l") and tok[2:] not in libs:
             libs.append(tok[2:])
 def _ssl_paths():
     try:
@@ -138,6 +168,7 @@ print(json.dumps({
     "stdlib": sysconfig.get_paths()["stdlib"],
     "dynload": v("DESTSHARED") or "",
     "libpl": v("LIBPL") or "",
+    "lib_dirs": [d for d in (v("LIBDIR"), v("MULTIARCH") and "/usr/lib/" + v("MULTIARCH")) if d],
     "library": v("LIBRARY") or "",
     "ext_suffix": v("EXT_SUFFIX") or "",
     "abiflags": getattr(sys, "abiflags", ""),
@@ -220,6 +251,49 @@ impl PythonConfig {
         self.libpl.join(&self.library)
     }
 
+    /// Whether the static library's code is position-independent, so that an executable
+    /// linking it can be one too (PIE, the default of Rust and of distributions' C
+    /// compilers). pyenv's libraries are (their objects are compiled with `-fPIC` for
+    /// the shared library as well); Debian's and Ubuntu's `python3.X-dev` ship a static
+    /// library compiled without, which only links into a position-dependent executable.
+    /// Known only for x86-64 objects (absolute 32-bit relocations exist only in non-PIC
+    /// code); other architectures answer true.
+    pub fn static_library_is_pic(&self) -> Result<bool, PyConfigError> {
+        let path = self.static_library();
+        let error = |detail: String| PyConfigError::StaticLibrary {
+            path: path.display().to_string(),
+            detail,
+        };
+        let bytes = std::fs::read(&path).map_err(|e| error(e.to_string()))?;
+        archive_is_pic(&bytes).map_err(error)
+    }
+
+    /// How each of [`Self::link_libs`] is linked. Beyond glibc's, they are there for
+    /// extension modules built into libpython (Debian's builds pyexpat and zlib in:
+    /// `-lexpat -lz`): their static copies are linked where the system has them (the
+    /// `-dev` packages `python3.X-dev` depends on), so the executable needs only glibc on
+    /// the target, like one built on pyenv's interpreter.
+    pub fn link_plan(&self) -> Vec<LinkLib> {
+        self.link_libs
+            .iter()
+            .map(|name| {
+                let file = format!("lib{name}.a");
+                let static_archive = (!SYSTEM_LIBS.contains(&name.as_str()))
+                    .then(|| {
+                        self.lib_dirs
+                            .iter()
+                            .map(|d| d.join(&file))
+                            .find(|p| p.is_file())
+                    })
+                    .flatten();
+                LinkLib {
+                    name: name.clone(),
+                    static_archive,
+                }
+            })
+            .collect()
+    }
+
     /// Library name for `rustc-link-lib` (`python3.11` for `libpython3.11.a`).
     pub fn link_name(&self) -> &str {
         self.library
@@ -229,13 +303,41 @@ impl PythonConfig {
     }
 }
 
+/// See [`PythonConfig::static_library_is_pic`]: false as soon as one x86-64 object of
+/// the archive holds an absolute 32-bit relocation (`R_X86_64_32`/`32S`), which the
+/// compiler emits only for position-dependent code.
+fn archive_is_pic(bytes: &[u8]) -> Result<bool, String> {
+    use goblin::elf::{Elf, header::EM_X86_64, reloc};
+    let archive = goblin::archive::Archive::parse(bytes).map_err(|e| e.to_string())?;
+    for member in archive.members() {
+        let data = archive
+            .extract(member, bytes)
+            .map_err(|e| format!("member {member}: {e}"))?;
+        if !data.starts_with(b"\x7fELF") {
+            continue; // symbol tables, LTO-only or foreign members say nothing
+        }
+        let elf = Elf::parse(data).map_err(|e| format!("member {member}: {e}"))?;
+        if elf.header.e_machine != EM_X86_64 {
+            return Ok(true);
+        }
+        let absolute = elf.shdr_relocs.iter().any(|(_, relocs)| {
+            relocs
+                .iter()
+                .any(|r| matches!(r.r_type, reloc::R_X86_64_32 | reloc::R_X86_64_32S))
+        });
+        if absolute {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn link_name_strips_lib_and_suffix() {
-        let cfg = PythonConfig {
+    fn sample() -> PythonConfig {
+        PythonConfig {
             interpreter: PathBuf::new(),
             implementation: "cpython".into(),
             major: 3,
@@ -245,6 +347,7 @@ mod tests {
             stdlib: PathBuf::new(),
             dynload: PathBuf::new(),
             libpl: PathBuf::from("/x"),
+            lib_dirs: vec![],
             library: "libpython3.11.a".into(),
             ext_suffix: String::new(),
             abiflags: String::new(),
@@ -252,9 +355,65 @@ mod tests {
             gil_disabled: false,
             openssl_paths: vec![],
             executable: PathBuf::new(),
-        };
+        }
+    }
+
+    #[test]
+    fn link_name_strips_lib_and_suffix() {
+        let cfg = sample();
         assert_eq!(cfg.link_name(), "python3.11");
         assert_eq!(cfg.static_library(), PathBuf::from("/x/libpython3.11.a"));
+    }
+
+    #[test]
+    fn built_in_modules_libraries_link_statically_where_available_glibc_never() {
+        let dir = tempfile::tempdir().unwrap();
+        for lib in ["libexpat.a", "libm.a"] {
+            std::fs::write(dir.path().join(lib), b"!<arch>\n").unwrap();
+        }
+        let mut cfg = sample();
+        cfg.link_libs = ["dl", "m", "expat", "z"].map(String::from).to_vec();
+        cfg.lib_dirs = vec![PathBuf::from("/nonexistent"), dir.path().to_path_buf()];
+        let plan: Vec<(String, bool)> = cfg
+            .link_plan()
+            .into_iter()
+            .map(|l| (l.name, l.static_archive.is_some()))
+            .collect();
+        let expect = [("dl", false), ("m", false), ("expat", true), ("z", false)];
+        assert_eq!(plan, expect.map(|(n, s)| (n.to_string(), s)).to_vec());
+    }
+
+    /// Archives of one object compiled both ways by the C compiler the build uses.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn position_dependent_objects_are_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("m.c");
+        std::fs::write(&src, "int x;\nint *f(void) { return &x; }\n").unwrap();
+        for (flag, pic) in [("-fPIC", true), ("-fno-pic", false)] {
+            let obj = dir.path().join(format!("m{flag}.o"));
+            let lib = dir.path().join(format!("lib{flag}.a"));
+            let cc = Command::new("cc")
+                .args(["-O2", "-c", flag, "-o"])
+                .arg(&obj)
+                .arg(&src)
+                .status()
+                .unwrap();
+            assert!(cc.success());
+            let ar = Command::new("ar")
+                .arg("rcs")
+                .arg(&lib)
+                .arg(&obj)
+                .status()
+                .unwrap();
+            assert!(ar.success());
+            assert_eq!(
+                archive_is_pic(&std::fs::read(&lib).unwrap()),
+                Ok(pic),
+                "{flag}"
+            );
+        }
+        assert!(archive_is_pic(b"!<arch>\nbroken").is_err());
     }
 
     #[test]
