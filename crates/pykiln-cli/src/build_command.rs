@@ -42,12 +42,13 @@ pub struct BuildArgs {
     #[arg(long, value_name = "PATH|VERSION")]
     python: Option<String>,
 
-    /// Where to write the executable (default: ./NAME, NAME being the console script).
+    /// Where to write the executable (default: ./NAME, NAME being the console script;
+    /// with --tauri-sidecar and no -o, only the sidecar is written).
     #[arg(short, long, value_name = "PATH")]
     output: Option<PathBuf>,
 
-    /// Also write it as DIR/NAME-<target triple>, the name Tauri's `bundle.externalBin`
-    /// expects for a sidecar.
+    /// Write it as DIR/NAME-<target triple>, the name Tauri's `bundle.externalBin`
+    /// expects for a sidecar (and also to -o PATH when that is given).
     #[arg(long, value_name = "DIR")]
     tauri_sidecar: Option<PathBuf>,
 
@@ -359,13 +360,17 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             runner.path.display()
         );
     }
-    let output = args
-        .output
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(&report.binary_name));
+    // A sidecar build writes no ./NAME nobody asked for.
+    let output = match (&args.output, &args.tauri_sidecar) {
+        (Some(path), _) => Some(path.clone()),
+        (None, Some(_)) => None,
+        (None, None) => Some(PathBuf::from(&report.binary_name)),
+    };
     let mut written = Vec::new();
-    write_executable(&output, &runner_map, &archive)?;
-    written.push(absolute(&output));
+    if let Some(output) = &output {
+        write_executable(output, &runner_map, &archive)?;
+        written.push(absolute(output));
+    }
     if let Some(dir) = &args.tauri_sidecar {
         let path = dir.join(format!("{}-{TARGET}", report.binary_name));
         write_executable(&path, &runner_map, &archive)?;
