@@ -413,43 +413,90 @@ fn one_sidecar(home: &Path) -> i32 {
     pids[0]
 }
 
-/// Not blank: many colours, and the header's accent colour over a real area.
-fn check_screenshot(png_bytes: &[u8], path: &Path) {
-    std::fs::write(path, png_bytes).expect("writing the screenshot");
+/// Pixel statistics of a screenshot.
+struct Shot {
+    width: u32,
+    height: u32,
+    colours: usize,
+    /// Share of pixels in the header's accent colour (#d95d27).
+    accent: f64,
+    /// Pixels in the search highlight's colour (#f6d9c8): only a search result has it.
+    highlight: usize,
+}
+
+fn measure(png_bytes: &[u8]) -> Shot {
     let decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
     let mut reader = decoder.read_info().expect("screenshot is a PNG");
     let mut buf = vec![0; reader.output_buffer_size()];
     let info = reader.next_frame(&mut buf).expect("screenshot pixels");
     let channels = info.color_type.samples();
     let pixels: Vec<&[u8]> = buf[..info.buffer_size()].chunks(channels).collect();
-    let colours: HashSet<&[u8]> = pixels.iter().map(|p| &p[..3]).collect();
-    let accent = pixels
-        .iter()
-        .filter(|p| p[0].abs_diff(0xd9) < 8 && p[1].abs_diff(0x5d) < 8 && p[2].abs_diff(0x27) < 8)
-        .count();
+    let near = |p: &[u8], rgb: [u8; 3]| (0..3).all(|i| p[i].abs_diff(rgb[i]) < 8);
+    Shot {
+        width: info.width,
+        height: info.height,
+        colours: pixels.iter().map(|p| &p[..3]).collect::<HashSet<_>>().len(),
+        accent: pixels
+            .iter()
+            .filter(|p| near(p, [0xd9, 0x5d, 0x27]))
+            .count() as f64
+            / pixels.len().max(1) as f64,
+        highlight: pixels
+            .iter()
+            .filter(|p| near(p, [0xf6, 0xd9, 0xc8]))
+            .count(),
+    }
+}
+
+/// A screenshot of the search result as painted: WebKit's snapshot can lag the DOM
+/// (one showed the query half typed), so it is retaken until the highlight shows.
+/// Then: not blank, styled (the header's colour over a real area), the match marked.
+/// The marked word "glaze" paints ~600 pixels of the highlight colour; frames without
+/// it have ~150 from anti-aliased edges elsewhere.
+const MIN_HIGHLIGHT: usize = 400;
+
+async fn screenshot_of_search(client: &Client, path: &Path) {
+    let start = Instant::now();
+    let mut taken = 0;
+    let (png, shot) = loop {
+        taken += 1;
+        let png = client.screenshot().await.expect("screenshot");
+        let shot = measure(&png);
+        if shot.highlight >= MIN_HIGHLIGHT || start.elapsed() > Duration::from_secs(20) {
+            break (png, shot);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    std::fs::write(path, &png).expect("writing the screenshot");
     eprintln!(
-        "screenshot {}: {}x{}, {} colours, {:.1}% accent",
+        "screenshot {} (taken {taken}x): {}x{}, {} colours, {:.1}% accent, {} highlight pixels",
         path.display(),
-        info.width,
-        info.height,
-        colours.len(),
-        100.0 * accent as f64 / pixels.len() as f64
+        shot.width,
+        shot.height,
+        shot.colours,
+        100.0 * shot.accent,
+        shot.highlight
     );
     assert!(
-        info.width >= 300 && info.height >= 200,
+        shot.width >= 300 && shot.height >= 200,
         "the window is tiny: {}x{}",
-        info.width,
-        info.height
+        shot.width,
+        shot.height
     );
     assert!(
-        colours.len() >= 20,
+        shot.colours >= 20,
         "the screenshot {} looks blank: {} colours",
         path.display(),
-        colours.len()
+        shot.colours
     );
     assert!(
-        accent * 50 >= pixels.len(),
+        shot.accent >= 0.02,
         "the header's colour covers under 2% of {}: the page did not render",
+        path.display()
+    );
+    assert!(
+        shot.highlight >= MIN_HIGHLIGHT,
+        "no highlighted match in {}: the search result was never painted",
         path.display()
     );
 }
@@ -612,9 +659,7 @@ async fn notes_window_end_to_end() {
                 .unwrap_or(Path::new("."));
             target.join("tauri-notes-window.png")
         });
-    eprintln!("search shown: {p:?}; taking a screenshot");
-    let png = client.screenshot().await.expect("screenshot");
-    check_screenshot(&png, &shot);
+    screenshot_of_search(&client, &shot).await;
 
     // 4. Kill the server: the window says it restarts, then everything works again.
     let first = one_sidecar(&home);
