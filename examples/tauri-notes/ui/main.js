@@ -11,10 +11,16 @@ function showStatus(s) {
   const el = $("status");
   el.className = "status " + s.state;
   el.dataset.state = s.state;
-  if (s.state === "ready") el.textContent = "Server ready";
-  else if (s.state === "starting") el.textContent = s.attempt > 1 ? `Restarting the notes server (attempt ${s.attempt})…` : "Starting the notes server…";
-  else if (s.state === "restarting") el.textContent = `Notes server stopped (${s.reason}); restarting in ${(s.retry_in_ms / 1000).toFixed(1)} s…`;
-  else el.textContent = "Notes server stopped";
+  if (s.state === "ready") {
+    el.textContent = "Server ready";
+  } else if (s.state === "starting") {
+    el.textContent = s.attempt > 1 ? `Restarting the notes server (attempt ${s.attempt})…` : "Starting the notes server…";
+  } else if (s.state === "restarting") {
+    const delay = s.retry_in_ms < 1000 ? `${s.retry_in_ms} ms` : `${(s.retry_in_ms / 1000).toFixed(1)} s`;
+    el.textContent = `Notes server stopped (${s.reason}); restarting in ${delay}…`;
+  } else {
+    el.textContent = "Notes server stopped";
+  }
 }
 
 function showError(message) {

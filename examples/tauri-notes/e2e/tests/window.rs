@@ -606,7 +606,7 @@ async fn notes_window_end_to_end() {
     let opened = Instant::now();
     let client = harness.open_app().await;
     let p = until(&client, "the first list", |p| {
-        p.status == "ready" && p.loaded
+        p.status == "ready" && p.loaded && p.first_notes_ms.is_some()
     })
     .await;
     eprintln!(
@@ -672,7 +672,8 @@ async fn notes_window_end_to_end() {
     .await;
     assert_eq!(p.restarts, 1, "one kill, one restart");
     assert!(
-        p.restart_text.contains("killed by signal 9") && p.restart_text.contains("restarting in"),
+        p.restart_text.contains("killed by signal 9")
+            && p.restart_text.contains("restarting in 250 ms"),
         "the window said why and when: {:?}",
         p.restart_text
     );
@@ -705,7 +706,7 @@ async fn notes_window_end_to_end() {
     // 7. Start again: the notes persisted (and the deletion too).
     let client = harness.open_app().await;
     let p = until(&client, "the list after a restart of the app", |p| {
-        p.status == "ready" && p.loaded
+        p.status == "ready" && p.loaded && p.first_notes_ms.is_some()
     })
     .await;
     assert_eq!(p.titles, ["Kiln log"], "notes persist across app restarts");
