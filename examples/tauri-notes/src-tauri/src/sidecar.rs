@@ -317,10 +317,19 @@ impl Supervisor {
             .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
         let pid = child.id().unwrap_or(0);
         if let Some(stderr) = child.stderr.take() {
+            // Read as bytes until EOF: `lines()` stops at the first line that is not
+            // UTF-8, and a pipe nobody drains blocks the server once it is full.
             tauri::async_runtime::spawn(async move {
-                let mut lines = BufReader::new(stderr).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    log::info!(target: "pykiln-notes", "[pid {pid}] {line}");
+                let mut stderr = BufReader::new(stderr);
+                let mut line = Vec::new();
+                while stderr
+                    .read_until(b'\n', &mut line)
+                    .await
+                    .is_ok_and(|n| n > 0)
+                {
+                    let text = String::from_utf8_lossy(&line);
+                    log::info!(target: "pykiln-notes", "[pid {pid}] {}", text.trim_end());
+                    line.clear();
                 }
             });
         }
