@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""pykiln against a venv and PyInstaller, on the demo and on mcp-server-time.
+"""pykiln against a venv and PyInstaller, on four servers: the demo, mcp-server-time, a
+DuckDB server (a big native library) and a FastMCP server (a heavy framework).
 
     python3 bench/compare.py [--runs 12] [--out bench/RESULTS.md] [--skip-build-times]
 
@@ -8,13 +9,19 @@ packages, PyInstaller `--onefile` and `--onedir` (PyInstaller pip-installed into
 venv); the pykiln binary also runs a second time with its start-up prefetch off
 (PYKILN_PREFETCH=0). Then measures them interleaved in one run (A B C D A B C D …, one warm-up round,
 medians and ratios; absolute times on a shared machine mean little): spawn → initialize
-response, spawn → tools/list response, one tools/call round trip, RSS of the whole
-process tree after tools/list (PyInstaller's onefile bootloader is a parent process),
-file size (onedir: the whole directory), and build times (clean, and after a one-line
-edit of an app .py; the demo only, mcp-server-time has no app code of ours).
+response, spawn → tools/list response, one tools/call round trip, file size (onedir:
+the whole directory), build times (clean, and after a one-line edit of an app .py; the
+demo only), and memory, summed over the process tree (PyInstaller's onefile bootloader
+is a parent process) after tools/list: RSS, PSS, anonymous memory, the memfd bytes the
+processes hold (pages the kernel cannot drop without swap, mapped or not), peak RSS,
+and, as root with the memory controller, the peak of each run's own cgroup (v2
+`memory.peak` or v1 `memory.max_usage_in_bytes`). "Footprint" is anonymous + memfd:
+what a process pins; file-backed pages (a venv's libraries, pykiln's native cache) are
+shared page cache the kernel can reclaim.
 
 Everything it creates lives under ~/.cache/pykiln/bench; the mcp-server-time binary is
-a small cargo project there that depends on this repository's crates by path. Writes a
+a small cargo project there that depends on this repository's crates by path; the DuckDB
+and FastMCP servers (bench/servers/) are built with the `pykiln` CLI. Writes a
 markdown table with machine information to --out and prints it.
 """
 import argparse
@@ -40,6 +47,8 @@ INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
 INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
 LIST = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
 NO_PREFETCH = "pykiln, PYKILN_PREFETCH=0"
+IN_MEMORY = "pykiln, PYKILN_NATIVE_CACHE=off"
+FIRST = "pykiln, first start (empty native cache)"
 CLI = "pykiln CLI (runner + appended archive)"
 OPT = "pykiln, optimized CPython"
 OPT_VENV = "venv, optimized CPython"
@@ -57,7 +66,23 @@ SERVERS = {
         "tool": ("get_current_time", {"timezone": "Etc/UTC"}),
         "expect": b"convert_time",
     },
+    "bench-duckdb": {
+        "module": "bench_duckdb",
+        "entry": "from bench_duckdb.server import main\nmain()\n",
+        "tool": ("count_kilns", {}),
+        "expect": b"count_kilns",
+        "project": ROOT / "bench" / "servers" / "duckdb-server",
+    },
+    "bench-fastmcp": {
+        "module": "bench_fastmcp",
+        "entry": "from bench_fastmcp.server import main\nmain()\n",
+        "tool": ("add", {"a": 2, "b": 3}),
+        "expect": b"log_firing",
+        "project": ROOT / "bench" / "servers" / "fastmcp-server",
+    },
 }
+# Servers packed by cargo (a pykiln::main! crate) besides the CLI; the others only by the CLI.
+CARGO_SERVERS = ("pykiln-notes", "mcp-server-time")
 
 
 def sh(cmd, **kw):
@@ -79,22 +104,25 @@ def python_tag(python):
 
 
 def venv(python, pip=None):
-    """A venv of `python` holding both servers (and PyInstaller). Distributions' own
+    """A venv of `python` holding all the servers (and PyInstaller). Distributions' own
     interpreters have no ensurepip (Debian's is in python3.X-venv): such a venv is made
     --without-pip and filled by `pip`, another venv's interpreter (pip --python)."""
     tag = python_tag(python)
     d = CACHE / (f"compare-venv-{tag}" if pip is None else f"compare-venv-{tag}-{python.replace('/', '_')}")
     exe = d / "bin" / "python"
+    packages = [str(ROOT / "examples" / "notes-server"), TIME_PIN] + [
+        str(spec["project"]) for spec in SERVERS.values() if "project" in spec]
+    if (d / ".complete").exists() and (d / ".complete").read_text() != "\n".join(packages):
+        (d / ".complete").unlink()
     if not (d / ".complete").exists():
         shutil.rmtree(d, ignore_errors=True)
-        packages = [str(ROOT / "examples" / "notes-server"), TIME_PIN]
         if pip is None:
             sh([python, "-m", "venv", str(d)])
             sh([str(exe), "-m", "pip", "install", "-q", *packages, PYINSTALLER_PIN])
         else:
             sh([python, "-m", "venv", "--without-pip", str(d)])
             sh([str(pip), "-m", "pip", "--python", str(exe), "install", "-q", *packages])
-        (d / ".complete").write_text("")
+        (d / ".complete").write_text("\n".join(packages))
     return exe
 
 
@@ -155,24 +183,89 @@ def pyinstaller(venv_py, name, entry, onefile, module):
     return cmd, (dist / name if onefile else dist / name / name)
 
 
-def tree_rss_kib(pid):
-    total, pids = 0, [pid]
+MEMORY = ("rss", "pss", "anon", "memfd", "hwm", "cgroup")
+
+
+def tree_memory_kib(pid):
+    """Memory of a process tree in KiB: RSS, PSS and anonymous memory (smaps_rollup),
+    memfd bytes held (allocated blocks of every memfd a process has open, each counted
+    once: mapped or not, the kernel cannot reclaim them), peak RSS (VmHWM)."""
+    total = dict.fromkeys(MEMORY[:-1], 0)
+    seen, pids = set(), [pid]
     while pids:
         p = pids.pop()
         try:
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                key, _, value = line.partition(":")
+                field = {"Rss": "rss", "Pss": "pss", "Anonymous": "anon"}.get(key)
+                if field:
+                    total[field] += int(value.split()[0])
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
+                if line.startswith("VmHWM:"):
+                    total["hwm"] += int(line.split()[1])
+            for fd in os.listdir(f"/proc/{p}/fd"):
+                try:
+                    if os.readlink(f"/proc/{p}/fd/{fd}").startswith("/memfd:"):
+                        st = os.stat(f"/proc/{p}/fd/{fd}")
+                        if st.st_ino not in seen:
+                            seen.add(st.st_ino)
+                            total["memfd"] += st.st_blocks // 2
+                except OSError:
+                    pass
             pids.extend(int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split())
         except OSError:
             pass
     return total
 
 
+class Cgroup:
+    """A fresh memory cgroup for one run (v2 with the memory controller, else v1's
+    memory hierarchy); `None` from `make` where there is none or we may not create one."""
+
+    def __init__(self, path, peak_file):
+        self.path, self.peak_file = path, peak_file
+
+    @staticmethod
+    def make(n):
+        v2 = Path("/sys/fs/cgroup")
+        if (v2 / "cgroup.controllers").exists() and "memory" in (v2 / "cgroup.controllers").read_text().split():
+            base, peak = v2, "memory.peak"
+        elif Path("/sys/fs/cgroup/memory/memory.max_usage_in_bytes").exists():
+            base, peak = Path("/sys/fs/cgroup/memory"), "memory.max_usage_in_bytes"
+        else:
+            return None
+        path = base / f"pykiln-bench-{os.getpid()}-{n}"
+        try:
+            path.mkdir()
+        except OSError:
+            return None
+        return Cgroup(path, peak)
+
+    def enter(self):
+        """In the child, before exec."""
+        (self.path / "cgroup.procs").write_text(str(os.getpid()))
+
+    def peak_kib(self):
+        return int((self.path / self.peak_file).read_text()) // 1024
+
+    def remove(self):
+        for _ in range(50):
+            try:
+                self.path.rmdir()
+                return
+            except OSError:
+                time.sleep(0.02)
+
+
+RUNS = iter(range(1 << 30))
+
+
 def one_run(cmd, env, server):
     spec = SERVERS[server]
+    cg = Cgroup.make(next(RUNS))
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+                            preexec_fn=cg.enter if cg else None)
 
     def send(m):
         proc.stdin.write((json.dumps(m) + "\n").encode())
@@ -187,7 +280,8 @@ def one_run(cmd, env, server):
     second = proc.stdout.readline()
     t_list = time.perf_counter() - t0
     assert spec["expect"] in second, (cmd, second[:300])
-    rss = tree_rss_kib(proc.pid)
+    mem = tree_memory_kib(proc.pid)
+    mem["cgroup"] = cg.peak_kib() if cg else None
     name, args = spec["tool"]
     t1 = time.perf_counter()
     send({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": name, "arguments": args}})
@@ -196,7 +290,9 @@ def one_run(cmd, env, server):
     assert b'"id":3' in third.replace(b" ", b"") and b'"isError":true' not in third.replace(b" ", b""), third[:300]
     proc.stdin.close()
     proc.wait(timeout=30)
-    return t_init, t_list, t_call, rss
+    if cg:
+        cg.remove()
+    return t_init, t_list, t_call, mem
 
 
 # Run inside the packed interpreter: the importer's own cost per import, per module
@@ -305,11 +401,14 @@ def main():
     cli_out.mkdir(exist_ok=True)
     cli_args = {"pykiln-notes": [str(ROOT / "examples" / "notes-server")],
                 "mcp-server-time": ["--from", TIME_PIN]}
+    cli_args.update({server: [str(spec["project"])] for server, spec in SERVERS.items() if "project" in spec})
     for server, what in cli_args.items():
         out = cli_out / server
         sh(cli + what + ["-o", str(out)], env=env_build)
-        builds[server, CLI] = timed(cli + what + ["-o", str(out)], env=env_build)
-        bins[server, CLI] = [str(out)]
+        # Servers without a cargo build: the CLI's binary is "pykiln".
+        kind = CLI if server in CARGO_SERVERS else "pykiln"
+        builds[server, kind] = timed(cli + what + ["-o", str(out)], env=env_build)
+        bins[server, kind] = [str(out)]
     if opt_py:
         # The same servers embedding the optimized interpreter (own target dir: pyo3's
         # configuration differs), and a venv of it: what `uvx`-style users run.
@@ -323,11 +422,15 @@ def main():
         for server, spec in SERVERS.items():
             bins[server, OPT_VENV] = [str(opt_vpy), "-m", spec["module"]]
     sizes = {k: size_of(v[0]) for k, v in bins.items()}
-    # The same binaries with the start-up prefetch turned off: what that lever gains.
+    # The same binaries with a lever turned off: the start-up prefetch; the file-backed
+    # native cache (every image in a memfd, as before it existed); and the first start
+    # on a machine, when the cache is empty and is written (a fresh one each run).
     variant_env = {}
     for server in SERVERS:
-        bins[server, NO_PREFETCH] = bins[server, "pykiln"]
-        variant_env[server, NO_PREFETCH] = {"PYKILN_PREFETCH": "0"}
+        for kind, extra in ((NO_PREFETCH, {"PYKILN_PREFETCH": "0"}),
+                            (IN_MEMORY, {"PYKILN_NATIVE_CACHE": "off"}), (FIRST, "fresh-cache")):
+            bins[server, kind] = bins[server, "pykiln"]
+            variant_env[server, kind] = extra
     for server, spec in SERVERS.items():
         bins[server, "venv"] = [str(vpy), "-m", spec["module"]]
         sizes[server, "venv"] = None
@@ -381,10 +484,23 @@ def main():
     print(f"measuring {len(order)} variants × {args.runs} runs …", file=sys.stderr)
     for i in range(args.runs + 1):
         for key in order:
-            r = one_run(bins[key], dict(env, **variant_env.get(key, {})), key[0])
+            extra = variant_env.get(key, {})
+            fresh = None
+            if extra == "fresh-cache":
+                fresh = tempfile.mkdtemp(prefix="cache-", dir=tmp)
+                extra = {"XDG_CACHE_HOME": fresh}
+            r = one_run(bins[key], dict(env, **extra), key[0])
+            if fresh:
+                shutil.rmtree(fresh, ignore_errors=True)
             if i > 0:  # round 0 warms the page cache
                 results[key].append(r)
-    med = {k: [statistics.median(r[j] for r in rs) for j in range(4)] for k, rs in results.items()}
+
+    def median_memory(rs, field):
+        values = [r[3][field] for r in rs if r[3][field] is not None]
+        return statistics.median(values) if values else None
+
+    med = {k: [statistics.median(r[j] for r in rs) for j in range(3)]
+           + [{f: median_memory(rs, f) for f in MEMORY}] for k, rs in results.items()}
 
     lines = [
         "# Benchmark: pykiln vs venv Python vs PyInstaller",
@@ -407,33 +523,68 @@ def main():
                   f"embedded by pykiln, and a venv of it; the other rows use `{args.python}` "
                   f"({python_version(args.python)}). Build s of the optimized pykiln rows is an incremental "
                   "`cargo build` (caches warm).", ""]
+    lines += [
+        "Memory, summed over the process tree after tools/list, medians: *footprint* = anonymous + memfd "
+        "held, what the processes pin (file-backed pages — a venv's libraries, pykiln's native cache — are "
+        "shared page cache the kernel can reclaim); *peak RSS* = VmHWM; *cgroup peak* = the peak of the run's "
+        "own memory cgroup (page cache included where the run first read it).",
+        "",
+    ]
+    kinds = ("pykiln", CLI, NO_PREFETCH, IN_MEMORY, FIRST, OPT, "venv", OPT_VENV,
+             "pyinstaller onefile", "pyinstaller onedir")
     for server in SERVERS:
         v = med[server, "venv"]
         one = med[server, "pyinstaller onefile"]
         lines += [
             f"## {server}",
             "",
-            "| variant | spawn→initialize ms | ×venv | ×onefile | spawn→tools/list ms | tools/call ms | tree RSS MB | ×venv | size MB | build s | one-line edit s |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| variant | spawn→initialize ms | ×venv | ×onefile | spawn→tools/list ms | tools/call ms | size MB | build s | one-line edit s |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
-        for kind in ("pykiln", CLI, NO_PREFETCH, OPT, "venv", OPT_VENV, "pyinstaller onefile", "pyinstaller onedir"):
+        for kind in kinds:
             if (server, kind) not in med:
                 continue
-            ti, tl, tc, rss = med[server, kind]
+            ti, tl, tc, _ = med[server, kind]
             size = sizes.get((server, kind))
             b = builds.get((server, kind))
             e = edits.get((server, kind))
             lines.append(
                 f"| {kind} | {ti * 1e3:.0f} | {ti / v[0]:.2f} | {ti / one[0]:.2f} | {tl * 1e3:.0f} | {tc * 1e3:.1f} | "
-                f"{rss / 1024:.1f} | {rss / v[3]:.2f} | {'' if size is None else f'{size / 1e6:.1f}'} | "
+                f"{'' if size is None else f'{size / 1e6:.1f}'} | "
                 f"{'' if b is None else f'{b:.1f}'} | {'' if e is None else f'{e:.1f}'} |")
+        lines += [
+            "",
+            "| variant | RSS MB | PSS MB | anon MB | memfd MB | footprint MB | ×venv | peak RSS MB | ×venv | cgroup peak MB | ×venv |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        vm = v[3]
+        v_foot = vm["anon"] + vm["memfd"]
+
+        def mb(x):
+            return "" if x is None else f"{x / 1024:.1f}"
+
+        def ratio(x, y):
+            return "" if x is None or not y else f"{x / y:.2f}"
+
+        for kind in kinds:
+            if (server, kind) not in med:
+                continue
+            m = med[server, kind][3]
+            foot = m["anon"] + m["memfd"]
+            lines.append(
+                f"| {kind} | {mb(m['rss'])} | {mb(m['pss'])} | {mb(m['anon'])} | {mb(m['memfd'])} | {mb(foot)} | "
+                f"{ratio(foot, v_foot)} | {mb(m['hwm'])} | {ratio(m['hwm'], vm['hwm'])} | {mb(m['cgroup'])} | "
+                f"{ratio(m['cgroup'], vm['cgroup'])} |")
         p_size, o_size = sizes[server, "pykiln"], sizes[server, "pyinstaller onefile"]
-        c_size, c_init = sizes[server, CLI], med[server, CLI][0]
-        lines += ["", f"pykiln size / onefile size: {p_size / o_size:.2f}; CLI-built / cargo-built: "
-                  f"size {c_size / p_size:.3f}, spawn→initialize {c_init / med[server, 'pykiln'][0]:.3f}"
-                  + (f"; pykiln on the optimized CPython / a venv of it: spawn→initialize "
-                     f"{med[server, OPT][0] / med[server, OPT_VENV][0]:.2f}, tree RSS "
-                     f"{med[server, OPT][3] / med[server, OPT_VENV][3]:.2f}" if opt_py else ""), ""]
+        note = f"pykiln size / onefile size: {p_size / o_size:.2f}"
+        if (server, CLI) in med:
+            c_size, c_init = sizes[server, CLI], med[server, CLI][0]
+            note += (f"; CLI-built / cargo-built: size {c_size / p_size:.3f}, "
+                     f"spawn→initialize {c_init / med[server, 'pykiln'][0]:.3f}")
+        if (server, OPT) in med:
+            note += (f"; pykiln on the optimized CPython / a venv of it: spawn→initialize "
+                     f"{med[server, OPT][0] / med[server, OPT_VENV][0]:.2f}")
+        lines += ["", note, ""]
     out = subprocess.check_output(bins["pykiln-notes", "pykiln"] + ["--pykiln", "python", "-c", FINDER], text=True, env=env)
     spec_us, code_us, unmarshal_us, over_med, over_mean, n = out.split()
     lines += [

@@ -101,46 +101,94 @@ fn allowed_host_file(path: &str) -> bool {
         || path.contains("/gconv/")
 }
 
-#[test]
-fn running_server_maps_no_host_python_or_libraries() {
+/// What a notes server maps after a session, sorted out: memfd images, images from
+/// the native cache under `cache`, and host files it should not map.
+struct Mapped {
+    memfds: usize,
+    cached: Vec<String>,
+    offenders: Vec<String>,
+    maps: String,
+}
+
+fn session_maps(extra_env: &[(&str, &str)]) -> (Mapped, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let bin = binary();
     let mut cmd = Command::new(&bin);
     cmd.env_clear()
-        .env("PYKILN_NOTES_DB", dir.path().join("n.db"));
+        .env("PYKILN_NOTES_DB", dir.path().join("n.db"))
+        .env("XDG_CACHE_HOME", dir.path().join("cache"));
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
     let mut s = Session::spawn(cmd);
     exercise_notes_server(&mut s); // loads sqlite3, ssl-free stack, pydantic_core…
     let pid = s.child.id();
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
     let exe = std::fs::canonicalize(&bin).unwrap();
-    let mut memfds = 0;
-    let mut offenders = Vec::new();
+    let native_cache = dir.path().join("cache/pykiln/native");
+    let mut mapped = Mapped {
+        memfds: 0,
+        cached: Vec::new(),
+        offenders: Vec::new(),
+        maps: maps.clone(),
+    };
     for line in maps.lines() {
         let Some(path) = line.split_whitespace().nth(5) else {
             continue;
         };
         if path.starts_with("/memfd:") {
-            memfds += 1;
+            mapped.memfds += 1;
+        } else if Path::new(path).starts_with(&native_cache) {
+            mapped.cached.push(path.to_string());
         } else if path.starts_with('/')
             && Path::new(path) != exe
             && !allowed_host_file(path)
             // The server's own database (WAL mode maps its `-shm` index).
             && !Path::new(path).starts_with(dir.path())
         {
-            offenders.push(path.to_string());
+            mapped.offenders.push(path.to_string());
         }
     }
-    offenders.sort();
-    offenders.dedup();
-    assert!(
-        offenders.is_empty(),
-        "host files mapped by the server: {offenders:#?}"
-    );
-    assert!(
-        memfds > 0,
-        "extension modules were loaded from memory:\n{maps}"
-    );
+    mapped.offenders.sort();
+    mapped.offenders.dedup();
+    mapped.cached.sort();
+    mapped.cached.dedup();
     assert!(s.finish().success());
+    (mapped, dir)
+}
+
+#[test]
+fn running_server_maps_no_host_python_or_libraries() {
+    // Default placement: small images from memfds, big ones (pydantic-core's) file-backed
+    // from the private native cache; nothing of the host's Python or libraries.
+    let (m, dir) = session_maps(&[]);
+    assert!(
+        m.offenders.is_empty(),
+        "host files mapped by the server: {:#?}",
+        m.offenders
+    );
+    assert!(
+        m.memfds > 0,
+        "small extension modules from memory:\n{}",
+        m.maps
+    );
+    assert!(
+        m.cached.iter().any(|p| p.contains("_pydantic_core")),
+        "pydantic-core's image (over the 1 MiB threshold) is file-backed: {:#?}\n{}",
+        m.cached,
+        m.maps
+    );
+    drop(dir);
+
+    // PYKILN_NATIVE_CACHE=off: every image in memory and nothing written to disk.
+    let (m, dir) = session_maps(&[("PYKILN_NATIVE_CACHE", "off")]);
+    assert!(m.offenders.is_empty(), "{:#?}", m.offenders);
+    assert!(m.cached.is_empty(), "{:#?}", m.cached);
+    assert!(m.maps.contains("/memfd:pydantic_core"), "{}", m.maps);
+    assert!(
+        !dir.path().join("cache").exists(),
+        "nothing was written to the cache directory"
+    );
 }
 
 #[test]

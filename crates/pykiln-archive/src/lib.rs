@@ -34,7 +34,7 @@ pub mod trailer;
 mod writer;
 
 pub use format::{EntryKind, FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_ENTRY_LEN, RECORD_LEN};
-pub use reader::{Archive, Entry};
+pub use reader::{Archive, Entry, ReadToError};
 pub use writer::{ArchiveWriter, FrameCache, WriteError};
 
 use serde::{Deserialize, Serialize};
@@ -159,12 +159,23 @@ pub struct Manifest {
     /// the runtime reads them ahead of the importer on another thread.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub startup: Vec<String>,
+    /// Native images served file-backed, from the per-user content-addressed cache,
+    /// instead of from an in-memory memfd: [`file_backed_key`] → the SHA-256 (hex) of
+    /// the image, which names its cache directory and is checked on every load.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub file_backed_native: std::collections::BTreeMap<String, String>,
     /// `[tool.pykiln.mcpb]`: what `pykiln dist` puts in the MCP Bundle's manifest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mcpb: Option<McpbConfig>,
     /// `[tool.pykiln.oci]`: how `pykiln dist` makes the container image start it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oci: Option<OciConfig>,
+}
+
+/// The key of a native image in [`Manifest::file_backed_native`]:
+/// `extension:<module>` or `shared-library:<SONAME>`.
+pub fn file_backed_key(kind: EntryKind, key: &str) -> String {
+    format!("{}:{key}", kind.name())
 }
 
 /// `[tool.pykiln.oci]` in pyproject.toml: the container image's command line. A server

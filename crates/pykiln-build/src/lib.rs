@@ -28,6 +28,7 @@ mod notices;
 mod ondisk;
 mod options;
 mod pipeline;
+mod placement;
 mod project;
 mod pyrun;
 mod stdlib;

@@ -16,7 +16,9 @@ use crate::error::{Error, Warning, WarningKind};
 use crate::notices::{Notices, SystemLibFile};
 use crate::options::BuildOptions;
 use crate::project::{Project, ToolConfig};
-use crate::{Excludes, baseline, cache, compile, frames, glibc, install, native, ondisk, strip};
+use crate::{
+    Excludes, baseline, cache, compile, frames, glibc, install, native, ondisk, placement, strip,
+};
 
 /// A step of the pipeline, reported to a [`Progress`] as it starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,7 +207,12 @@ pub fn build(
     )?;
 
     clock.start(Stage::Natives);
-    let (floor, system_libs) = add_natives(&mut w, &staged, &collected, &cache, options)?;
+    let policy = native_policy(&staged.project, &collected, &mut warnings)?;
+    let PackedNatives {
+        prediction: floor,
+        system: system_libs,
+        file_backed: file_backed_native,
+    } = add_natives(&mut w, &staged, &collected, &cache, options, &policy)?;
     warnings.extend(
         floor
             .describe()
@@ -271,6 +278,7 @@ pub fn build(
     w = w.data_order(startup.clone());
     let manifest = Manifest {
         startup,
+        file_backed_native,
         ..manifest
     };
     w.set_manifest(&manifest)
@@ -579,16 +587,64 @@ fn add_modules(
     Ok(())
 }
 
+/// `[tool.pykiln]`'s native-image placement, checked: a bad threshold is an error
+/// naming the key; a distribution named in an override that is not packed, a warning.
+fn native_policy(
+    project: &Project,
+    collected: &Collected,
+    warnings: &mut Vec<Warning>,
+) -> Result<placement::Policy, Error> {
+    let threshold = match &project.native_cache_threshold {
+        None => Some(placement::DEFAULT_THRESHOLD),
+        Some(t) => placement::parse_threshold(t).ok_or_else(|| {
+            Error::Project(anyhow::anyhow!(
+                "[tool.pykiln] native-cache-threshold = {t:?}: expected a size (1M, 262144) or \"off\""
+            ))
+        })?,
+    };
+    let known = ondisk::distributions(collected, project);
+    let mut names = |list: &[String], key: &str| -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for name in list {
+            let n = crate::project::normalize(name);
+            if !known.contains_key(&n) {
+                warnings.push(Warning::new(
+                    WarningKind::Collect,
+                    format!("[tool.pykiln] {key}: no packed distribution is named {name:?}"),
+                ));
+            }
+            out.insert(n);
+        }
+        out
+    };
+    Ok(placement::Policy {
+        threshold,
+        in_memory: names(&project.native_in_memory, "native-in-memory"),
+        cached: names(&project.native_cached, "native-cached"),
+    })
+}
+
 /// Extension modules, the closure of the non-system libraries they need, and
-/// placeholders for those the executable provides; returns the glibc prediction and
-/// the libraries packed from the system's directories (soname, path, bytes).
+/// placeholders for those the executable provides; returns the glibc prediction, the
+/// libraries packed from the system's directories (soname, path, bytes) and the
+/// images `policy` makes file-backed (for the manifest).
 fn add_natives(
     w: &mut ArchiveWriter,
     staged: &Staged,
     collected: &Collected,
     cache: &Path,
     options: &BuildOptions,
-) -> Result<(glibc::Prediction, Vec<SystemLibFile>), Error> {
+    policy: &placement::Policy,
+) -> Result<PackedNatives, Error> {
+    // Which distributions each top-level import name belongs to.
+    let mut dists_of_top: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (dist, tops) in ondisk::distributions(collected, &staged.project) {
+        for top in tops {
+            dists_of_top.entry(top).or_default().insert(dist.clone());
+        }
+    }
+    let mut file_backed = BTreeMap::new();
+    let mut ext_needs: Vec<(BTreeSet<String>, Vec<String>)> = Vec::new();
     // Debug info and symbol tables are most of a `-g` build's size; the loader
     // reads neither.
     let strip_elf = |bytes: Vec<u8>| {
@@ -617,7 +673,16 @@ fn add_natives(
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_default();
-        w.add_extension(name, &file, strip_elf(bytes), &needed)
+        let packed = strip_elf(bytes);
+        let top = name.split('.').next().unwrap_or(name);
+        let dists = dists_of_top.get(top).cloned().unwrap_or_default();
+        file_backed.extend(policy.place(&[placement::Image {
+            key: pykiln_archive::file_backed_key(pykiln_archive::EntryKind::Extension, name),
+            bytes: &packed,
+            dists: dists.clone(),
+        }]));
+        ext_needs.push((dists, needed.iter().map(|n| n.to_string()).collect()));
+        w.add_extension(name, &file, packed, &needed)
             .map_err(|e| Error::Archive(e.into()))?;
         roots.push((path.clone(), info));
     }
@@ -645,9 +710,34 @@ fn add_natives(
         .filter(|(_, l)| !from_wheels.contains(&l.path))
         .map(|(s, l)| (s.clone(), l.path.clone(), l.bytes.clone()))
         .collect();
+    // A library belongs to the distributions of every extension that needs it,
+    // directly or through other packed libraries.
+    let mut lib_dists: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    for (dists, needed) in &ext_needs {
+        let mut todo: Vec<&str> = needed.iter().map(String::as_str).collect();
+        let mut seen = BTreeSet::new();
+        while let Some(soname) = todo.pop() {
+            let Some((key, lib)) = libs.get_key_value(soname) else {
+                continue;
+            };
+            if seen.insert(key.as_str()) {
+                lib_dists
+                    .entry(key.as_str())
+                    .or_default()
+                    .extend(dists.iter().cloned());
+                todo.extend(lib.needed.iter().map(String::as_str));
+            }
+        }
+    }
     for (soname, lib) in &libs {
         let needed: Vec<&str> = lib.needed.iter().map(String::as_str).collect();
-        w.add_shared_lib(soname, strip_elf(lib.bytes.clone()), &needed)
+        let packed = strip_elf(lib.bytes.clone());
+        file_backed.extend(policy.place(&[placement::Image {
+            key: pykiln_archive::file_backed_key(pykiln_archive::EntryKind::SharedLib, soname),
+            bytes: &packed,
+            dists: lib_dists.get(soname.as_str()).cloned().unwrap_or_default(),
+        }]));
+        w.add_shared_lib(soname, packed, &needed)
             .map_err(|e| Error::Archive(e.into()))?;
     }
     let placeholders: BTreeSet<&str> = roots
@@ -662,7 +752,21 @@ fn add_natives(
         w.add_shared_lib(soname, strip_elf(lib), &[])
             .map_err(|e| Error::Archive(e.into()))?;
     }
-    Ok((prediction, system))
+    Ok(PackedNatives {
+        prediction,
+        system,
+        file_backed,
+    })
+}
+
+/// What [`add_natives`] packed.
+struct PackedNatives {
+    /// The glibc floor of the packed native code.
+    prediction: glibc::Prediction,
+    /// The libraries packed from the system's directories.
+    system: Vec<SystemLibFile>,
+    /// The manifest's file-backed images.
+    file_backed: BTreeMap<String, String>,
 }
 
 /// Package data and dist-info files (the app's own generated); returns the packed
@@ -802,6 +906,7 @@ fn manifest(
             .map(|p| p.to_string_lossy().into_owned())
             .collect(),
         startup: Vec::new(),
+        file_backed_native: BTreeMap::new(),
         mcpb: project.mcpb.clone(),
         oci: project.oci.clone(),
     })

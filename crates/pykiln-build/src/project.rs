@@ -47,6 +47,14 @@ pub struct ToolConfig {
     /// Distributions kept in memory even if they look `__file__`-dependent.
     #[serde(default)]
     pub in_memory: Vec<String>,
+    /// Distributions whose native images always stay in memory (memfd).
+    #[serde(default)]
+    pub native_in_memory: Vec<String>,
+    /// Distributions whose native images are always file-backed (the per-user cache).
+    #[serde(default)]
+    pub native_cached: Vec<String>,
+    /// Native images at least this big are file-backed: a size (`1M`) or `off`.
+    pub native_cache_threshold: Option<String>,
     /// Distributions or top-level packages whose Python sources are packed.
     #[serde(default)]
     pub sources: Vec<String>,
@@ -84,6 +92,14 @@ impl ToolConfig {
         pick(&mut self.stdout_guard, &over.stdout_guard);
         pick(&mut self.mcpb, &over.mcpb);
         pick(&mut self.oci, &over.oci);
+        pick(
+            &mut self.native_cache_threshold,
+            &over.native_cache_threshold,
+        );
+        self.native_in_memory
+            .extend(over.native_in_memory.iter().cloned());
+        self.native_cached
+            .extend(over.native_cached.iter().cloned());
         self.on_disk.extend(over.on_disk.iter().cloned());
         self.in_memory.extend(over.in_memory.iter().cloned());
         self.sources.extend(over.sources.iter().cloned());
@@ -131,6 +147,12 @@ pub struct Project {
     /// Distributions kept in memory even if they look `__file__`-dependent
     /// (`[tool.pykiln] in-memory`).
     pub in_memory: Vec<String>,
+    /// `[tool.pykiln] native-in-memory`: distributions whose native images stay in memory.
+    pub native_in_memory: Vec<String>,
+    /// `[tool.pykiln] native-cached`: distributions whose native images are file-backed.
+    pub native_cached: Vec<String>,
+    /// `[tool.pykiln] native-cache-threshold` as written (a size or `off`; default 1 MiB).
+    pub native_cache_threshold: Option<String>,
     /// Distributions (or top-level packages) whose Python sources are packed besides
     /// their bytecode (`[tool.pykiln] sources`), for code that reads module files.
     pub sources: Vec<String>,
@@ -255,6 +277,9 @@ impl Project {
             entry_points: BTreeMap::new(),
             on_disk: tool.on_disk,
             in_memory: tool.in_memory,
+            native_in_memory: tool.native_in_memory,
+            native_cached: tool.native_cached,
+            native_cache_threshold: tool.native_cache_threshold,
             sources: tool.sources,
             exclude: tool.exclude,
             all_sources: tool.all_sources.unwrap_or(false),
@@ -611,6 +636,32 @@ mod tests {
             String::from_utf8(files.iter().find(|f| f.0 == "METADATA").unwrap().1.clone()).unwrap();
         assert!(meta.contains("Name: My-App\nVersion: 1.2\n"));
         assert!(meta.contains("Requires-Dist: mcp>=2"));
+    }
+
+    #[test]
+    fn native_placement_keys_are_read_and_flags_add_to_them() {
+        let d = tempfile::tempdir().unwrap();
+        write(
+            d.path(),
+            "pyproject.toml",
+            "[project]\nname='a'\nversion='1'\n[project.scripts]\na='a:main'\n\
+             [tool.pykiln]\nnative-in-memory=['duckdb']\nnative-cached=['pydantic-core']\n\
+             native-cache-threshold='4M'\n",
+        );
+        write(d.path(), "a/__init__.py", "");
+        let flags = ToolConfig {
+            native_in_memory: vec!["onnxruntime".into()],
+            native_cache_threshold: Some("off".into()),
+            ..ToolConfig::default()
+        };
+        let p = Project::load(d.path(), &flags).unwrap();
+        assert_eq!(p.native_in_memory, ["duckdb", "onnxruntime"]);
+        assert_eq!(p.native_cached, ["pydantic-core"]);
+        assert_eq!(
+            p.native_cache_threshold.as_deref(),
+            Some("off"),
+            "the flag wins"
+        );
     }
 
     #[test]

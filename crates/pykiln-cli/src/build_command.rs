@@ -65,6 +65,21 @@ pub struct BuildArgs {
     #[arg(long, value_name = "DIST")]
     in_memory: Vec<String>,
 
+    /// Keep a distribution's native code in memory (memfd) at run time, whatever its
+    /// size ([tool.pykiln] native-in-memory). Repeatable.
+    #[arg(long, value_name = "DIST")]
+    native_in_memory: Vec<String>,
+
+    /// Serve a distribution's native code file-backed from the per-user cache at run
+    /// time, whatever its size ([tool.pykiln] native-cached). Repeatable.
+    #[arg(long, value_name = "DIST")]
+    native_cached: Vec<String>,
+
+    /// Native images at least this big are served file-backed from the per-user cache
+    /// (default 1M; `off`: all in memory) ([tool.pykiln] native-cache-threshold).
+    #[arg(long, value_name = "SIZE")]
+    native_cache_threshold: Option<String>,
+
     /// Pack the Python sources of a distribution or top-level package
     /// ([tool.pykiln] sources). Repeatable.
     #[arg(long, value_name = "DIST")]
@@ -175,6 +190,9 @@ impl BuildArgs {
             entry_point: self.entry_point.clone(),
             on_disk: self.on_disk.clone(),
             in_memory: self.in_memory.clone(),
+            native_in_memory: self.native_in_memory.clone(),
+            native_cached: self.native_cached.clone(),
+            native_cache_threshold: self.native_cache_threshold.clone(),
             sources: self.sources.clone(),
             exclude: self.exclude.clone(),
             all_sources: self.all_sources.then_some(true),

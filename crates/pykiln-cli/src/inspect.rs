@@ -41,8 +41,20 @@ pub struct Inspection {
     pub distributions: Vec<DistSize>,
     /// Packages given an on-disk file view.
     pub on_disk: Vec<pykiln_archive::OnDiskGroup>,
+    /// Native images served file-backed from the per-user cache at run time (written
+    /// there on the first start), with their sizes; the others load from memory.
+    pub file_backed_native: Vec<FileBacked>,
     /// Oldest glibc it starts on.
     pub glibc: Option<Glibc>,
+}
+
+/// A native image served file-backed from the per-user cache.
+#[derive(Debug, Serialize)]
+pub struct FileBacked {
+    /// `extension:<module>` or `shared-library:<SONAME>`.
+    pub key: String,
+    /// Its size once decompressed (what the cache holds).
+    pub size: u64,
 }
 
 /// One distribution's share of the archive.
@@ -123,8 +135,33 @@ pub fn inspect(path: &Path) -> anyhow::Result<Inspection> {
         counts,
         distributions: sizes(&archive, &manifest),
         on_disk: manifest.on_disk.clone(),
+        file_backed_native: file_backed(&archive, &manifest),
         glibc,
     })
+}
+
+fn file_backed(archive: &Archive<'_>, manifest: &Manifest) -> Vec<FileBacked> {
+    let mut out: Vec<FileBacked> = manifest
+        .file_backed_native
+        .keys()
+        .map(|key| {
+            let size = key
+                .split_once(':')
+                .and_then(|(kind, name)| {
+                    let kind = [EntryKind::Extension, EntryKind::SharedLib]
+                        .into_iter()
+                        .find(|k| k.name() == kind)?;
+                    archive.find(kind, name.as_bytes())
+                })
+                .map_or(0, |e| e.raw_len() as u64);
+            FileBacked {
+                key: key.clone(),
+                size,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.key.cmp(&b.key)));
+    out
 }
 
 /// The glibc floor of a binary: its packed native code's or the executable's.
@@ -414,6 +451,21 @@ pub fn render(i: &Inspection, top: usize) -> String {
             g.name,
             g.tops.join(", "),
             g.reason
+        );
+    }
+    if !i.file_backed_native.is_empty() {
+        let total: u64 = i.file_backed_native.iter().map(|f| f.size).sum();
+        let names: Vec<&str> = i
+            .file_backed_native
+            .iter()
+            .map(|f| f.key.split_once(':').map_or(f.key.as_str(), |p| p.1))
+            .collect();
+        let _ = writeln!(
+            s,
+            "  native cache  {} images, {} file-backed from the user's cache: {}",
+            names.len(),
+            mb(total),
+            names.join(", ")
         );
     }
     let shown = if top == 0 {

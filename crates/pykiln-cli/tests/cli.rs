@@ -2,6 +2,7 @@
 //! (its own MCP self-test), a Tauri sidecar name, and every kind of bad input giving
 //! one clear line, a non-zero exit and no output file.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -337,4 +338,129 @@ fn local_wheels_and_requirements_files_build_too() {
             .unwrap();
     assert_eq!(v["app"]["name"], "mcp-server-time");
     assert_eq!(v["app"]["version"], "2026.10.19");
+}
+
+/// The native images a binary's first start wrote to the cache under `xdg`: file
+/// names (module or SONAME) of `pykiln/native/<sha256>/<name>`.
+fn cached_images(xdg: &Path) -> BTreeSet<String> {
+    let native = xdg.join("pykiln/native");
+    let Ok(dirs) = std::fs::read_dir(&native) else {
+        return BTreeSet::new();
+    };
+    dirs.filter_map(Result::ok)
+        .flat_map(|d| std::fs::read_dir(d.path()).unwrap().filter_map(Result::ok))
+        .map(|f| f.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn native_images_go_where_the_placement_settings_say() {
+    let d = tempfile::tempdir().unwrap();
+    let import = "import pydantic_core, unicodedata, _json; print('ok')";
+    let build = |name: &str, extra: &[&str]| {
+        let bin = d.path().join(name);
+        let out = run(pykiln()
+            .args(["build", "-q", "--from", TIME, "-o"])
+            .arg(&bin)
+            .args(extra));
+        assert!(out.status.success(), "{}", text(&out));
+        bin
+    };
+    let start = |bin: &Path, env: &[(&str, &str)]| {
+        let xdg = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(bin);
+        cmd.args(["--pykiln", "python", "-c", import])
+            .env("XDG_CACHE_HOME", xdg.path());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = run(&mut cmd);
+        assert!(out.status.success(), "{}", text(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+        (cached_images(xdg.path()), xdg)
+    };
+    let listed = |bin: &Path| -> BTreeSet<String> {
+        let out = run(pykiln().arg("inspect").arg(bin).arg("--json"));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["file_backed_native"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                assert!(f["size"].as_u64().unwrap() > 0, "{f}");
+                f["key"].as_str().unwrap().to_string()
+            })
+            .collect()
+    };
+
+    // Default: images of 1 MiB or more are file-backed (pydantic-core's ~5 MB,
+    // unicodedata's ~1.1 MB); small ones (_json) stay in memory.
+    let default = build("default", &[]);
+    let keys = listed(&default);
+    assert!(
+        keys.contains("extension:pydantic_core._pydantic_core"),
+        "{keys:?}"
+    );
+    assert!(!keys.contains("extension:_json"), "{keys:?}");
+    let (cached, _xdg) = start(&default, &[]);
+    assert!(
+        cached.contains("pydantic_core._pydantic_core") && cached.contains("unicodedata"),
+        "{cached:?}"
+    );
+    assert!(!cached.contains("_json"), "{cached:?}");
+    // With the cache turned off at run time nothing is written at all.
+    let (off, _xdg) = start(&default, &[("PYKILN_NATIVE_CACHE", "off")]);
+    assert!(off.is_empty(), "{off:?}");
+    // A cache that cannot be made (here: the path is a file) falls back to memory.
+    let file = d.path().join("not-a-dir");
+    std::fs::write(&file, b"").unwrap();
+    let out = run(Command::new(&default)
+        .args(["--pykiln", "python", "-c", import])
+        .env("XDG_CACHE_HOME", &file));
+    assert!(out.status.success(), "{}", text(&out));
+
+    // Per distribution, and the threshold: pydantic-core in memory whatever its size,
+    // everything else in memory too (threshold off).
+    let pinned = build(
+        "pinned",
+        &[
+            "--native-in-memory",
+            "pydantic-core",
+            "--native-cache-threshold",
+            "off",
+        ],
+    );
+    assert!(listed(&pinned).is_empty());
+    let (cached, _xdg) = start(&pinned, &[]);
+    assert!(cached.is_empty(), "{cached:?}");
+    // ...and the other way: a small image file-backed because its distribution is.
+    let small = build(
+        "small",
+        &[
+            "--native-cached",
+            "pydantic-core",
+            "--native-cache-threshold",
+            "64M",
+        ],
+    );
+    assert_eq!(
+        listed(&small),
+        BTreeSet::from(["extension:pydantic_core._pydantic_core".to_string()])
+    );
+
+    // A threshold that is not a size is one clear error, and nothing is written.
+    let bad = d.path().join("bad");
+    let out = run(pykiln()
+        .args([
+            "build",
+            "-q",
+            "--from",
+            TIME,
+            "--native-cache-threshold",
+            "lots",
+            "-o",
+        ])
+        .arg(&bad));
+    fails_with(&out, &["native-cache-threshold", "lots"]);
+    assert!(!bad.exists());
 }

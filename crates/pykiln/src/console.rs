@@ -166,6 +166,7 @@ fn info(archive: &Archive<'static>, manifest: &Manifest) -> anyhow::Result<serde
         "distributions": manifest.distributions,
         "build": manifest.build,
         "on_disk": manifest.on_disk,
+        "file_backed_native": manifest.file_backed_native.keys().collect::<Vec<_>>(),
         "startup_modules": manifest.startup.len(),
         "glibc": glibc_requirement(archive, &exe),
     }))

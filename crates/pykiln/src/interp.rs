@@ -62,6 +62,7 @@ pub fn run(
         Mode::Python => None,
     };
     crate::ca::configure(&manifest.openssl_default_paths);
+    crate::native::configure(&manifest);
     // The recorded start-up order is the archive's own entry point's; another entry
     // point of the same archive (`main!(entry_point = …)`) imports something else.
     let recorded = manifest.app.as_ref().map(|a| a.entry_point.as_str());

@@ -16,16 +16,16 @@
 //! swapping the file after the check changes nothing. Without /proc the path is
 //! loaded; only our own uid can write below the checked directories.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::io::Write as _;
+use std::io::Write;
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
 use once_cell::sync::Lazy;
-use pykiln_archive::{Archive, Entry, EntryKind};
+use pykiln_archive::{Archive, Entry, EntryKind, ReadToError};
 use sha2::{Digest as _, Sha256};
 
 use crate::cache::CacheError;
@@ -190,29 +190,100 @@ pub fn release_readonly_segments() {
     unsafe { libc::dl_iterate_phdr(Some(each), std::ptr::null_mut()) };
 }
 
+/// Which native images are served file-backed from the cache: entry → SHA-256 (hex).
+static FILE_BACKED: once_cell::sync::OnceCell<HashMap<(EntryKind, Vec<u8>), String>> =
+    once_cell::sync::OnceCell::new();
+
+/// Take the build's placement of native images from the manifest (see
+/// [`Manifest::file_backed_native`](pykiln_archive::Manifest)). `PYKILN_NATIVE_CACHE=off`
+/// keeps every image in memory: nothing is written to disk. Call once, before the
+/// prefetcher starts; later calls change nothing.
+pub fn configure(manifest: &pykiln_archive::Manifest) {
+    let off = std::env::var_os("PYKILN_NATIVE_CACHE").is_some_and(|v| v == "off" || v == "0");
+    let mut map = HashMap::new();
+    if !off {
+        for (key, sha) in &manifest.file_backed_native {
+            let parsed = key.split_once(':').and_then(|(kind, name)| {
+                let kind = [EntryKind::Extension, EntryKind::SharedLib]
+                    .into_iter()
+                    .find(|k| k.name() == kind)?;
+                Some((kind, name.as_bytes().to_vec()))
+            });
+            // A malformed hash is never looked up in the cache: that image stays in memory.
+            let sane = sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit());
+            match parsed {
+                Some(k) if sane => {
+                    map.insert(k, sha.to_ascii_lowercase());
+                }
+                _ => tracing::debug!(key, "unusable file-backed native entry in the manifest"),
+            }
+        }
+    }
+    let _ = FILE_BACKED.set(map);
+}
+
+/// The SHA-256 of an image the build placed in the file-backed cache, if it did.
+fn file_backed_hash(entry: &Entry<'_>) -> Option<&'static str> {
+    FILE_BACKED
+        .get()?
+        .get(&(entry.kind(), entry.key().to_vec()))
+        .map(String::as_str)
+}
+
+/// Whether the build placed this native image in the file-backed cache (and
+/// `PYKILN_NATIVE_CACHE=off` did not override it).
+pub fn is_file_backed(entry: &Entry<'_>) -> bool {
+    file_backed_hash(entry).is_some()
+}
+
+/// An open descriptor holding an entry's native image, made the way the build placed
+/// it: file-backed from the per-user cache (big images: their pages are page cache,
+/// shared by every process running them and reclaimable, never pinned) or an
+/// in-memory memfd. A cache that cannot be used (read-only home, say) falls back to
+/// memfd. Also returns the bytes of memory the descriptor holds (0 when file-backed).
+pub fn image_fd(entry: &Entry<'_>) -> Result<(OwnedFd, usize), NativeError> {
+    let name = entry.key_lossy();
+    if let Some(sha) = file_backed_hash(entry) {
+        match cached_image(entry, sha) {
+            Ok(fd) => return Ok((fd, 0)),
+            Err(NativeError::Archive(e)) => return Err(e.into()),
+            Err(e) => {
+                tracing::debug!(name = %name, error = %e, "native cache unusable, loading from memory")
+            }
+        }
+    }
+    if !memfd_allowed() {
+        return Err(NativeError::Stage {
+            name: name.into_owned(),
+            source: std::io::Error::other("memfd disabled by PYKILN_NO_MEMFD"),
+        });
+    }
+    let fd = memfd_entry(entry);
+    release_pages(entry.stored_bytes());
+    Ok((fd?, entry.raw_len()))
+}
+
 /// The packed native image of an entry as a file path for dlopen: the start-up
-/// prefetcher's memfd if it made one, else a memfd made now, else (no memfd or no
-/// /proc) a file in the private cache.
+/// prefetcher's descriptor if it made one, else one made now ([`image_fd`]), else (no
+/// memfd or no /proc) a file in the private cache loaded by path.
 pub fn stage_entry(entry: &Entry<'static>) -> Result<PathBuf, NativeError> {
     let name = entry.key_lossy();
     let mut prefetched = None;
     match crate::prefetch::take(entry.kind(), entry.key()) {
         Some(Product::Image(fd)) => match keep_open(fd) {
             Ok(path) => return Ok(path),
-            Err(e) => tracing::debug!(name = %name, error = %e, "prefetched memfd unusable"),
+            Err(e) => tracing::debug!(name = %name, error = %e, "prefetched image unusable"),
         },
         // Decompressed only (memfd not allowed): the cache below takes the bytes.
         Some(Product::Bytes(b)) => prefetched = Some(b),
         None => {}
     }
-    if memfd_allowed() {
-        let made = memfd_entry(entry);
-        release_pages(entry.stored_bytes());
-        match made {
-            Ok(fd) => match keep_open(fd) {
+    if prefetched.is_none() {
+        match image_fd(entry) {
+            Ok((fd, _)) => match keep_open(fd) {
                 Ok(path) => return Ok(path),
                 Err(e) => {
-                    tracing::debug!(name = %name, error = %e, "/proc unavailable, using the cache directory")
+                    tracing::debug!(name = %name, error = %e, "/proc unavailable, using the cache directory by path")
                 }
             },
             Err(NativeError::Archive(e)) => return Err(e.into()),
@@ -244,8 +315,9 @@ pub fn memfd_allowed() -> bool {
     std::env::var_os("PYKILN_NO_MEMFD").is_none()
 }
 
-/// An anonymous memfd holding an entry's image, decompressed straight into a mapping
-/// of the memfd (no copy through the heap: images are megabytes).
+/// An anonymous memfd holding an entry's image. Decompressed into it with `write`, a
+/// piece at a time: mapping the whole memfd to fill it would count every page of it
+/// in this process's resident set at once (a peak of the image's size).
 pub fn memfd_entry(entry: &Entry<'_>) -> Result<OwnedFd, NativeError> {
     let name = entry.key_lossy();
     let stage = |source| NativeError::Stage {
@@ -260,15 +332,162 @@ pub fn memfd_entry(entry: &Entry<'_>) -> Result<OwnedFd, NativeError> {
         return Err(stage(std::io::Error::last_os_error()));
     }
     // SAFETY: fd was just returned by memfd_create and is owned by nobody else.
-    let file = fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    let len = entry.raw_len();
-    if len > 0 {
-        file.set_len(len as u64).map_err(stage)?;
-        // SAFETY: the memfd is ours alone and was just sized; nothing else maps it.
-        let mut map = unsafe { memmap2::MmapMut::map_mut(&file) }.map_err(stage)?;
-        entry.read_into(&mut map)?;
+    let mut file = fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    match entry.read_to(&mut file) {
+        Ok(()) => Ok(OwnedFd::from(file)),
+        Err(ReadToError::Archive(e)) => Err(e.into()),
+        Err(ReadToError::Write(e)) => Err(stage(e)),
+    }
+}
+
+/// The file-backed copy of an entry's image in the cache, under its SHA-256 `sha`
+/// (recorded by the build): opened and checked if it is there, else written from the
+/// archive (and checked as it is written). Nothing is decompressed when the cached
+/// copy is good.
+fn cached_image(entry: &Entry<'_>, sha: &str) -> Result<OwnedFd, NativeError> {
+    let name = entry.key_lossy();
+    let cache_err = |source| NativeError::Cache {
+        name: name.to_string(),
+        source,
+    };
+    let dir = cache_root().map_err(cache_err)?.join(sha);
+    crate::cache::private_dir(&dir).map_err(cache_err)?;
+    let path = dir.join(cache_file_name(&name));
+    let io = |source| {
+        cache_err(CacheError::Io {
+            path: path.clone(),
+            source,
+        })
+    };
+    if let Some(fd) = open_verified(&path, sha).map_err(io)? {
+        mark_used(&dir);
+        return Ok(fd);
+    }
+    let mut tmp = temp_in(&dir, &path).map_err(io)?;
+    let digest = {
+        let mut hashing = Hashing {
+            inner: std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut()),
+            sha: Sha256::new(),
+        };
+        match entry.read_to(&mut hashing) {
+            Ok(()) => {}
+            Err(ReadToError::Archive(e)) => return Err(e.into()),
+            Err(ReadToError::Write(e)) => return Err(io(e)),
+        }
+        hashing.inner.flush().map_err(io)?;
+        hashing.sha
+    };
+    if hex(&digest.finalize()) != sha {
+        // The archive's checksums passed, so the build recorded a wrong hash.
+        return Err(io(std::io::Error::other(format!(
+            "the image does not hash to the {sha} the build recorded"
+        ))));
+    }
+    // No fsync: a copy torn by a crash fails the check on the next start and is
+    // rewritten, so durability buys nothing here.
+    let file = tmp.persist(&path).map_err(|e| io(e.error))?;
+    release_pages(entry.stored_bytes());
+    // A new image is written when a binary is new or upgraded: the moment images
+    // that no binary has used for a long time may be dropped.
+    if let Some(root) = dir.parent() {
+        sweep_unused(root, std::time::SystemTime::now());
     }
     Ok(OwnedFd::from(file))
+}
+
+/// Images not used for this long are removed from the cache (a later use writes them
+/// again): a server upgraded every week would otherwise leave a copy of its native
+/// code behind each time.
+const UNUSED_FOR: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+
+/// Record that an image directory was used now (its mtime; best effort: a read-only
+/// cache keeps working, it is just never swept).
+fn mark_used(dir: &std::path::Path) {
+    use std::os::unix::ffi::OsStrExt as _;
+    if let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) {
+        // SAFETY: a valid path; a null `times` means "now".
+        unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), std::ptr::null(), 0) };
+    }
+}
+
+/// Remove the image directories under `root` (ours, named by a SHA-256) last used
+/// before `now - UNUSED_FOR`. Removing one that a running process has loaded is safe:
+/// its mapping keeps the file's pages until it exits.
+fn sweep_unused(root: &std::path::Path, now: std::time::SystemTime) {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(entries) = fs::read_dir(root) else {
+        return;
+    };
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    for e in entries.filter_map(Result::ok) {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.len() != 64 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            continue;
+        }
+        // Not following symlinks: only real directories of ours are removed.
+        let Ok(meta) = fs::symlink_metadata(e.path()) else {
+            continue;
+        };
+        let old = meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .is_some_and(|age| age > UNUSED_FOR);
+        if meta.is_dir() && meta.uid() == me && old {
+            match fs::remove_dir_all(e.path()) {
+                Ok(()) => {
+                    tracing::debug!(dir = %e.path().display(), "removed an unused native image")
+                }
+                Err(err) => {
+                    tracing::debug!(dir = %e.path().display(), error = %err, "cannot remove an unused native image")
+                }
+            }
+        }
+    }
+}
+
+/// A writer that hashes what passes through it.
+struct Hashing<W> {
+    inner: W,
+    sha: Sha256,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sha.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The name of an image's file in its cache directory.
+fn cache_file_name(name: &str) -> String {
+    name.chars()
+        .map(|c| if c == '/' { '_' } else { c })
+        .collect()
+}
+
+/// A new private temporary file beside `path`, made with O_EXCL under a random name:
+/// a planted file or symlink is never followed or truncated, and it is removed on drop
+/// unless persisted.
+fn temp_in(
+    dir: &std::path::Path,
+    path: &std::path::Path,
+) -> std::io::Result<tempfile::NamedTempFile> {
+    let file_name = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    tempfile::Builder::new()
+        .prefix(&format!(".{file_name}."))
+        .suffix(".tmp")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempfile_in(dir)
 }
 
 /// Keep a memfd open for the life of the process and return its `/proc` path.
@@ -300,11 +519,7 @@ fn cached(name: &str, bytes: &[u8]) -> Result<(OwnedFd, PathBuf), CacheError> {
     let hash = hex(&Sha256::digest(bytes));
     let dir = cache_root()?.join(&hash);
     crate::cache::private_dir(&dir)?;
-    let file_name: String = name
-        .chars()
-        .map(|c| if c == '/' { '_' } else { c })
-        .collect();
-    let path = dir.join(&file_name);
+    let path = dir.join(cache_file_name(name));
     let io = |source| CacheError::Io {
         path: path.clone(),
         source,
@@ -312,16 +527,8 @@ fn cached(name: &str, bytes: &[u8]) -> Result<(OwnedFd, PathBuf), CacheError> {
     if let Some(fd) = open_verified(&path, &hash).map_err(io)? {
         return Ok((fd, path));
     }
-    // O_EXCL under a random name: a planted file or symlink is never followed or
-    // truncated; on any error the temporary file is removed when dropped.
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{file_name}."))
-        .suffix(".tmp")
-        .permissions(std::fs::Permissions::from_mode(0o700))
-        .tempfile_in(&dir)
-        .map_err(io)?;
+    let mut tmp = temp_in(&dir, &path).map_err(io)?;
     tmp.write_all(bytes).map_err(io)?;
-    tmp.as_file().sync_all().map_err(io)?;
     let file = tmp.persist(&path).map_err(|e| io(e.error))?;
     Ok((OwnedFd::from(file), path))
 }
@@ -330,7 +537,7 @@ fn cached(name: &str, bytes: &[u8]) -> Result<(OwnedFd, PathBuf), CacheError> {
 /// we can write and its contents hash to `hash`, return the descriptor it was read
 /// through (rewound). `None` if it is missing or wrong (it will be replaced).
 fn open_verified(path: &std::path::Path, hash: &str) -> std::io::Result<Option<OwnedFd>> {
-    use std::io::{Read as _, Seek as _};
+    use std::io::Seek as _;
     use std::os::unix::fs::MetadataExt as _;
     let mut f = match fs::OpenOptions::new()
         .read(true)
@@ -352,9 +559,17 @@ fn open_verified(path: &std::path::Path, hash: &str) -> std::io::Result<Option<O
         tracing::warn!(path = %path.display(), "cached native image is not a private file of this user; replacing it");
         return Ok(None);
     }
-    let mut existing = Vec::with_capacity(meta.len() as usize);
-    f.read_to_end(&mut existing)?;
-    if hex(&Sha256::digest(&existing)) != hash {
+    // Hashed through a read-only mapping: the pages are the page cache the library
+    // will be mapped from anyway, and nothing is copied to the heap.
+    let digest = if meta.len() == 0 {
+        Sha256::digest([])
+    } else {
+        // SAFETY: a private file of ours, mapped read-only for the duration of the hash;
+        // a concurrent writer (only our own uid could be one) makes the hash fail.
+        let map = unsafe { memmap2::Mmap::map(&f) }?;
+        Sha256::digest(&map[..])
+    };
+    if hex(&digest) != hash {
         tracing::warn!(path = %path.display(), "cached native image does not match its hash; rewriting it");
         return Ok(None);
     }
@@ -388,6 +603,41 @@ mod tests {
             let p = keep_open(memfd_entry(&entry).unwrap()).unwrap();
             assert!(fs::read(&p).unwrap() == want, "{soname}");
         }
+    }
+
+    #[test]
+    fn unused_images_are_swept_used_ones_kept() {
+        use std::os::unix::ffi::OsStrExt as _;
+        let root = tempfile::tempdir().unwrap();
+        let old = root.path().join("a".repeat(64));
+        let used = root.path().join("b".repeat(64));
+        let other = root.path().join("not-an-image");
+        for d in [&old, &used, &other] {
+            fs::create_dir(d).unwrap();
+            fs::write(d.join("lib.so"), b"x").unwrap();
+        }
+        // Last used 31 days ago, as far as the cache can tell.
+        let back = (UNUSED_FOR.as_secs() + 86400) as libc::time_t;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as libc::time_t;
+        let t = libc::timespec {
+            tv_sec: now - back,
+            tv_nsec: 0,
+        };
+        for d in [&old, &used, &other] {
+            let c = std::ffi::CString::new(d.as_os_str().as_bytes()).unwrap();
+            assert_eq!(
+                unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), [t, t].as_ptr(), 0) },
+                0
+            );
+        }
+        mark_used(&used);
+        sweep_unused(root.path(), std::time::SystemTime::now());
+        assert!(!old.exists(), "unused for 31 days: removed");
+        assert!(used.join("lib.so").exists(), "used just now: kept");
+        assert!(other.exists(), "only image directories are touched");
     }
 
     /// One test for everything that reads XDG_CACHE_HOME, so none races another.

@@ -118,17 +118,21 @@ fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, State> {
     shared.state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Decompress one entry (native images straight into a memfd).
+/// Read one entry: bytecode decompressed; a native image into a descriptor (a memfd,
+/// or its checked copy in the file-backed cache). Returns the memory it holds.
 fn produce(entry: &Entry<'static>) -> Option<(Product, usize)> {
-    let product = match entry.kind() {
-        EntryKind::Extension | EntryKind::SharedLib if crate::native::memfd_allowed() => {
-            let fd = crate::native::memfd_entry(entry).ok();
-            crate::native::release_pages(entry.stored_bytes());
-            Product::Image(fd?)
+    match entry.kind() {
+        EntryKind::Extension | EntryKind::SharedLib => {
+            // Without memfd or cache (PYKILN_NO_MEMFD and no usable cache) this fails
+            // and the importer stages the image itself.
+            let (fd, held) = crate::native::image_fd(entry).ok()?;
+            Some((Product::Image(fd), held))
         }
-        _ => Product::Bytes(entry.read().ok()?.into_owned()),
-    };
-    Some((product, entry.raw_len()))
+        _ => Some((
+            Product::Bytes(entry.read().ok()?.into_owned()),
+            entry.raw_len(),
+        )),
+    }
 }
 
 fn run(shared: &Shared) {
@@ -144,7 +148,13 @@ fn run(shared: &Shared) {
         if i >= st.slots.len() {
             return;
         }
-        let size = shared.plan[i].raw_len();
+        // A file-backed image holds no memory once made (its pages are page cache).
+        let entry = &shared.plan[i];
+        let size = if crate::native::is_file_backed(entry) {
+            0
+        } else {
+            entry.raw_len()
+        };
         if st.held > 0 && st.held + size > BUDGET {
             st = shared.changed.wait(st).unwrap_or_else(|p| p.into_inner());
             continue;

@@ -1,0 +1,1 @@
+"""Bench server: SQL over an in-memory DuckDB."""

@@ -1,0 +1,1 @@
+"""Bench server on the FastMCP framework."""

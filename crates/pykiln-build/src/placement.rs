@@ -1,0 +1,128 @@
+//! Where each packed native image is served from at run time: an in-memory memfd, or
+//! file-backed from the per-user content-addressed cache.
+//!
+//! A memfd's pages are shared memory: resident until the process exits, never dropped
+//! under memory pressure (without swap), and private to each process. A file in the
+//! cache is mapped like any library on disk: its pages are page cache, shared by every
+//! process running the binary and reclaimable. The cost is a one-time write of the
+//! image and hashing it on each start. Small images stay in memory (a few KiB each:
+//! the per-image cost of the cache would dominate); images of at least the threshold
+//! go to the cache. `[tool.pykiln] native-in-memory` / `native-cached` override it
+//! per distribution.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sha2::{Digest as _, Sha256};
+
+/// Images at least this big are file-backed by default. Measured (bench/RESULTS.md):
+/// below it are the standard library's extension modules (14–370 KiB) whose memory
+/// is small next to an interpreter's; above it pydantic-core, cryptography, libcrypto,
+/// DuckDB, whose pinned pages make most of a packed server's excess footprint.
+pub const DEFAULT_THRESHOLD: u64 = 1 << 20;
+
+/// The placement settings of a build.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// Images at least this big are file-backed; `None`: only `cached` ones.
+    pub threshold: Option<u64>,
+    /// Normalised distribution names whose images always stay in memory.
+    pub in_memory: BTreeSet<String>,
+    /// Normalised distribution names whose images are always file-backed.
+    pub cached: BTreeSet<String>,
+}
+
+/// One native image as packed.
+pub struct Image<'a> {
+    /// Its key in [`pykiln_archive::Manifest::file_backed_native`].
+    pub key: String,
+    /// The bytes packed (after stripping).
+    pub bytes: &'a [u8],
+    /// The distributions it belongs to (an extension's own; for a shared library,
+    /// those of the extensions that need it).
+    pub dists: BTreeSet<String>,
+}
+
+impl Policy {
+    /// Whether `image` is file-backed: an in-memory override wins, then a cached one,
+    /// then the size.
+    pub fn file_backed(&self, image: &Image<'_>) -> bool {
+        if image.dists.iter().any(|d| self.in_memory.contains(d)) {
+            return false;
+        }
+        if image.dists.iter().any(|d| self.cached.contains(d)) {
+            return true;
+        }
+        self.threshold
+            .is_some_and(|t| image.bytes.len() as u64 >= t)
+    }
+
+    /// The manifest's map of file-backed images to their SHA-256.
+    pub fn place(&self, images: &[Image<'_>]) -> BTreeMap<String, String> {
+        images
+            .iter()
+            .filter(|i| self.file_backed(i))
+            .map(|i| {
+                let sha: String = Sha256::digest(i.bytes)
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                (i.key.clone(), sha)
+            })
+            .collect()
+    }
+}
+
+/// Parse `[tool.pykiln] native-cache-threshold`: a size (`1M`, `262144`) or `off`.
+pub fn parse_threshold(text: &str) -> Option<Option<u64>> {
+    if text.trim().eq_ignore_ascii_case("off") {
+        return Some(None);
+    }
+    crate::cache::parse_size(text).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image<'a>(key: &str, bytes: &'a [u8], dist: &str) -> Image<'a> {
+        Image {
+            key: key.into(),
+            bytes,
+            dists: [dist.to_string()].into(),
+        }
+    }
+
+    #[test]
+    fn size_decides_unless_a_distribution_overrides() {
+        let big = b"abc".to_vec();
+        let small = b"a".to_vec();
+        let images = [
+            image("extension:_big", &big, "bigdist"),
+            image("extension:_small", &small, "smalldist"),
+            image("shared-library:libx.so.1", &big, "pinned"),
+        ];
+        let mut policy = Policy {
+            threshold: Some(3),
+            in_memory: ["pinned".to_string()].into(),
+            cached: BTreeSet::new(),
+        };
+        let placed = policy.place(&images);
+        assert_eq!(placed.keys().collect::<Vec<_>>(), ["extension:_big"]);
+        assert_eq!(
+            placed["extension:_big"],
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        policy.cached.insert("smalldist".into());
+        policy.threshold = None;
+        let placed = policy.place(&images);
+        assert_eq!(placed.keys().collect::<Vec<_>>(), ["extension:_small"]);
+    }
+
+    #[test]
+    fn thresholds_parse() {
+        assert_eq!(parse_threshold("off"), Some(None));
+        assert_eq!(parse_threshold("1M"), Some(Some(1 << 20)));
+        assert_eq!(parse_threshold("4096"), Some(Some(4096)));
+        assert_eq!(parse_threshold("lots"), None);
+    }
+}
