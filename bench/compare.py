@@ -37,6 +37,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import startup_profile  # noqa: E402  (bench/startup_profile.py)
+
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path.home() / ".cache" / "pykiln" / "bench"
 TIME_PIN = "mcp-server-time==2026.10.19"
@@ -373,6 +376,7 @@ def main():
     ap.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
     ap.add_argument("--skip-build-times", action="store_true")
     ap.add_argument("--reuse", action="store_true", help="keep existing PyInstaller builds (no build times)")
+    ap.add_argument("--no-profile", action="store_true", help="skip the callgrind start-up profile of the demo")
     args = ap.parse_args()
     env_build = dict(os.environ)
     if args.python:
@@ -476,6 +480,12 @@ def main():
             app_py.write_text(original)
             sh([str(vpy), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(ROOT / "examples" / "notes-server")])
             cargo_build(ROOT, target, env_build)
+
+    if not args.no_profile:
+        # The demo with its symbol table, for the start-up profile (after the measurements).
+        prof_target = ROOT / "target" / "bench-profile"
+        sh(["cargo", "build", "--release", "--quiet", "--target-dir", str(prof_target)], cwd=ROOT,
+           env=dict(env_build, CARGO_PROFILE_RELEASE_STRIP="none"))
 
     tmp = tempfile.mkdtemp(prefix="pykiln-bench-")
     env = {"PATH": "/usr/bin:/bin", "HOME": tmp, "PYKILN_NOTES_DB": os.path.join(tmp, "notes.db")}
@@ -597,6 +607,9 @@ def main():
         f"**{over_med} µs** (mean {over_mean} µs: a few large modules spend longer in zstd). "
         "",
     ]
+    if not args.no_profile:
+        print("profiling the demo's start-up under callgrind …", file=sys.stderr)
+        lines += startup_profile.profile(prof_target / "release" / "pykiln-notes")
     lines += micro_benchmarks()
     text = "\n".join(lines) + "\n"
     Path(args.out).write_text(text)

@@ -1,6 +1,8 @@
-//! The native-image cache (used without memfd) cannot be turned against its user: the
-//! attacks of issue 15 replayed with a second uid (`nobody`, through `setpriv`) against
-//! the demo binary running as root with `PYKILN_NO_MEMFD=1`.
+//! The native-image cache cannot be turned against its user: the attacks of issue 15
+//! replayed with a second uid (`nobody`, through `setpriv`) against the demo binary
+//! running as root with `PYKILN_NO_MEMFD=1` (every image through the cache), and the
+//! default placement (big images file-backed) under racing first starts and with a
+//! cache others can write to.
 //!
 //! Root only (it needs a second uid); skipped with a message otherwise.
 
@@ -273,4 +275,67 @@ fn common_walk(dir: &Path) -> Vec<String> {
         }
     }
     out
+}
+
+/// The default placement (big images file-backed, memfd available): servers starting
+/// at the same time on an empty cache all work, each image ends up there once, no
+/// temporary file is left; a cache another user can write to is not used (the image
+/// comes from memory) and a warning names it.
+#[test]
+fn racing_first_starts_share_one_copy_and_an_unsafe_cache_is_skipped() {
+    let t = tempfile::tempdir().unwrap();
+    let import = "import pydantic_core, unicodedata; print('ok')";
+    let children: Vec<_> = (0..6)
+        .map(|_| {
+            Command::new(common::binary())
+                .args(["--pykiln", "python", "-c", import])
+                .env_clear()
+                .env("XDG_CACHE_HOME", t.path())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success() && out.stdout.starts_with(b"ok"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let files = common_walk(&t.path().join("pykiln/native"));
+    assert!(files.iter().all(|f| !f.ends_with(".tmp")), "{files:#?}");
+    for name in ["pydantic_core._pydantic_core", "unicodedata"] {
+        let copies = files
+            .iter()
+            .filter(|f| f.ends_with(&format!("/{name}")))
+            .count();
+        assert_eq!(copies, 1, "{name}: {files:#?}");
+    }
+
+    if !is_root() {
+        return;
+    }
+    // Group- and world-writable: another user could swap the images.
+    let open = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = Command::new(common::binary())
+        .args(["--pykiln", "python", "-c", import])
+        .env_clear()
+        .env("XDG_CACHE_HOME", open.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&*open.path().to_string_lossy()) && stderr.contains("from memory"),
+        "{stderr}"
+    );
+    assert!(
+        !open.path().join("pykiln/native").exists()
+            || common_walk(&open.path().join("pykiln/native")).is_empty(),
+        "nothing written to the unsafe cache"
+    );
 }

@@ -34,7 +34,7 @@ pub mod trailer;
 mod writer;
 
 pub use format::{EntryKind, FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_ENTRY_LEN, RECORD_LEN};
-pub use reader::{Archive, Entry, ReadToError};
+pub use reader::{Archive, Entry};
 pub use writer::{ArchiveWriter, FrameCache, WriteError};
 
 use serde::{Deserialize, Serialize};

@@ -632,58 +632,6 @@ impl<'a> Entry<'a> {
         Ok(())
     }
 
-    /// The primary blob, checksum-verified and decompressed in pieces into `out` (a
-    /// file, say): never more than a small buffer of it is in memory at once, so a
-    /// native image of tens of megabytes goes to its file without a mapping or a heap
-    /// copy of the whole. Fails, naming the entry and offset, unless exactly
-    /// [`raw_len`](Self::raw_len) bytes came out; a write error is returned as is.
-    pub fn read_to(&self, out: &mut dyn std::io::Write) -> Result<(), ReadToError> {
-        let blob = self.primary;
-        let abs = self.data_offset.saturating_add(blob.offset);
-        let stored = self.verified(blob)?;
-        let raw = blob.raw as u64;
-        if self.flags & flags::PRIMARY_ZSTD == 0 {
-            if stored.len() as u64 != raw {
-                return Err(self
-                    .decompress_error(abs, "stored length differs from raw length".into())
-                    .into());
-            }
-            return out.write_all(stored).map_err(ReadToError::Write);
-        }
-        let fail = |e: std::io::Error| self.decompress_error(abs, e.to_string());
-        let mut decoder = match self.primary_dict()? {
-            Some(d) => zstd::stream::read::Decoder::with_dictionary(stored, d),
-            None => zstd::stream::read::Decoder::with_buffer(stored),
-        }
-        .map_err(fail)?;
-        // One byte more than expected is enough to tell "too long" from "exact".
-        let mut limited = std::io::Read::take(&mut decoder, raw + 1);
-        let mut buf = vec![0u8; 256 << 10];
-        let mut n = 0u64;
-        loop {
-            let got = match std::io::Read::read(&mut limited, &mut buf) {
-                Ok(0) => break,
-                Ok(got) => got,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(fail(e).into()),
-            };
-            n += got as u64;
-            if n > raw {
-                break;
-            }
-            out.write_all(&buf[..got]).map_err(ReadToError::Write)?;
-        }
-        if n != raw {
-            let msg = if n > raw {
-                format!("more than the expected {raw} bytes")
-            } else {
-                format!("got {n} bytes, expected {raw}")
-            };
-            return Err(self.decompress_error(abs, msg).into());
-        }
-        Ok(())
-    }
-
     /// The stored bytes of `blob`, bounds- and checksum-checked.
     fn verified(&self, blob: Blob) -> Result<&'a [u8], Error> {
         let stored = range(self.data, blob.offset, blob.stored as u64, || {
@@ -743,18 +691,6 @@ impl<'a> Entry<'a> {
             reason,
         }
     }
-}
-
-/// Why [`Entry::read_to`] failed: the archive (its error names the entry and offset),
-/// or the writer it was copying into.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadToError {
-    /// The entry could not be read.
-    #[error(transparent)]
-    Archive(#[from] Error),
-    /// Writing the decompressed bytes failed.
-    #[error("{0}")]
-    Write(std::io::Error),
 }
 
 thread_local! {

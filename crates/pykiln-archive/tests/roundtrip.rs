@@ -391,58 +391,6 @@ fn read_into_fills_a_caller_buffer_and_checks_its_size() {
     );
 }
 
-#[test]
-fn read_to_streams_what_read_returns_and_names_failures() {
-    let bytes = sample();
-    let a = Archive::open(&bytes).unwrap();
-    for e in a.entries() {
-        let mut out = Vec::new();
-        e.read_to(&mut out).unwrap();
-        assert_eq!(out, &*e.read().unwrap(), "{}", e.key_lossy());
-    }
-    // A multi-megabyte image goes through in pieces and comes out whole.
-    let image: Vec<u8> = (0..3_000_000u32)
-        .map(|i| (i % 251) as u8 ^ (i >> 13) as u8)
-        .collect();
-    let mut w = ArchiveWriter::new((3, 11)).compression_level(3);
-    w.add_shared_lib("libbig.so.1", image.clone(), &[]).unwrap();
-    let big = w.finish().unwrap();
-    let a = Archive::open(&big).unwrap();
-    let e = a.find(EntryKind::SharedLib, b"libbig.so.1").unwrap();
-    assert!(!e.is_stored_raw());
-    let mut out = Vec::new();
-    e.read_to(&mut out).unwrap();
-    assert!(out == image);
-    // The writer's error comes back as a write error.
-    struct Full;
-    impl std::io::Write for Full {
-        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
-            Err(std::io::Error::other("disk full"))
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    assert!(matches!(
-        e.read_to(&mut Full),
-        Err(pykiln_archive::ReadToError::Write(_))
-    ));
-    // A corrupted blob is the archive's error, naming the entry, before any byte is written.
-    let at = find(&big, e.stored_bytes()).unwrap();
-    let mut bad = big.clone();
-    bad[at + e.stored_len() / 2] ^= 0x55;
-    let a = Archive::open(&bad).unwrap();
-    let mut out = Vec::new();
-    let err = a
-        .find(EntryKind::SharedLib, b"libbig.so.1")
-        .unwrap()
-        .read_to(&mut out)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("libbig.so.1"), "{err}");
-    assert!(out.is_empty());
-}
-
 /// Bytecode-like blobs that share most of their bytes, as real modules do.
 fn modules_like() -> Vec<(String, Vec<u8>)> {
     (0..60)

@@ -18,14 +18,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::io::Write;
+use std::io::Write as _;
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
 use once_cell::sync::Lazy;
-use pykiln_archive::{Archive, Entry, EntryKind, ReadToError};
+use pykiln_archive::{Archive, Entry, EntryKind};
 use sha2::{Digest as _, Sha256};
 
 use crate::cache::CacheError;
@@ -247,6 +247,14 @@ pub fn image_fd(entry: &Entry<'_>) -> Result<(OwnedFd, usize), NativeError> {
         match cached_image(entry, sha) {
             Ok(fd) => return Ok((fd, 0)),
             Err(NativeError::Archive(e)) => return Err(e.into()),
+            // Someone else can write to the cache: worth saying, each time.
+            Err(
+                e @ NativeError::Cache {
+                    source: CacheError::Unsafe { .. },
+                    ..
+                },
+            ) => tracing::warn!("{e}; loading it from memory instead"),
+            // Read-only or missing home, full disk: quietly the in-memory way.
             Err(e) => {
                 tracing::debug!(name = %name, error = %e, "native cache unusable, loading from memory")
             }
@@ -265,37 +273,29 @@ pub fn image_fd(entry: &Entry<'_>) -> Result<(OwnedFd, usize), NativeError> {
 
 /// The packed native image of an entry as a file path for dlopen: the start-up
 /// prefetcher's descriptor if it made one, else one made now ([`image_fd`]), else (no
-/// memfd or no /proc) a file in the private cache loaded by path.
+/// memfd or no /proc) a file in the private cache, by path if need be.
 pub fn stage_entry(entry: &Entry<'static>) -> Result<PathBuf, NativeError> {
     let name = entry.key_lossy();
-    let mut prefetched = None;
-    match crate::prefetch::take(entry.kind(), entry.key()) {
-        Some(Product::Image(fd)) => match keep_open(fd) {
+    // The prefetcher makes descriptors for native entries (never bare bytes).
+    if let Some(Product::Image(fd)) = crate::prefetch::take(entry.kind(), entry.key()) {
+        match keep_open(fd) {
             Ok(path) => return Ok(path),
             Err(e) => tracing::debug!(name = %name, error = %e, "prefetched image unusable"),
-        },
-        // Decompressed only (memfd not allowed): the cache below takes the bytes.
-        Some(Product::Bytes(b)) => prefetched = Some(b),
-        None => {}
-    }
-    if prefetched.is_none() {
-        match image_fd(entry) {
-            Ok((fd, _)) => match keep_open(fd) {
-                Ok(path) => return Ok(path),
-                Err(e) => {
-                    tracing::debug!(name = %name, error = %e, "/proc unavailable, using the cache directory by path")
-                }
-            },
-            Err(NativeError::Archive(e)) => return Err(e.into()),
-            Err(e) => {
-                tracing::debug!(name = %name, error = %e, "memfd unavailable, using the cache directory")
-            }
         }
     }
-    let bytes = match prefetched {
-        Some(b) => std::borrow::Cow::Owned(b),
-        None => entry.read()?,
-    };
+    match image_fd(entry) {
+        Ok((fd, _)) => match keep_open(fd) {
+            Ok(path) => return Ok(path),
+            Err(e) => {
+                tracing::debug!(name = %name, error = %e, "/proc unavailable, using the cache directory by path")
+            }
+        },
+        Err(NativeError::Archive(e)) => return Err(e.into()),
+        Err(e) => {
+            tracing::debug!(name = %name, error = %e, "memfd unavailable, using the cache directory")
+        }
+    }
+    let bytes = entry.read()?;
     release_pages(entry.stored_bytes());
     let (fd, path) = cached(&name, &bytes).map_err(|source| NativeError::Cache {
         name: name.to_string(),
@@ -315,9 +315,12 @@ pub fn memfd_allowed() -> bool {
     std::env::var_os("PYKILN_NO_MEMFD").is_none()
 }
 
-/// An anonymous memfd holding an entry's image. Decompressed into it with `write`, a
-/// piece at a time: mapping the whole memfd to fill it would count every page of it
-/// in this process's resident set at once (a peak of the image's size).
+/// An anonymous memfd holding an entry's image, decompressed in one call straight into
+/// a mapping of the memfd: no heap copy and no zstd window (streaming would allocate
+/// one of up to the frame's window size, 8 MiB and more at level 19, and the
+/// allocator keeps such memory). The mapping is gone when this returns; images that
+/// are big enough for its transient resident pages to matter are file-backed (see
+/// [`image_fd`]) unless the build or `PYKILN_NATIVE_CACHE=off` says otherwise.
 pub fn memfd_entry(entry: &Entry<'_>) -> Result<OwnedFd, NativeError> {
     let name = entry.key_lossy();
     let stage = |source| NativeError::Stage {
@@ -332,18 +335,20 @@ pub fn memfd_entry(entry: &Entry<'_>) -> Result<OwnedFd, NativeError> {
         return Err(stage(std::io::Error::last_os_error()));
     }
     // SAFETY: fd was just returned by memfd_create and is owned by nobody else.
-    let mut file = fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    match entry.read_to(&mut file) {
-        Ok(()) => Ok(OwnedFd::from(file)),
-        Err(ReadToError::Archive(e)) => Err(e.into()),
-        Err(ReadToError::Write(e)) => Err(stage(e)),
+    let file = fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let len = entry.raw_len();
+    if len > 0 {
+        file.set_len(len as u64).map_err(stage)?;
+        // SAFETY: the memfd is ours alone and was just sized; nothing else maps it.
+        let mut map = unsafe { memmap2::MmapMut::map_mut(&file) }.map_err(stage)?;
+        entry.read_into(&mut map)?;
     }
+    Ok(OwnedFd::from(file))
 }
 
 /// The file-backed copy of an entry's image in the cache, under its SHA-256 `sha`
 /// (recorded by the build): opened and checked if it is there, else written from the
-/// archive (and checked as it is written). Nothing is decompressed when the cached
-/// copy is good.
+/// archive and checked. Nothing is decompressed when the cached copy is good.
 fn cached_image(entry: &Entry<'_>, sha: &str) -> Result<OwnedFd, NativeError> {
     let name = entry.key_lossy();
     let cache_err = |source| NativeError::Cache {
@@ -363,21 +368,20 @@ fn cached_image(entry: &Entry<'_>, sha: &str) -> Result<OwnedFd, NativeError> {
         mark_used(&dir);
         return Ok(fd);
     }
-    let mut tmp = temp_in(&dir, &path).map_err(io)?;
-    let digest = {
-        let mut hashing = Hashing {
-            inner: std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut()),
-            sha: Sha256::new(),
-        };
-        match entry.read_to(&mut hashing) {
-            Ok(()) => {}
-            Err(ReadToError::Archive(e)) => return Err(e.into()),
-            Err(ReadToError::Write(e)) => return Err(io(e)),
-        }
-        hashing.inner.flush().map_err(io)?;
-        hashing.sha
+    let tmp = temp_in(&dir, &path).map_err(io)?;
+    // Decompressed in one call into a mapping of the new file, as for a memfd (no zstd
+    // window on the heap), then hashed from that mapping.
+    let len = entry.raw_len();
+    let digest = if len == 0 {
+        Sha256::digest([])
+    } else {
+        tmp.as_file().set_len(len as u64).map_err(io)?;
+        // SAFETY: a new file of ours under a random name; nothing else maps it.
+        let mut map = unsafe { memmap2::MmapMut::map_mut(tmp.as_file()) }.map_err(io)?;
+        entry.read_into(&mut map)?;
+        Sha256::digest(&map[..])
     };
-    if hex(&digest.finalize()) != sha {
+    if hex(&digest) != sha {
         // The archive's checksums passed, so the build recorded a wrong hash.
         return Err(io(std::io::Error::other(format!(
             "the image does not hash to the {sha} the build recorded"
@@ -445,23 +449,6 @@ fn sweep_unused(root: &std::path::Path, now: std::time::SystemTime) {
                 }
             }
         }
-    }
-}
-
-/// A writer that hashes what passes through it.
-struct Hashing<W> {
-    inner: W,
-    sha: Sha256,
-}
-
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.sha.update(&buf[..n]);
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
     }
 }
 

@@ -30,7 +30,8 @@ const BUDGET: usize = 24 << 20;
 pub enum Product {
     /// Decompressed, checksum-verified bytes (module bytecode).
     Bytes(Vec<u8>),
-    /// A memfd holding a native image (extension module or shared library).
+    /// A descriptor holding a native image (extension module or shared library): a
+    /// memfd, or its checked copy in the file-backed cache.
     Image(OwnedFd),
 }
 
