@@ -1,7 +1,7 @@
 //! The native-image cache cannot be turned against its user: the attacks of issue 15
 //! replayed with a second uid (`nobody`, through `setpriv`) against the demo binary
 //! running as root with `PYKILN_NO_MEMFD=1` (every image through the cache), and the
-//! default placement (big images file-backed) under racing first starts and with a
+//! default placement (images file-backed) under racing first starts and with a
 //! cache others can write to.
 //!
 //! Root only (it needs a second uid); skipped with a message otherwise.
@@ -250,7 +250,29 @@ fn a_full_disk_leaves_no_temporary_files() {
         .into_iter()
         .filter(|p| p.ends_with(".tmp"))
         .collect();
+    // With memfd available (the default), a full cache means loading from memory.
+    let fallback = Command::new(common::binary())
+        .env_clear()
+        .env("XDG_CACHE_HOME", &mnt)
+        .args([
+            "--pykiln",
+            "python",
+            "-c",
+            "import _json, _decimal; print('ok')",
+        ])
+        .output()
+        .expect("run the binary");
+    let leftovers_after: Vec<String> = common_walk(&mnt)
+        .into_iter()
+        .filter(|p| p.ends_with(".tmp"))
+        .collect();
     let _ = Command::new("umount").arg(&mnt).status();
+    assert!(
+        fallback.status.success() && fallback.stdout.starts_with(b"ok"),
+        "{}",
+        String::from_utf8_lossy(&fallback.stderr)
+    );
+    assert!(leftovers_after.is_empty(), "{leftovers_after:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success(),
@@ -277,7 +299,7 @@ fn common_walk(dir: &Path) -> Vec<String> {
     out
 }
 
-/// The default placement (big images file-backed, memfd available): servers starting
+/// The default placement (images file-backed, memfd available): servers starting
 /// at the same time on an empty cache all work, each image ends up there once, no
 /// temporary file is left; a cache another user can write to is not used (the image
 /// comes from memory) and a warning names it.

@@ -159,25 +159,23 @@ fn session_maps(extra_env: &[(&str, &str)]) -> (Mapped, tempfile::TempDir) {
 
 #[test]
 fn running_server_maps_no_host_python_or_libraries() {
-    // Default placement: small images from memfds, big ones (pydantic-core's) file-backed
-    // from the private native cache; nothing of the host's Python or libraries.
+    // Default placement: every image file-backed from the private native cache;
+    // nothing of the host's Python or libraries, and no memfd.
     let (m, dir) = session_maps(&[]);
     assert!(
         m.offenders.is_empty(),
         "host files mapped by the server: {:#?}",
         m.offenders
     );
-    assert!(
-        m.memfds > 0,
-        "small extension modules from memory:\n{}",
-        m.maps
-    );
-    assert!(
-        m.cached.iter().any(|p| p.contains("_pydantic_core")),
-        "pydantic-core's image (over the 1 MiB threshold) is file-backed: {:#?}\n{}",
-        m.cached,
-        m.maps
-    );
+    assert_eq!(m.memfds, 0, "{}", m.maps);
+    for image in ["_pydantic_core", "_sqlite3", "_json"] {
+        assert!(
+            m.cached.iter().any(|p| p.contains(image)),
+            "{image} file-backed: {:#?}\n{}",
+            m.cached,
+            m.maps
+        );
+    }
     drop(dir);
 
     // PYKILN_NATIVE_CACHE=off: every image in memory and nothing written to disk.

@@ -749,7 +749,13 @@ fn add_natives(
         .collect();
     for soname in placeholders {
         let lib = crate::placeholder_library(soname, cache, &options.cc).map_err(native_err)?;
-        w.add_shared_lib(soname, strip_elf(lib), &[])
+        let packed = strip_elf(lib);
+        file_backed.extend(policy.place(&[placement::Image {
+            key: pykiln_archive::file_backed_key(pykiln_archive::EntryKind::SharedLib, soname),
+            bytes: &packed,
+            dists: lib_dists.get(soname).cloned().unwrap_or_default(),
+        }]));
+        w.add_shared_lib(soname, packed, &[])
             .map_err(|e| Error::Archive(e.into()))?;
     }
     Ok(PackedNatives {

@@ -151,7 +151,8 @@ pub struct Project {
     pub native_in_memory: Vec<String>,
     /// `[tool.pykiln] native-cached`: distributions whose native images are file-backed.
     pub native_cached: Vec<String>,
-    /// `[tool.pykiln] native-cache-threshold` as written (a size or `off`; default 1 MiB).
+    /// `[tool.pykiln] native-cache-threshold` as written (a size or `off`; default 0:
+    /// every image file-backed).
     pub native_cache_threshold: Option<String>,
     /// Distributions (or top-level packages) whose Python sources are packed besides
     /// their bytecode (`[tool.pykiln] sources`), for code that reads module files.

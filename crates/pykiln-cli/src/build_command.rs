@@ -75,8 +75,9 @@ pub struct BuildArgs {
     #[arg(long, value_name = "DIST")]
     native_cached: Vec<String>,
 
-    /// Native images at least this big are served file-backed from the per-user cache
-    /// (default 1M; `off`: all in memory) ([tool.pykiln] native-cache-threshold).
+    /// Native images at least this big are served file-backed from the per-user cache,
+    /// smaller ones from memory (default 0: all file-backed; `off`: all in memory)
+    /// ([tool.pykiln] native-cache-threshold).
     #[arg(long, value_name = "SIZE")]
     native_cache_threshold: Option<String>,
 

@@ -393,18 +393,21 @@ fn native_images_go_where_the_placement_settings_say() {
             .collect()
     };
 
-    // Default: images of 1 MiB or more are file-backed (pydantic-core's ~5 MB,
-    // unicodedata's ~1.1 MB); small ones (_json) stay in memory.
+    // Default: every image is file-backed and written on the first start.
     let default = build("default", &[]);
     let keys = listed(&default);
-    assert!(
-        keys.contains("extension:pydantic_core._pydantic_core"),
-        "{keys:?}"
-    );
-    assert!(!keys.contains("extension:_json"), "{keys:?}");
+    for key in ["extension:pydantic_core._pydantic_core", "extension:_json"] {
+        assert!(keys.contains(key), "{key}: {keys:?}");
+    }
     let (cached, _xdg) = start(&default, &[]);
+    for name in ["pydantic_core._pydantic_core", "unicodedata", "_json"] {
+        assert!(cached.contains(name), "{name}: {cached:?}");
+    }
+    // A threshold keeps smaller images in memory: _json (~45 KB) is not written.
+    let thresholded = build("thresholded", &["--native-cache-threshold", "1M"]);
+    let (cached, _xdg) = start(&thresholded, &[]);
     assert!(
-        cached.contains("pydantic_core._pydantic_core") && cached.contains("unicodedata"),
+        cached.contains("pydantic_core._pydantic_core"),
         "{cached:?}"
     );
     assert!(!cached.contains("_json"), "{cached:?}");

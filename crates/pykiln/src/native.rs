@@ -1,15 +1,19 @@
-//! Native code from memory: extension modules and the shared libraries they need.
+//! Native code: extension modules and the shared libraries they need, loaded from the
+//! archive without the host's library directories.
 //!
-//! Each ELF image is written to an anonymous `memfd_create` file and opened through
-//! `/proc/self/fd/N`, so nothing touches the disk. Shared libraries are opened in
-//! dependency order before the extension that needs them; glibc then satisfies the
-//! extension's `DT_NEEDED` by SONAME from the already-loaded copy and never searches
-//! the host's library directories. The memfds stay open for the life of the process:
-//! glibc identifies loaded objects by path, and a reused descriptor number must never
-//! alias a different library.
+//! Each ELF image is opened through a descriptor, `/proc/self/fd/N`: a file in the
+//! per-user content-addressed cache (by default: its pages are then shared,
+//! reclaimable page cache, see `pykiln-build`'s placement), or an anonymous
+//! `memfd_create` file (images the build keeps in memory, `PYKILN_NATIVE_CACHE=off`, or
+//! when the cache cannot be used), which never touches the disk. Shared libraries are
+//! opened in dependency order before the extension that needs them; glibc then
+//! satisfies the extension's `DT_NEEDED` by SONAME from the already-loaded copy and
+//! never searches the host's library directories. The descriptors stay open for the
+//! life of the process: glibc identifies loaded objects by path, and a reused
+//! descriptor number must never alias a different library.
 //!
-//! Where memfd is unavailable (or `PYKILN_NO_MEMFD` is set), images go to a per-user
-//! content-addressed cache (`$XDG_CACHE_HOME/pykiln/native/<sha256>/<name>`): every
+//! The cache (`$XDG_CACHE_HOME/pykiln/native/<sha256>/<name>`; every image goes there
+//! when memfd is unavailable or `PYKILN_NO_MEMFD` is set): every
 //! directory checked like ssh checks `~/.ssh` (see `cache`), files created under random
 //! names with `O_EXCL` and renamed into place, and a cached file is opened once, hashed
 //! through that descriptor and loaded from the same descriptor (`/proc/self/fd/N`), so
@@ -237,8 +241,8 @@ pub fn is_file_backed(entry: &Entry<'_>) -> bool {
 }
 
 /// An open descriptor holding an entry's native image, made the way the build placed
-/// it: file-backed from the per-user cache (big images: their pages are page cache,
-/// shared by every process running them and reclaimable, never pinned) or an
+/// it: file-backed from the per-user cache (their pages are then page cache, shared by
+/// every process running them and reclaimable, never pinned) or an
 /// in-memory memfd. A cache that cannot be used (read-only home, say) falls back to
 /// memfd. Also returns the bytes of memory the descriptor holds (0 when file-backed).
 pub fn image_fd(entry: &Entry<'_>) -> Result<(OwnedFd, usize), NativeError> {
@@ -375,7 +379,14 @@ fn cached_image(entry: &Entry<'_>, sha: &str) -> Result<OwnedFd, NativeError> {
     let digest = if len == 0 {
         Sha256::digest([])
     } else {
-        tmp.as_file().set_len(len as u64).map_err(io)?;
+        // Blocks reserved up front: a full disk is an error here (ENOSPC), not a
+        // SIGBUS when the mapping below is written.
+        // SAFETY: plain syscall on our own descriptor.
+        let err =
+            unsafe { libc::posix_fallocate(tmp.as_file().as_raw_fd(), 0, len as libc::off_t) };
+        if err != 0 {
+            return Err(io(std::io::Error::from_raw_os_error(err)));
+        }
         // SAFETY: a new file of ours under a random name; nothing else maps it.
         let mut map = unsafe { memmap2::MmapMut::map_mut(tmp.as_file()) }.map_err(io)?;
         entry.read_into(&mut map)?;

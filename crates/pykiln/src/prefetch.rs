@@ -22,8 +22,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use pykiln_archive::{Archive, Entry, EntryKind};
 
-/// Most decompressed bytes the prefetcher keeps ahead of the importer.
-const BUDGET: usize = 24 << 20;
+/// Most decompressed bytes the prefetcher keeps ahead of the importer. Measured on the
+/// demo and a FastMCP server (bench/RESULTS.md): 24 MiB raised the cgroup's peak by
+/// 6–8 MB over prefetch off; 4 MiB keeps the start-up gain and costs 1–2 MB.
+const BUDGET: usize = 4 << 20;
 
 /// A prefetched entry.
 #[derive(Debug)]
