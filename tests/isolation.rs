@@ -168,7 +168,8 @@ fn running_server_maps_no_host_python_or_libraries() {
         m.offenders
     );
     assert_eq!(m.memfds, 0, "{}", m.maps);
-    for image in ["_pydantic_core", "_sqlite3", "_json"] {
+    // (`_json` is an extension module in pyenv's, Debian's and 3.12's builds alike.)
+    for image in ["_pydantic_core", "_json"] {
         assert!(
             m.cached.iter().any(|p| p.contains(image)),
             "{image} file-backed: {:#?}\n{}",
