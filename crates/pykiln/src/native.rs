@@ -226,6 +226,10 @@ pub fn configure(manifest: &pykiln_archive::Manifest) {
     let _ = FILE_BACKED.set(map);
 }
 
+/// Set once the unsafe-cache warning has been given.
+static UNSAFE_CACHE_WARNED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 /// The SHA-256 of an image the build placed in the file-backed cache, if it did.
 fn file_backed_hash(entry: &Entry<'_>) -> Option<&'static str> {
     FILE_BACKED
@@ -251,13 +255,18 @@ pub fn image_fd(entry: &Entry<'_>) -> Result<(OwnedFd, usize), NativeError> {
         match cached_image(entry, sha) {
             Ok(fd) => return Ok((fd, 0)),
             Err(NativeError::Archive(e)) => return Err(e.into()),
-            // Someone else can write to the cache: worth saying, each time.
+            // Someone else can write to the cache: worth saying (once a run: every
+            // image would say the same).
             Err(
                 e @ NativeError::Cache {
                     source: CacheError::Unsafe { .. },
                     ..
                 },
-            ) => tracing::warn!("{e}; loading it from memory instead"),
+            ) => {
+                if !UNSAFE_CACHE_WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!("{e}; loading native code from memory instead");
+                }
+            }
             // Read-only or missing home, full disk: quietly the in-memory way.
             Err(e) => {
                 tracing::debug!(name = %name, error = %e, "native cache unusable, loading from memory")
@@ -562,8 +571,9 @@ fn open_verified(path: &std::path::Path, hash: &str) -> std::io::Result<Option<O
     let digest = if meta.len() == 0 {
         Sha256::digest([])
     } else {
-        // SAFETY: a private file of ours, mapped read-only for the duration of the hash;
-        // a concurrent writer (only our own uid could be one) makes the hash fail.
+        // SAFETY: a private file of ours, mapped read-only for the duration of the hash.
+        // pykiln never modifies a published copy (a new one is renamed over it, which
+        // leaves this inode as it is); only our own uid could truncate it under us.
         let map = unsafe { memmap2::Mmap::map(&f) }?;
         Sha256::digest(&map[..])
     };
