@@ -6,8 +6,9 @@ DuckDB server (a big native library) and a FastMCP server (a heavy framework).
 
 Builds each server four ways: the pykiln binary, `python -m` in a venv holding the same
 packages, PyInstaller `--onefile` and `--onedir` (PyInstaller pip-installed into that
-venv); the pykiln binary also runs a second time with its start-up prefetch off
-(PYKILN_PREFETCH=0). Then measures them interleaved in one run (A B C D A B C D …, one warm-up round,
+venv); the pykiln binary also runs with its start-up prefetch off (PYKILN_PREFETCH=0),
+with every native image in memory (PYKILN_NATIVE_CACHE=off) and on an empty native
+cache (a first start). Then measures them interleaved in one run (A B C D A B C D …, one warm-up round,
 medians and ratios; absolute times on a shared machine mean little): spawn → initialize
 response, spawn → tools/list response, one tools/call round trip, file size (onedir:
 the whole directory), build times (clean, and after a one-line edit of an app .py; the
@@ -522,8 +523,11 @@ def main():
         "*build s*: pykiln = `cargo build --release` with the Rust dependencies already compiled and pip's "
         "packages staged, but empty bytecode, compressed-blob and baseline caches (zstd 19); PyInstaller = "
         "`--clean` from a ready venv. *one-line edit s*: append a comment to an app module, rebuild. "
-        "Size of onedir is the whole directory. tools/call: `list_notes` / `get_current_time`. "
+        "Size of onedir is the whole directory. tools/call: `list_notes` / `get_current_time` / "
+        "`count_kilns` / `add`. "
         f"*{NO_PREFETCH}*: the same binary with the start-up prefetch turned off. "
+        f"*{IN_MEMORY}*: every native image loaded from a memfd (what pykiln did before the native "
+        f"cache). *{FIRST}*: a fresh `XDG_CACHE_HOME` each run, so the images are written. "
         f"*{CLI}*: `pykiln build` of the same project (or `--from` the same pin); its build s is a warm "
         "build (runner and wheels cached), its one-line edit s the same edit rebuilt with the CLI.",
         "",

@@ -455,17 +455,26 @@ pub fn render(i: &Inspection, top: usize) -> String {
     }
     if !i.file_backed_native.is_empty() {
         let total: u64 = i.file_backed_native.iter().map(|f| f.size).sum();
+        // Largest first; by default every image is there, so only the biggest are named.
+        const NAMED: usize = 5;
         let names: Vec<&str> = i
             .file_backed_native
             .iter()
+            .take(NAMED)
             .map(|f| f.key.split_once(':').map_or(f.key.as_str(), |p| p.1))
             .collect();
+        let more = i.file_backed_native.len().saturating_sub(NAMED);
         let _ = writeln!(
             s,
-            "  native cache  {} images, {} file-backed from the user's cache: {}",
-            names.len(),
+            "  native cache  {} images, {} file-backed from the user's cache: {}{}",
+            i.file_backed_native.len(),
             mb(total),
-            names.join(", ")
+            names.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
         );
     }
     let shown = if top == 0 {
