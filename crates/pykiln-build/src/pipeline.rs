@@ -207,12 +207,14 @@ pub fn build(
     )?;
 
     clock.start(Stage::Natives);
-    let policy = native_policy(&staged.project, &collected, &mut warnings)?;
+    let policy = native_policy(&staged.project, &dists, &mut warnings)?;
     let PackedNatives {
         prediction: floor,
         system: system_libs,
         file_backed: file_backed_native,
-    } = add_natives(&mut w, &staged, &collected, &cache, options, &policy)?;
+    } = add_natives(
+        &mut w, &staged, &collected, &cache, options, &policy, &dists,
+    )?;
     warnings.extend(
         floor
             .describe()
@@ -589,9 +591,10 @@ fn add_modules(
 
 /// `[tool.pykiln]`'s native-image placement, checked: a bad threshold is an error
 /// naming the key; a distribution named in an override that is not packed, a warning.
+/// `known` is [`ondisk::distributions`]'s.
 fn native_policy(
     project: &Project,
-    collected: &Collected,
+    known: &BTreeMap<String, BTreeSet<String>>,
     warnings: &mut Vec<Warning>,
 ) -> Result<placement::Policy, Error> {
     let threshold = match &project.native_cache_threshold {
@@ -602,7 +605,6 @@ fn native_policy(
             ))
         })?,
     };
-    let known = ondisk::distributions(collected, project);
     let mut names = |list: &[String], key: &str| -> BTreeSet<String> {
         let mut out = BTreeSet::new();
         for name in list {
@@ -627,7 +629,8 @@ fn native_policy(
 /// Extension modules, the closure of the non-system libraries they need, and
 /// placeholders for those the executable provides; returns the glibc prediction, the
 /// libraries packed from the system's directories (soname, path, bytes) and the
-/// images `policy` makes file-backed (for the manifest).
+/// images `policy` makes file-backed (for the manifest). `dists` is
+/// [`ondisk::distributions`]'s.
 fn add_natives(
     w: &mut ArchiveWriter,
     staged: &Staged,
@@ -635,12 +638,16 @@ fn add_natives(
     cache: &Path,
     options: &BuildOptions,
     policy: &placement::Policy,
+    dists: &BTreeMap<String, BTreeSet<String>>,
 ) -> Result<PackedNatives, Error> {
     // Which distributions each top-level import name belongs to.
-    let mut dists_of_top: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for (dist, tops) in ondisk::distributions(collected, &staged.project) {
+    let mut dists_of_top: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    for (dist, tops) in dists {
         for top in tops {
-            dists_of_top.entry(top).or_default().insert(dist.clone());
+            dists_of_top
+                .entry(top.as_str())
+                .or_default()
+                .insert(dist.clone());
         }
     }
     let mut file_backed = BTreeMap::new();

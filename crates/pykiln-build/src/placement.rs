@@ -63,13 +63,7 @@ impl Policy {
         images
             .iter()
             .filter(|i| self.file_backed(i))
-            .map(|i| {
-                let sha: String = Sha256::digest(i.bytes)
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect();
-                (i.key.clone(), sha)
-            })
+            .map(|i| (i.key.clone(), crate::hex(&Sha256::digest(i.bytes))))
             .collect()
     }
 }
