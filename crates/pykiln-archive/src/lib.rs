@@ -178,6 +178,16 @@ pub fn file_backed_key(kind: EntryKind, key: &str) -> String {
     format!("{}:{key}", kind.name())
 }
 
+/// The entry a [`file_backed_key`] names; `None` unless it is an extension or shared
+/// library key.
+pub fn parse_file_backed_key(text: &str) -> Option<(EntryKind, &str)> {
+    let (kind, key) = text.split_once(':')?;
+    let kind = [EntryKind::Extension, EntryKind::SharedLib]
+        .into_iter()
+        .find(|k| k.name() == kind)?;
+    Some((kind, key))
+}
+
 /// `[tool.pykiln.oci]` in pyproject.toml: the container image's command line. A server
 /// that speaks MCP over HTTP runs that way in a container (`args`, listening on all
 /// interfaces at `port`); without it, the image runs the server on stdio (`-i`).

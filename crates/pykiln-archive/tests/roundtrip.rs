@@ -469,3 +469,19 @@ fn a_dictionary_shrinks_bytecode_and_reads_back() {
     let err = Archive::open(&bad).unwrap_err().to_string();
     assert!(err.contains("zstd-dictionary"), "{err}");
 }
+
+#[test]
+fn file_backed_keys_round_trip() {
+    use pykiln_archive::{file_backed_key, parse_file_backed_key};
+    for (kind, key) in [
+        (EntryKind::Extension, "pydantic_core._pydantic_core"),
+        (EntryKind::SharedLib, "libstdc++.so.6"),
+    ] {
+        assert_eq!(
+            parse_file_backed_key(&file_backed_key(kind, key)),
+            Some((kind, key))
+        );
+    }
+    assert_eq!(parse_file_backed_key("module:json"), None);
+    assert_eq!(parse_file_backed_key("no-colon"), None);
+}

@@ -145,14 +145,8 @@ fn file_backed(archive: &Archive<'_>, manifest: &Manifest) -> Vec<FileBacked> {
         .file_backed_native
         .keys()
         .map(|key| {
-            let size = key
-                .split_once(':')
-                .and_then(|(kind, name)| {
-                    let kind = [EntryKind::Extension, EntryKind::SharedLib]
-                        .into_iter()
-                        .find(|k| k.name() == kind)?;
-                    archive.find(kind, name.as_bytes())
-                })
+            let size = pykiln_archive::parse_file_backed_key(key)
+                .and_then(|(kind, name)| archive.find(kind, name.as_bytes()))
                 .map_or(0, |e| e.raw_len() as u64);
             FileBacked {
                 key: key.clone(),

@@ -207,12 +207,8 @@ pub fn configure(manifest: &pykiln_archive::Manifest) {
     let mut map = HashMap::new();
     if !off {
         for (key, sha) in &manifest.file_backed_native {
-            let parsed = key.split_once(':').and_then(|(kind, name)| {
-                let kind = [EntryKind::Extension, EntryKind::SharedLib]
-                    .into_iter()
-                    .find(|k| k.name() == kind)?;
-                Some((kind, name.as_bytes().to_vec()))
-            });
+            let parsed = pykiln_archive::parse_file_backed_key(key)
+                .map(|(kind, name)| (kind, name.as_bytes().to_vec()));
             // A malformed hash is never looked up in the cache: that image stays in memory.
             let sane = sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit());
             match parsed {
