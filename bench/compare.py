@@ -7,7 +7,8 @@ DuckDB server (a big native library) and a FastMCP server (a heavy framework).
 Builds each server four ways: the pykiln binary, `python -m` in a venv holding the same
 packages, PyInstaller `--onefile` and `--onedir` (PyInstaller pip-installed into that
 venv); the pykiln binary also runs with its start-up prefetch off (PYKILN_PREFETCH=0),
-with every native image in memory (PYKILN_NATIVE_CACHE=off) and on an empty native
+with its start-up source strings compiled at run time (PYKILN_PRECOMPILED=off), with
+every native image in memory (PYKILN_NATIVE_CACHE=off) and on an empty native
 cache (a first start). Then measures them interleaved in one run (A B C D A B C D …, one warm-up round,
 medians and ratios; absolute times on a shared machine mean little): spawn → initialize
 response, spawn → tools/list response, one tools/call round trip, file size (onedir:
@@ -51,6 +52,7 @@ INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
 INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
 LIST = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
 NO_PREFETCH = "pykiln, PYKILN_PREFETCH=0"
+NOT_PRECOMPILED = "pykiln, PYKILN_PRECOMPILED=off"
 IN_MEMORY = "pykiln, PYKILN_NATIVE_CACHE=off"
 FIRST = "pykiln, first start (empty native cache)"
 CLI = "pykiln CLI (runner + appended archive)"
@@ -427,12 +429,14 @@ def main():
         for server, spec in SERVERS.items():
             bins[server, OPT_VENV] = [str(opt_vpy), "-m", spec["module"]]
     sizes = {k: size_of(v[0]) for k, v in bins.items()}
-    # The same binaries with a lever turned off: the start-up prefetch; the file-backed
-    # native cache (every image in a memfd, as before it existed); and the first start
-    # on a machine, when the cache is empty and is written (a fresh one each run).
+    # The same binaries with a lever turned off: the start-up prefetch; the source
+    # strings compiled at build time; the file-backed native cache (every image in a
+    # memfd, as before it existed); and the first start on a machine, when the cache
+    # is empty and is written (a fresh one each run).
     variant_env = {}
     for server in SERVERS:
         for kind, extra in ((NO_PREFETCH, {"PYKILN_PREFETCH": "0"}),
+                            (NOT_PRECOMPILED, {"PYKILN_PRECOMPILED": "off"}),
                             (IN_MEMORY, {"PYKILN_NATIVE_CACHE": "off"}), (FIRST, "fresh-cache")):
             bins[server, kind] = bins[server, "pykiln"]
             variant_env[server, kind] = extra
@@ -526,6 +530,8 @@ def main():
         "Size of onedir is the whole directory. tools/call: `list_notes` / `get_current_time` / "
         "`count_kilns` / `add`. "
         f"*{NO_PREFETCH}*: the same binary with the start-up prefetch turned off. "
+        f"*{NOT_PRECOMPILED}*: the start-up's source strings (forward references, dataclass "
+        "methods) compiled at run time instead of taken from the archive. "
         f"*{IN_MEMORY}*: every native image loaded from a memfd (what pykiln did before the native "
         f"cache). *{FIRST}*: a fresh `XDG_CACHE_HOME` each run, so the images are written. "
         f"*{CLI}*: `pykiln build` of the same project (or `--from` the same pin); its build s is a warm "
@@ -544,7 +550,7 @@ def main():
         "own memory cgroup (page cache included where the run first read it).",
         "",
     ]
-    kinds = ("pykiln", CLI, NO_PREFETCH, IN_MEMORY, FIRST, OPT, "venv", OPT_VENV,
+    kinds = ("pykiln", CLI, NO_PREFETCH, NOT_PRECOMPILED, IN_MEMORY, FIRST, OPT, "venv", OPT_VENV,
              "pyinstaller onefile", "pyinstaller onedir")
     for server in SERVERS:
         v = med[server, "venv"]

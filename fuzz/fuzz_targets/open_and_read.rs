@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pykiln_archive::{Archive, EntryKind};
+use pykiln_archive::{Archive, EntryKind, SourceKey};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(archive) = Archive::open(data) else { return };
@@ -31,4 +31,13 @@ fuzz_target!(|data: &[u8]| {
         let _ = archive.dist_files(dist).count();
     }
     let _ = archive.children("");
+    if let Ok(Some(table)) = archive.compiled_sources() {
+        let _ = table.get(&SourceKey {
+            mode: "eval",
+            flags: 0,
+            optimize: 0,
+            filename: "<string>",
+            source: "int",
+        });
+    }
 });

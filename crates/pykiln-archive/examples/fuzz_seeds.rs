@@ -1,7 +1,7 @@
 //! Write small valid archives to a directory, as a seed corpus for the fuzzer:
 //! `cargo run -p pykiln-archive --example fuzz_seeds -- fuzz/corpus/open_and_read`.
 
-use pykiln_archive::{ArchiveWriter, Manifest};
+use pykiln_archive::{ArchiveWriter, Manifest, SourceKey};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::args()
@@ -25,6 +25,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "METADATA",
             b"Name: pkg\nVersion: 1.0\n".to_vec(),
         )?;
+        let int = SourceKey {
+            mode: "eval",
+            flags: 0,
+            optimize: 0,
+            filename: "<string>",
+            source: "int",
+        };
+        w.add_compiled_sources(&[(int, b"code".repeat(10))])?;
         w.set_manifest(&Manifest {
             pykiln_version: "0".into(),
             python_version: "3.11.0".into(),

@@ -6,7 +6,7 @@ use std::fmt;
 pub const MAGIC: [u8; 8] = *b"PYKILN\0A";
 /// The only format version this crate reads and writes (2: a shared zstd dictionary;
 /// 3: notices, the licenses and SBOM of what is packed).
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// Size of the fixed header.
 pub const HEADER_LEN: usize = 64;
 /// Largest decompressed size of one blob; bounds the allocation a hostile record can ask for.
@@ -81,6 +81,10 @@ pub enum EntryKind {
     /// A document about the archive's contents for people and tools (license texts,
     /// the SBOM); key is its name, see [`crate::notices`].
     Notice = 7,
+    /// The code objects the app's start-up compiles from source strings (`compile`,
+    /// `exec`, `eval`: dataclass methods, `typing` forward references…), compiled at
+    /// build time, as one table (see [`crate::compiled`]); key is `startup`. At most one.
+    CompiledSources = 8,
 }
 
 impl EntryKind {
@@ -95,12 +99,13 @@ impl EntryKind {
             5 => Self::DistFile,
             6 => Self::Dictionary,
             7 => Self::Notice,
+            8 => Self::CompiledSources,
             _ => return None,
         })
     }
 
     /// Every kind, in index order.
-    pub const ALL: [EntryKind; 8] = [
+    pub const ALL: [EntryKind; 9] = [
         Self::Manifest,
         Self::Module,
         Self::Extension,
@@ -109,6 +114,7 @@ impl EntryKind {
         Self::DistFile,
         Self::Dictionary,
         Self::Notice,
+        Self::CompiledSources,
     ];
 
     /// Lower-case name used in messages and reports.
@@ -122,6 +128,7 @@ impl EntryKind {
             Self::DistFile => "dist-file",
             Self::Dictionary => "zstd-dictionary",
             Self::Notice => "notice",
+            Self::CompiledSources => "compiled-sources",
         }
     }
 }

@@ -25,6 +25,7 @@
 //! [`ArchiveWriter`] produces the same bytes for the same inputs: entries are sorted,
 //! and nothing time- or machine-dependent is written.
 
+pub mod compiled;
 mod format;
 pub mod notices;
 mod order;
@@ -33,6 +34,7 @@ pub mod stamp;
 pub mod trailer;
 mod writer;
 
+pub use compiled::{SourceKey, SourceTable};
 pub use format::{EntryKind, FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_ENTRY_LEN, RECORD_LEN};
 pub use reader::{Archive, Entry};
 pub use writer::{ArchiveWriter, FrameCache, WriteError};
@@ -119,6 +121,9 @@ pub enum Error {
     /// The manifest entry is missing or not valid JSON of the expected shape.
     #[error("manifest: {0}")]
     Manifest(String),
+    /// The compiled-sources table is malformed.
+    #[error("compiled-sources entry: {0}")]
+    CompiledSources(#[from] compiled::TableError),
 }
 
 /// Build information carried inside every archive.

@@ -438,6 +438,24 @@ impl<'a> Archive<'a> {
         serde_json::from_slice(&bytes).map_err(|err| Error::Manifest(err.to_string()))
     }
 
+    /// The table of code objects compiled from the start-up's source strings, if the
+    /// archive has one (see [`crate::compiled`]).
+    pub fn compiled_sources(&self) -> Result<Option<crate::SourceTable>, Error> {
+        let Some(entry) = self.find(
+            EntryKind::CompiledSources,
+            crate::compiled::TABLE_KEY.as_bytes(),
+        ) else {
+            return Ok(None);
+        };
+        let bytes = entry.read()?.into_owned();
+        Ok(Some(crate::SourceTable::parse(bytes)?))
+    }
+
+    /// Whether the archive holds any entry of `kind`.
+    pub fn has_kind(&self, kind: EntryKind) -> bool {
+        self.prefixed(kind, b"").next().is_some()
+    }
+
     /// Number of entries of each kind, in kind order.
     pub fn counts(&self) -> Vec<(EntryKind, usize)> {
         EntryKind::ALL

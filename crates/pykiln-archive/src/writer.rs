@@ -341,6 +341,33 @@ impl ArchiveWriter {
         )
     }
 
+    /// The code objects compiled at build time from the start-up's source strings
+    /// (see [`crate::compiled`]): `(key, marshal dump)` pairs, stored as one table.
+    pub fn add_compiled_sources(
+        &mut self,
+        entries: &[(crate::SourceKey<'_>, Vec<u8>)],
+    ) -> Result<(), WriteError> {
+        let kind = EntryKind::CompiledSources;
+        let table = crate::compiled::encode_table(entries).map_err(|e| WriteError::BadKey {
+            kind,
+            key: crate::compiled::TABLE_KEY.into(),
+            problem: match e {
+                crate::compiled::TableError::BadKey { problem, .. } => problem,
+                crate::compiled::TableError::Truncated { .. } => "truncated",
+            },
+        })?;
+        self.insert(
+            kind,
+            crate::compiled::TABLE_KEY.as_bytes().to_vec(),
+            Pending {
+                flags: 0,
+                aux: Vec::new(),
+                primary: table,
+                secondary: None,
+            },
+        )
+    }
+
     /// The build manifest (replaces an earlier one).
     pub fn set_manifest(&mut self, manifest: &Manifest) -> Result<(), WriteError> {
         let json = serde_json::to_vec(manifest).map_err(|e| WriteError::Manifest(e.to_string()))?;

@@ -2,7 +2,16 @@
 
 use proptest::prelude::*;
 use pykiln_archive::{
-    AppInfo, Archive, ArchiveWriter, Distribution, EntryKind, Error, Manifest, WriteError,
+    AppInfo, Archive, ArchiveWriter, Distribution, EntryKind, Error, Manifest, SourceKey,
+    WriteError,
+};
+
+const FORWARD_REF: SourceKey<'static> = SourceKey {
+    mode: "eval",
+    flags: 0,
+    optimize: 0,
+    filename: "<string>",
+    source: "dict[str, Any] | None",
 };
 
 fn sample() -> Vec<u8> {
@@ -51,6 +60,8 @@ fn sample() -> Vec<u8> {
     w.add_dist_file("anyio-4.0.dist-info", "METADATA", b"Name: anyio\n".to_vec())
         .unwrap();
     w.add_notice("licenses", b"MIT".repeat(100)).unwrap();
+    w.add_compiled_sources(&[(FORWARD_REF, b"marshalled code".to_vec())])
+        .unwrap();
     w.set_manifest(&Manifest {
         pykiln_version: "0.1.0".into(),
         python_version: "3.11.7".into(),
@@ -77,7 +88,7 @@ fn lookups_find_what_was_written() {
     let bytes = sample();
     let a = Archive::open(&bytes).unwrap();
     assert_eq!(a.python_version(), (3, 11));
-    assert_eq!(a.len(), 16);
+    assert_eq!(a.len(), 17);
     let json = a.module("json").unwrap();
     assert!(json.is_package());
     assert_eq!(&*json.read().unwrap(), &b"code-json".repeat(40)[..]);
@@ -131,12 +142,39 @@ fn lookups_find_what_was_written() {
     assert_eq!(files, ["METADATA", "entry_points.txt"]);
     assert_eq!(a.manifest().unwrap().app.unwrap().entry_point, "n:main");
     let counts: Vec<_> = a.counts().into_iter().map(|(_, n)| n).collect();
-    assert_eq!(counts, [1, 5, 2, 1, 3, 3, 0, 1]);
+    assert_eq!(counts, [1, 5, 2, 1, 3, 3, 0, 1, 1]);
     assert_eq!(
         &*a.notice("licenses").unwrap().read().unwrap(),
         &b"MIT".repeat(100)[..]
     );
     assert!(a.notice("sbom.cdx.json").is_none());
+}
+
+#[test]
+fn compiled_sources_are_found_by_their_whole_key() {
+    let bytes = sample();
+    let a = Archive::open(&bytes).unwrap();
+    assert!(a.has_kind(EntryKind::CompiledSources));
+    let table = a.compiled_sources().unwrap().unwrap();
+    assert_eq!(table.get(&FORWARD_REF), Some(&b"marshalled code"[..]));
+    let other = SourceKey {
+        source: "dict[str, Any]",
+        ..FORWARD_REF
+    };
+    assert_eq!(table.get(&other), None);
+    let mut w = ArchiveWriter::new((3, 11));
+    let bad = SourceKey {
+        mode: "func_type",
+        ..FORWARD_REF
+    };
+    assert!(matches!(
+        w.add_compiled_sources(&[(bad, vec![1])]),
+        Err(WriteError::BadKey { .. })
+    ));
+    let empty = ArchiveWriter::new((3, 11)).finish().unwrap();
+    let empty = Archive::open(&empty).unwrap();
+    assert!(!empty.has_kind(EntryKind::CompiledSources));
+    assert!(empty.compiled_sources().unwrap().is_none());
 }
 
 #[test]

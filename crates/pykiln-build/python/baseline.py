@@ -18,15 +18,23 @@ module that blocks at import (a bundled script that starts a server) is recorded
 
 With {"startup": "pkg.module", "pth_imports": [...]} instead of "modules", it imports
 only the app's entry module (after the `.pth` import lines, as the runtime runs them)
-and reports {"startup": [every module in sys.modules, in the order they were loaded]}:
-the order in which the packed binary will ask for them at start-up.
+and reports {"startup": [every module in sys.modules, in the order they were loaded],
+"sources": [...]}: the order in which the packed binary will ask for them at start-up,
+and the source strings that import compiled (`compile`, `exec`/`eval` of a string:
+forward references, dataclass methods…), each as {"mode", "flags", "optimize",
+"filename", "source"} with everything the code object depends on resolved (the
+`__future__` features inherited from the caller, the optimization level), so that
+the build can compile them once and the binary skip the parser for them.
 """
+import __future__
+import builtins
 import fnmatch
 import importlib.machinery  # before BlockExcluded is installed: it uses PathFinder
 import json
 import os
 import signal
 import sys
+import types
 
 # Modules that act on import (print, open a browser): never imported to check them.
 SKIP = {"this", "antigravity", "__hello__", "__phello__"}
@@ -83,6 +91,90 @@ class LoadOrder:
         return None
 
 
+# The compiler flags that are `__future__` features (CPython's PyCF_MASK): the only
+# ones a recorded compile may carry, and what `compile` inherits from its caller.
+FUTURE_MASK = 0
+for _name in __future__.all_feature_names:
+    FUTURE_MASK |= getattr(__future__, _name).compiler_flag
+FUTURE_MASK &= ~__future__.nested_scopes.compiler_flag  # obsolete: accepted, ignored
+
+
+class CompileRecorder:
+    """Replaces `compile`, `exec` and `eval` while the entry module is imported with
+    wrappers that behave the same (the caller's future features and namespaces are
+    passed on explicitly, as CPython takes them from the calling frame) and record
+    every source string compiled to a code object."""
+
+    MODES = ("exec", "eval", "single")
+
+    def __init__(self):
+        self.seen = {}
+        self.originals = (builtins.compile, builtins.exec, builtins.eval)
+
+    def record(self, mode, flags, optimize, filename, source):
+        if type(source) is not str or type(filename) is not str or mode not in self.MODES:
+            return
+        if type(flags) is not int or flags & ~FUTURE_MASK or type(optimize) is not int:
+            return
+        if optimize == -1:
+            optimize = sys.flags.optimize
+        try:
+            source.encode(), filename.encode()  # lone surrogates: not recordable
+        except UnicodeEncodeError:
+            return
+        key = (mode, flags, optimize, filename, source)
+        self.seen.setdefault(key, {"mode": mode, "flags": flags, "optimize": optimize,
+                                   "filename": filename, "source": source})
+
+    def install(self):
+        compile_, exec_, eval_ = self.originals
+        record = self.record
+
+        def compile(source, filename, mode, flags=0, dont_inherit=False, optimize=-1, *,
+                    _feature_version=-1):
+            if type(flags) is int and not dont_inherit:
+                flags |= sys._getframe(1).f_code.co_flags & FUTURE_MASK
+                dont_inherit = True
+            code = compile_(source, filename, mode, flags, dont_inherit, optimize,
+                            _feature_version=_feature_version)
+            if _feature_version == -1 and isinstance(code, types.CodeType):
+                record(mode, flags, optimize, filename, source)
+            return code
+
+        def namespaces(globals, locals):
+            if globals is None:
+                frame = sys._getframe(2)
+                return frame.f_globals, frame.f_locals if locals is None else locals
+            return globals, locals
+
+        def exec(source, globals=None, locals=None, /, **kwargs):
+            globals, locals = namespaces(globals, locals)
+            if type(source) is str:
+                flags = sys._getframe(1).f_code.co_flags & FUTURE_MASK
+                code = compile_(source, "<string>", "exec", flags, True)
+                record("exec", flags, -1, "<string>", source)
+                source = code
+            return exec_(source, globals, locals, **kwargs)
+
+        def eval(source, globals=None, locals=None, /):
+            globals, locals = namespaces(globals, locals)
+            if type(source) is str:
+                source = source.lstrip(" \t")  # as eval() strips a string
+                flags = sys._getframe(1).f_code.co_flags & FUTURE_MASK
+                code = compile_(source, "<string>", "eval", flags, True)
+                record("eval", flags, -1, "<string>", source)
+                source = code
+            return eval_(source, globals, locals)
+
+        builtins.compile, builtins.exec, builtins.eval = compile, exec, eval
+
+    def uninstall(self):
+        builtins.compile, builtins.exec, builtins.eval = self.originals
+
+    def sources(self):
+        return [self.seen[k] for k in sorted(self.seen)]
+
+
 class Hang(BaseException):
     """Raised by the watchdog inside an import that takes too long."""
 
@@ -116,8 +208,13 @@ def main():
         sys.meta_path.insert(0, recorder)
         for line in job.get("pth_imports", []):
             exec(line, {})
-        __import__(job["startup"])
-        report.write(json.dumps({"startup": recorder.order}) + "\n")
+        compiles = CompileRecorder()
+        compiles.install()
+        try:
+            __import__(job["startup"])
+        finally:
+            compiles.uninstall()
+        report.write(json.dumps({"startup": recorder.order, "sources": compiles.sources()}) + "\n")
         report.flush()
         os._exit(0)
     timeout = job.get("timeout", 30)

@@ -8,6 +8,11 @@ top-level bound names are reported too (to check entry points).
 stdout: one JSON object per line: {"path", "ok"} / {"path", "error", "lineno",
 "compile_error"} / names. compile_error: the source is not valid Python (not an I/O error).
 
+With {"sources": [{"mode", "flags", "optimize", "filename", "source"}]} instead, each
+source string the app's start-up compiles (as recorded by baseline.py) is compiled
+exactly as recorded and reported as {"code": hex of the marshalled code object} (or
+{"error": ...}), one line per source, in order.
+
 The marshalled bytes must not depend on what else this process compiled (the jobs are
 split among processes differently from build to build): marshal writes a string as
 "interned" if it is, and one-character strings are process-wide singletons that
@@ -39,11 +44,27 @@ def top_level_names(tree):
     return sorted(names)
 
 
+def compile_sources(sources, out):
+    for s in sources:
+        try:
+            code = compile(s["source"], s["filename"], s["mode"], s["flags"], True, s["optimize"])
+            result = {"code": marshal.dumps(code).hex()}
+            del code
+        except (SyntaxError, ValueError, TypeError) as e:
+            result = {"error": f"{type(e).__name__}: {e}"}
+        out.write(json.dumps(result) + "\n")
+    out.flush()
+
+
 def main():
     for i in range(256):
         sys.intern(chr(i))
-    jobs = json.load(sys.stdin)["jobs"]
+    job = json.load(sys.stdin)
     out = sys.stdout
+    if "sources" in job:
+        compile_sources(job["sources"], out)
+        return
+    jobs = job["jobs"]
     for job in jobs:
         path = job["path"]
         result = {"path": path}

@@ -131,11 +131,23 @@ impl Run {
     }
 }
 
+/// What the start-up recording found.
+#[derive(Debug, Default)]
+pub struct Startup {
+    /// The modules the app loads at start-up, in load order.
+    pub order: Vec<String>,
+    /// The source strings its import compiled, sorted, without duplicates.
+    pub sources: Vec<crate::compile::Source>,
+}
+
 /// The modules the app loads at start-up, in load order: the entry module imported in
 /// a plain interpreter over the same files (after the `.pth` import lines). The
 /// runtime decompresses them ahead of the importer on another core, and the archive
 /// lays them out first. Never cached: an edit can change what the app imports, and
 /// the run overlaps the rest of the build.
+///
+/// The same run records the source strings the import compiles (see
+/// [`pykiln_archive::compiled`]), for [`crate::compile::compile_sources`].
 pub fn startup_order(
     python: &Path,
     paths: &[PathBuf],
@@ -144,7 +156,7 @@ pub fn startup_order(
     stdlib_excludes: &[String],
     excludes: &[String],
     cache: &Path,
-) -> anyhow::Result<Vec<String>> {
+) -> anyhow::Result<Startup> {
     let input = serde_json::json!({
         "paths": paths,
         "startup": entry_module,
@@ -163,9 +175,14 @@ pub fn startup_order(
     #[derive(serde::Deserialize)]
     struct Reply {
         startup: Vec<String>,
+        #[serde(default)]
+        sources: Vec<crate::compile::Source>,
     }
     match serde_json::from_slice::<Reply>(crate::pyrun::last_line(&out.stdout)) {
-        Ok(r) if out.status.success() => Ok(r.startup),
+        Ok(r) if out.status.success() => Ok(Startup {
+            order: r.startup,
+            sources: r.sources,
+        }),
         _ => {
             let stderr = String::from_utf8_lossy(&out.stderr);
             let last_line = stderr.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");

@@ -183,6 +183,22 @@ fn remember_failure(code_path: &Path, failure: &Failure) {
     }
 }
 
+/// Run compile.py on `input`; its output, or an error with its stderr if it failed.
+fn run_compiler_script(
+    python: &Path,
+    cache: &Path,
+    input: &serde_json::Value,
+) -> anyhow::Result<std::process::Output> {
+    let out = crate::pyrun::run_script(python, &["-I"], COMPILER, input, cache)?;
+    if !out.status.success() {
+        bail!(
+            "the bytecode compiler failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(out)
+}
+
 fn run_compiler(
     python: &Path,
     cache: &Path,
@@ -192,19 +208,7 @@ fn run_compiler(
         .iter()
         .map(|(j, out)| serde_json::json!({"path": j.path, "filename": j.filename, "out": out, "names": j.names}))
         .collect();
-    let out = crate::pyrun::run_script(
-        python,
-        &["-I"],
-        COMPILER,
-        &serde_json::json!({ "jobs": jobs }),
-        cache,
-    )?;
-    if !out.status.success() {
-        bail!(
-            "the bytecode compiler failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
+    let out = run_compiler_script(python, cache, &serde_json::json!({ "jobs": jobs }))?;
     let by_path: BTreeMap<&Path, &PathBuf> =
         part.iter().map(|(j, o)| (j.path.as_path(), o)).collect();
     let mut replies = Vec::new();
@@ -225,6 +229,76 @@ fn run_compiler(
         );
     }
     Ok(replies)
+}
+
+/// A source string the app's start-up compiles, as recorded (see
+/// [`pykiln_archive::compiled`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct Source {
+    /// `exec`, `eval` or `single`.
+    pub mode: String,
+    /// Compiler flags in effect (`__future__` features only).
+    pub flags: u32,
+    /// Resolved optimization level.
+    pub optimize: i32,
+    /// The code's file name.
+    pub filename: String,
+    /// The source text.
+    pub source: String,
+}
+
+impl Source {
+    /// The archive's key for this source.
+    pub fn key(&self) -> pykiln_archive::SourceKey<'_> {
+        pykiln_archive::SourceKey {
+            mode: &self.mode,
+            flags: self.flags,
+            optimize: self.optimize,
+            filename: &self.filename,
+            source: &self.source,
+        }
+    }
+}
+
+/// Compile the recorded start-up `sources` as they were compiled at start-up, in one
+/// fresh interpreter (so the marshalled bytes depend only on the sources, like the
+/// modules' bytecode); returns each that compiled with its `marshal` dump. One that
+/// does not compile here is left out (the binary compiles it at run time, as before).
+pub fn compile_sources(
+    python: &Path,
+    cache: &Path,
+    sources: Vec<Source>,
+) -> anyhow::Result<Vec<(Source, Vec<u8>)>> {
+    if sources.is_empty() {
+        return Ok(Vec::new());
+    }
+    let out = run_compiler_script(python, cache, &serde_json::json!({ "sources": sources }))?;
+    #[derive(Deserialize)]
+    struct SourceReply {
+        code: Option<String>,
+    }
+    let replies: Vec<SourceReply> = out
+        .stdout
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(serde_json::from_slice)
+        .collect::<Result<_, _>>()
+        .context("unreadable reply from the bytecode compiler")?;
+    if replies.len() != sources.len() {
+        bail!(
+            "the bytecode compiler answered {} of {} source strings",
+            replies.len(),
+            sources.len()
+        );
+    }
+    let mut compiled = Vec::new();
+    for (source, reply) in sources.into_iter().zip(replies) {
+        if let Some(hex) = reply.code {
+            let code = crate::unhex(&hex).context("bad hex from the bytecode compiler")?;
+            compiled.push((source, code));
+        }
+    }
+    Ok(compiled)
 }
 
 #[cfg(test)]
@@ -271,6 +345,36 @@ mod tests {
         assert!(
             err.contains("SyntaxError") && err.contains("py2.py:2"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn start_up_sources_compile_as_recorded_and_broken_ones_are_left_out() {
+        let d = tempfile::tempdir().unwrap();
+        let source = |mode: &str, flags: u32, text: &str| Source {
+            mode: mode.into(),
+            flags,
+            optimize: 0,
+            filename: "<string>".into(),
+            source: text.into(),
+        };
+        // 0x1000000: `from __future__ import annotations` on 3.7–3.13.
+        let sources = vec![
+            source("eval", 0, "list[int] | None"),
+            source("exec", 0x100_0000, "def f(x: undefined): pass"),
+            source("exec", 0, "1 +"),
+        ];
+        let out = compile_sources(&python(), d.path(), sources.clone()).unwrap();
+        let kept: Vec<&Source> = out.iter().map(|(s, _)| s).collect();
+        assert_eq!(kept, [&sources[0], &sources[1]]);
+        for (s, code) in &out {
+            // marshal's TYPE_CODE, with or without its reference flag.
+            assert_eq!(code.first().map(|b| b & 0x7f), Some(b'c'), "{s:?}");
+        }
+        assert!(
+            compile_sources(&python(), d.path(), Vec::new())
+                .unwrap()
+                .is_empty()
         );
     }
 }

@@ -320,6 +320,19 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The bytes of a string of hex digit pairs; `None` if it is not one.
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    let digits = text.as_bytes();
+    if digits.len() % 2 != 0 {
+        return None;
+    }
+    let digit = |d: u8| char::from(d).to_digit(16);
+    digits
+        .chunks(2)
+        .map(|pair| Some((digit(pair[0])? * 16 + digit(pair[1])?) as u8))
+        .collect()
+}
+
 fn distribution_of(metadata: &[u8]) -> Option<Distribution> {
     let text = String::from_utf8_lossy(metadata);
     let mut name = None;
@@ -390,5 +403,15 @@ mod tests {
         .unwrap();
         assert_eq!((d.name.as_str(), d.version.as_str()), ("mcp", "2.3.0"));
         assert!(distribution_of(b"Name: x\n").is_none());
+    }
+
+    #[test]
+    fn hex_round_trips_and_rejects_what_is_not_hex() {
+        let bytes = [0u8, 1, 0x7f, 0xab, 0xff];
+        assert_eq!(unhex(&hex(&bytes)).as_deref(), Some(&bytes[..]));
+        assert_eq!(unhex("").as_deref(), Some(&[][..]));
+        for bad in ["a", "+f", "0g", "é0"] {
+            assert_eq!(unhex(bad), None, "{bad}");
+        }
     }
 }

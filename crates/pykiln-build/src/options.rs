@@ -43,9 +43,10 @@ pub struct BuildOptions {
     pub refresh: bool,
     /// How long one import may take in the build-time import baseline.
     pub import_timeout: Duration,
-    /// Record the app's start-up import order (it imports the entry module once, as
-    /// long as the server takes to import) so the binary prefetches its start-up on a
-    /// second core. Off: faster rebuilds while iterating, a slower-starting binary.
+    /// Record the app's start-up (it imports the entry module once, as long as the
+    /// server takes to import) so the binary prefetches its start-up on a second core
+    /// and takes the source strings its start-up compiles from the archive. Off: faster
+    /// rebuilds while iterating, a slower-starting binary.
     pub record_startup: bool,
     /// The Rust crates linked into the executable the archive goes into (see
     /// [`rust_crates`](crate::rust_crates)), for its licenses and SBOM.

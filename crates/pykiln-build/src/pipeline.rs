@@ -258,21 +258,30 @@ pub fn build(
         .entry_point
         .split_once(':')
         .map_or("", |p| p.0);
-    let startup = match startup.map(std::thread::JoinHandle::join) {
-        None => Vec::new(),
-        Some(Ok(Ok(order))) => order,
+    let (startup, sources) = match startup.map(std::thread::JoinHandle::join) {
+        None => Default::default(),
+        Some(Ok(Ok(recorded))) => recorded,
         Some(Ok(Err(e))) => {
             warnings.push(Warning::new(
                 WarningKind::Startup,
                 format!(
                     "start-up order not recorded (importing {entry_module} in a plain interpreter: {e:#}); \
-                     the binary works, but decompresses its start-up modules on the main thread"
+                     the binary works, but decompresses its start-up modules on the main thread \
+                     and compiles the source strings its start-up generates"
                 ),
             ));
-            Vec::new()
+            Default::default()
         }
-        Some(Err(_)) => Vec::new(),
+        Some(Err(_)) => Default::default(),
     };
+    if !sources.is_empty() {
+        let table: Vec<_> = sources
+            .iter()
+            .map(|(s, code)| (s.key(), code.clone()))
+            .collect();
+        w.add_compiled_sources(&table)
+            .map_err(|e| Error::Archive(e.into()))?;
+    }
     let startup: Vec<String> = startup
         .into_iter()
         .filter(|n| collected.modules.contains_key(n) || collected.extensions.contains_key(n))
@@ -373,13 +382,18 @@ fn collect_files(staged: &Staged) -> Collected {
     collector.finish()
 }
 
-/// Start recording the app's start-up import order on another thread (it imports the
-/// entry module in a plain interpreter, which overlaps compiling and packing).
+/// What [`record_startup`] gives: the start-up import order, and the source strings
+/// the start-up compiles with their code objects.
+type Recorded = (Vec<String>, Vec<(crate::compile::Source, Vec<u8>)>);
+
+/// Start recording the app's start-up import order and compiled source strings on
+/// another thread (it imports the entry module in a plain interpreter, which overlaps
+/// compiling and packing), then compile those strings.
 fn record_startup(
     staged: &Staged,
     collected: &Collected,
     cache: &Path,
-) -> std::thread::JoinHandle<anyhow::Result<Vec<String>>> {
+) -> std::thread::JoinHandle<anyhow::Result<Recorded>> {
     // The app's import roots: the directory above each top-level package.
     let mut paths: Vec<PathBuf> = Vec::new();
     for (name, dir) in &staged.project.packages {
@@ -402,7 +416,7 @@ fn record_startup(
     let stdlib_excludes = staged.excludes.patterns().to_vec();
     let excludes = staged.excludes.user_patterns().to_vec();
     std::thread::spawn(move || {
-        baseline::startup_order(
+        let startup = baseline::startup_order(
             &interpreter,
             &paths,
             &entry_module,
@@ -410,7 +424,9 @@ fn record_startup(
             &stdlib_excludes,
             &excludes,
             &cache,
-        )
+        )?;
+        let sources = compile::compile_sources(&interpreter, &cache, startup.sources)?;
+        Ok((startup.order, sources))
     })
 }
 

@@ -107,9 +107,9 @@ pub struct BuildArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..=22))]
     zstd_level: Option<i32>,
 
-    /// Do not record the server's start-up import order (saves about as long as the
-    /// server takes to import on every rebuild, for quick iterations; the binary then
-    /// starts without its start-up prefetch, ~10% slower).
+    /// Do not record the server's start-up (saves about as long as the server takes to
+    /// import on every rebuild, for quick iterations; the binary then starts without its
+    /// start-up prefetch and compiles its start-up source strings itself, ~20% slower).
     #[arg(long)]
     no_startup_order: bool,
 

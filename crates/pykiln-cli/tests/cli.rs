@@ -467,3 +467,122 @@ fn native_images_go_where_the_placement_settings_say() {
     fails_with(&out, &["native-cache-threshold", "lots"]);
     assert!(!bad.exists());
 }
+
+/// A module whose import compiles source strings every way Python code does, and
+/// reports what came out: the same with the strings served from the archive as with
+/// CPython compiling them.
+const COMPILES: &str = r#"from __future__ import annotations
+import ast, builtins, dataclasses, json, sys, typing
+
+events = []
+sys.addaudithook(lambda e, a: events.append(a[1]) if e == "compile" else None)
+
+@dataclasses.dataclass(order=True)
+class Point:
+    x: int
+    y: "list[int] | None" = None
+
+class Pair(typing.NamedTuple):
+    a: int
+    b: str
+
+hints = {k: repr(v) for k, v in typing.get_type_hints(Point).items()}
+exec("from_exec = 40 + 2")  # the caller's globals by default
+blank_eval = eval("  \t1 + from_exec")  # eval strips leading blanks
+# The annotations future is inherited from this module: the annotation is not evaluated...
+exec(compile("def lazy(x: undefined_name): return x", "<lazy>", "exec"))
+# ...unless dont_inherit says not to.
+try:
+    exec(compile("def eager(x: undefined_name): return x", "<eager>", "exec", dont_inherit=True))
+    eager = "defined"
+except NameError as e:
+    eager = str(e)
+tree = type(compile("1 + 2", "<ast>", "eval", ast.PyCF_ONLY_AST)).__name__
+try:
+    exec("1 +")
+    syntax = None
+except SyntaxError as e:
+    syntax = [e.msg, e.filename, e.lineno]
+
+def in_function():
+    v = 5
+    return eval("v * 2")  # the caller's locals
+
+RESULT = {
+    "point": repr(Point(1, [2])), "ordered": Point(1) < Point(2), "pair": repr(Pair(1, "b")),
+    "hints": hints, "from_exec": from_exec, "blank_eval": blank_eval, "lazy": lazy(3),
+    "eager": eager, "tree": tree, "syntax": syntax, "in_function": in_function(),
+    "code_names": [Point.__init__.__code__.co_filename, Pair.__new__.__code__.co_name],
+    "compile_events": events,
+}
+
+def main():
+    RESULT["builtins_after_import"] = [
+        getattr(builtins, n).__module__ for n in ("compile", "exec", "eval")
+    ]
+    print(json.dumps(RESULT, sort_keys=True))
+"#;
+
+#[test]
+fn start_up_source_strings_come_from_the_archive_and_change_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let project = d.path().join("compiles");
+    std::fs::create_dir_all(project.join("compiles")).unwrap();
+    std::fs::write(
+        project.join("pyproject.toml"),
+        "[project]\nname = \"compiles\"\nversion = \"1.0\"\n\n\
+         [tool.pykiln]\nentry-point = \"compiles:main\"\n",
+    )
+    .unwrap();
+    std::fs::write(project.join("compiles/__init__.py"), COMPILES).unwrap();
+    let bin = d.path().join("compiles-bin");
+    let out = run(pykiln()
+        .args(["build", "-q"])
+        .arg(&project)
+        .arg("-o")
+        .arg(&bin));
+    assert!(out.status.success(), "{}", text(&out));
+    let start = |env: &[(&str, &str)]| {
+        let mut cmd = Command::new(&bin);
+        cmd.env("PYKILN_LOG", "debug");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = run(&mut cmd);
+        assert!(out.status.success(), "{}", text(&out));
+        let result: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!("{e}: {}", text(&out));
+        });
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let served = stderr
+            .lines()
+            .find(|l| l.contains("start-up source strings"))
+            .and_then(|l| l.split("served=").nth(1))
+            .and_then(|s| s.split_whitespace().next())
+            .map(|n| n.parse::<usize>().unwrap());
+        (result, served)
+    };
+    let (served, count) = start(&[]);
+    let (compiled, none) = start(&[("PYKILN_PRECOMPILED", "off")]);
+    assert_eq!(served, compiled, "served from the archive vs compiled");
+    assert_eq!(none, None, "PYKILN_PRECOMPILED=off installs nothing");
+    // The dataclass's methods, the named tuple's __new__, both forward references,
+    // the exec/eval strings and both compile() calls of code objects.
+    let count = count.expect("the debug line counting served strings");
+    assert!(count >= 8, "served {count}");
+    assert_eq!(served["blank_eval"], 43);
+    assert_eq!(served["from_exec"], 42);
+    assert_eq!(served["lazy"], 3);
+    assert_eq!(served["eager"], "name 'undefined_name' is not defined");
+    assert_eq!(served["tree"], "Expression");
+    assert_eq!(served["in_function"], 10);
+    assert_eq!(served["syntax"][1], "<string>");
+    assert_eq!(
+        served["builtins_after_import"],
+        serde_json::json!(["builtins", "builtins", "builtins"])
+    );
+    let events = served["compile_events"].as_array().unwrap();
+    for name in ["<lazy>", "<eager>", "<ast>", "<string>"] {
+        assert!(events.iter().any(|e| e == name), "{name}: {events:?}");
+    }
+}

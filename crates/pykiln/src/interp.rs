@@ -88,6 +88,10 @@ pub fn run(
     if matches!(mode, Mode::App { .. }) {
         install_runtime_module(py)
             .map_err(|e| anyhow::anyhow!("installing _pykiln_runtime: {e}"))?;
+        // Until the entry module is imported (`startup_imported` below).
+        if let Err(e) = crate::precompiled::install(py, archive) {
+            tracing::warn!("start-up source strings will be compiled: {e:#}");
+        }
     }
     run_pth_imports(py, &manifest.pth_imports);
     tracing::debug!(elapsed = ?start.elapsed(), "interpreter initialised");
@@ -108,7 +112,8 @@ fn verify_command(corrupt: &[(String, String)], import_timeout: f64) -> anyhow::
     ))
 }
 
-/// The `-c` program for an application. The entry module is imported with the cyclic
+/// The `-c` program for an application. The entry module is imported with the source
+/// strings it compiles served from the archive (see [`crate::precompiled`]) and the cyclic
 /// GC off (import-time allocation of long-lived objects triggers many useless
 /// collections; pydantic-heavy servers start ~10% faster), then everything imported
 /// is frozen out of future collections and the archive pages read so far are handed
@@ -174,6 +179,7 @@ fn app_command(
          \x20   from {module} import {head} as _pykiln_entry\n\
          \x20   _pykiln_entry = _pykiln_entry{attrs}\n\
          finally:\n\
+         \x20   _pykiln_runtime.startup_imported()\n\
          \x20   _pykiln_gc.freeze()\n\
          \x20   _pykiln_gc.enable()\n\
          \x20   for _pykiln_f in sys.meta_path:\n\
@@ -234,12 +240,19 @@ fn stop_signal() -> i32 {
     crate::stop::signal().unwrap_or(0)
 }
 
+/// The entry module is imported: `compile`, `exec` and `eval` are the originals again.
+#[pyo3::pyfunction]
+fn startup_imported(py: pyo3::Python<'_>) -> pyo3::PyResult<()> {
+    crate::precompiled::uninstall(py)
+}
+
 /// `_pykiln_runtime`: what the application program asks of the runtime (stop signals).
 fn install_runtime_module(py: pyo3::Python<'_>) -> pyo3::PyResult<()> {
     use pyo3::types::PyModuleMethods as _;
     let m = pyo3::types::PyModule::new(py, "_pykiln_runtime")?;
     m.add_function(pyo3::wrap_pyfunction!(stopping, &m)?)?;
     m.add_function(pyo3::wrap_pyfunction!(stop_signal, &m)?)?;
+    m.add_function(pyo3::wrap_pyfunction!(startup_imported, &m)?)?;
     py.import("sys")?
         .getattr("modules")?
         .set_item("_pykiln_runtime", m)

@@ -23,6 +23,7 @@ mod fileview;
 mod importer;
 mod interp;
 mod native;
+mod precompiled;
 mod prefetch;
 mod selftest;
 mod stop;
