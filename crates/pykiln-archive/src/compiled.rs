@@ -37,8 +37,15 @@ pub struct SourceKey<'s> {
     pub source: &'s str,
 }
 
-/// The key of the one [`EntryKind::CompiledSources`](crate::EntryKind) entry.
+/// The key of the [`EntryKind::CompiledSources`](crate::EntryKind) entry holding the
+/// table of code objects.
 pub const TABLE_KEY: &str = "startup";
+
+/// The key of the [`EntryKind::CompiledSources`](crate::EntryKind) entry holding the
+/// regular expressions the start-up compiles through `re`: one `marshal` dump of a
+/// list of `(flags, arguments of _sre.compile)`, from which the runtime fills `re`'s
+/// cache (patterns `re` parses and compiles in Python, ~150 on the demo).
+pub const REGEX_KEY: &str = "regexes";
 
 /// Versions the layout of [`SourceKey::canonical`].
 const TAG: &[u8] = b"pykiln-compiled-source-1\0";

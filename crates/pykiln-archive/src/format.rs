@@ -81,9 +81,10 @@ pub enum EntryKind {
     /// A document about the archive's contents for people and tools (license texts,
     /// the SBOM); key is its name, see [`crate::notices`].
     Notice = 7,
-    /// The code objects the app's start-up compiles from source strings (`compile`,
-    /// `exec`, `eval`: dataclass methods, `typing` forward references…), compiled at
-    /// build time, as one table (see [`crate::compiled`]); key is `startup`. At most one.
+    /// What the app's start-up compiles from source text, compiled at build time (see
+    /// [`crate::compiled`]): key `startup`, the code objects of the source strings
+    /// (`compile`, `exec`, `eval`: dataclass methods, `typing` forward references…) as
+    /// one table; key `regexes`, the regular expressions compiled through `re`.
     CompiledSources = 8,
 }
 

@@ -451,6 +451,17 @@ impl<'a> Archive<'a> {
         Ok(Some(crate::SourceTable::parse(bytes)?))
     }
 
+    /// The regular expressions the start-up compiles (see
+    /// [`crate::compiled::REGEX_KEY`]), if the archive has them.
+    pub fn regex_seeds(&self) -> Result<Option<Cow<'a, [u8]>>, Error> {
+        self.find(
+            EntryKind::CompiledSources,
+            crate::compiled::REGEX_KEY.as_bytes(),
+        )
+        .map(|e| e.read())
+        .transpose()
+    }
+
     /// Whether the archive holds any entry of `kind`.
     pub fn has_kind(&self, kind: EntryKind) -> bool {
         self.prefixed(kind, b"").next().is_some()

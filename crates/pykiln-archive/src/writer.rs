@@ -368,6 +368,21 @@ impl ArchiveWriter {
         )
     }
 
+    /// The regular expressions the start-up compiles through `re` (see
+    /// [`crate::compiled::REGEX_KEY`]): one `marshal` dump.
+    pub fn add_regex_seeds(&mut self, seeds: Vec<u8>) -> Result<(), WriteError> {
+        self.insert(
+            EntryKind::CompiledSources,
+            crate::compiled::REGEX_KEY.as_bytes().to_vec(),
+            Pending {
+                flags: 0,
+                aux: Vec::new(),
+                primary: seeds,
+                secondary: None,
+            },
+        )
+    }
+
     /// The build manifest (replaces an earlier one).
     pub fn set_manifest(&mut self, manifest: &Manifest) -> Result<(), WriteError> {
         let json = serde_json::to_vec(manifest).map_err(|e| WriteError::Manifest(e.to_string()))?;

@@ -171,10 +171,19 @@ fn compiled_sources_are_found_by_their_whole_key() {
         w.add_compiled_sources(&[(bad, vec![1])]),
         Err(WriteError::BadKey { .. })
     ));
+    w.add_regex_seeds(b"marshalled seeds".to_vec()).unwrap();
+    let bytes = w.finish().unwrap();
+    let a = Archive::open(&bytes).unwrap();
+    assert_eq!(
+        a.regex_seeds().unwrap().as_deref(),
+        Some(&b"marshalled seeds"[..])
+    );
+    assert!(a.compiled_sources().unwrap().is_none());
     let empty = ArchiveWriter::new((3, 11)).finish().unwrap();
     let empty = Archive::open(&empty).unwrap();
     assert!(!empty.has_kind(EntryKind::CompiledSources));
     assert!(empty.compiled_sources().unwrap().is_none());
+    assert!(empty.regex_seeds().unwrap().is_none());
 }
 
 #[test]

@@ -24,7 +24,8 @@ and the source strings that import compiled (`compile`, `exec`/`eval` of a strin
 forward references, dataclass methods…), each as {"mode", "flags", "optimize",
 "filename", "source"} with everything the code object depends on resolved (the
 `__future__` features inherited from the caller, the optimization level), so that
-the build can compile them once and the binary skip the parser for them.
+the build can compile them once and the binary skip the parser for them; likewise
+"regexes": [{"pattern", "bytes", "flags"}], the patterns compiled through `re`.
 """
 import __future__
 import builtins
@@ -32,6 +33,7 @@ import fnmatch
 import importlib.machinery  # before BlockExcluded is installed: it uses PathFinder
 import json
 import os
+import re
 import signal
 import sys
 import types
@@ -110,6 +112,8 @@ class CompileRecorder:
     def __init__(self):
         self.seen = {}
         self.originals = (builtins.compile, builtins.exec, builtins.eval)
+        self.regexes = {}
+        self.re_compile = getattr(re, "_compile", None)
 
     def record(self, mode, flags, optimize, filename, source):
         if type(source) is not str or type(filename) is not str or mode not in self.MODES:
@@ -168,11 +172,34 @@ class CompileRecorder:
 
         builtins.compile, builtins.exec, builtins.eval = compile, exec, eval
 
+        # Patterns compiled through `re`'s cache (re.compile, re.match…): the binary
+        # fills that cache with them.
+        re_compile, regexes = self.re_compile, self.regexes
+        skip = re.DEBUG | getattr(re, "TEMPLATE", 0)
+
+        def _compile(pattern, flags):
+            key = (type(pattern), pattern, flags.value if isinstance(flags, re.RegexFlag) else flags)
+            if type(pattern) in (str, bytes) and type(key[2]) is int and not key[2] & skip:
+                if key not in re._cache:
+                    regexes.setdefault(key, None)
+            return re_compile(pattern, flags)
+
+        if re_compile is not None and isinstance(getattr(re, "_cache", None), dict):
+            re._compile = _compile
+
     def uninstall(self):
         builtins.compile, builtins.exec, builtins.eval = self.originals
+        if self.re_compile is not None:
+            re._compile = self.re_compile
 
     def sources(self):
         return [self.seen[k] for k in sorted(self.seen)]
+
+    def patterns(self):
+        return [
+            {"pattern": p.decode("latin-1") if t is bytes else p, "bytes": t is bytes, "flags": f}
+            for t, p, f in sorted(self.regexes, key=lambda k: (k[0] is bytes, k[1], k[2]))
+        ]
 
 
 class Hang(BaseException):
@@ -214,7 +241,8 @@ def main():
             __import__(job["startup"])
         finally:
             compiles.uninstall()
-        report.write(json.dumps({"startup": recorder.order, "sources": compiles.sources()}) + "\n")
+        report.write(json.dumps({"startup": recorder.order, "sources": compiles.sources(),
+                                 "regexes": compiles.patterns()}) + "\n")
         report.flush()
         os._exit(0)
     timeout = job.get("timeout", 30)

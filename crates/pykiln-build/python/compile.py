@@ -11,7 +11,9 @@ stdout: one JSON object per line: {"path", "ok"} / {"path", "error", "lineno",
 With {"sources": [{"mode", "flags", "optimize", "filename", "source"}]} instead, each
 source string the app's start-up compiles (as recorded by baseline.py) is compiled
 exactly as recorded and reported as {"code": hex of the marshalled code object} (or
-{"error": ...}), one line per source, in order.
+{"error": ...}), one line per source, in order. With {"regexes": [{"pattern", "bytes",
+"flags"}]}, the patterns the start-up compiled: {"seeds": hex of one marshalled list of
+(flags, arguments of _sre.compile)}, from which the binary fills `re`'s cache.
 
 The marshalled bytes must not depend on what else this process compiled (the jobs are
 split among processes differently from build to build): marshal writes a string as
@@ -25,6 +27,7 @@ import json
 import marshal
 import os
 import sys
+import warnings
 
 
 def top_level_names(tree):
@@ -45,14 +48,63 @@ def top_level_names(tree):
 
 
 def compile_sources(sources, out):
+    # A string whose compilation warns (an invalid escape, `is` with a literal) is left
+    # out: served from the archive, its warning would never be shown.
+    warnings.simplefilter("error")
     for s in sources:
         try:
             code = compile(s["source"], s["filename"], s["mode"], s["flags"], True, s["optimize"])
             result = {"code": marshal.dumps(code).hex()}
             del code
-        except (SyntaxError, ValueError, TypeError) as e:
+        except Exception as e:  # noqa: BLE001 - a warning turned error, a syntax error
             result = {"error": f"{type(e).__name__}: {e}"}
         out.write(json.dumps(result) + "\n")
+    out.flush()
+
+
+def regex_seeds(regexes, out):
+    """The arguments `re` passes to `_sre.compile` for each recorded pattern, taken
+    from the standard library's own compiler (so they are right for this version) and
+    checked to give an equal pattern; one marshalled list of (flags, args)."""
+    import _sre
+    import re
+    try:
+        import re._compiler as compiler
+    except ImportError:  # 3.10 and older
+        import sre_compile as compiler
+    captured = []
+
+    class Capture:
+        def __getattr__(self, name):
+            return getattr(_sre, name)
+
+        @staticmethod
+        def compile(*args):
+            captured.append(args)
+            return _sre.compile(*args)
+
+    warnings.simplefilter("error")  # a pattern that warns is left out, as above
+    seeds = []
+    compiler._sre = Capture()
+    try:
+        for r in regexes:
+            pattern = r["pattern"].encode("latin-1") if r["bytes"] else r["pattern"]
+            captured.clear()
+            try:
+                compiled = compiler.compile(pattern, r["flags"])
+            except Exception:  # noqa: BLE001 - it raised or warned at run time too
+                continue
+            if len(captured) != 1 or len(captured[0]) != 6:
+                continue
+            # The opcodes are int subclasses (named constants): plain ints marshal.
+            pattern, flags, code, groups, groupindex, indexgroup = captured[0]
+            args = (pattern, int(flags), [int(op) for op in code], int(groups),
+                    dict(groupindex), tuple(indexgroup))
+            if _sre.compile(*args) == compiled:
+                seeds.append((r["flags"], args))
+    finally:
+        compiler._sre = _sre
+    out.write(json.dumps({"seeds": marshal.dumps(seeds).hex(), "count": len(seeds)}) + "\n")
     out.flush()
 
 
@@ -63,6 +115,9 @@ def main():
     out = sys.stdout
     if "sources" in job:
         compile_sources(job["sources"], out)
+        return
+    if "regexes" in job:
+        regex_seeds(job["regexes"], out)
         return
     jobs = job["jobs"]
     for job in jobs:

@@ -138,6 +138,8 @@ pub struct Startup {
     pub order: Vec<String>,
     /// The source strings its import compiled, sorted, without duplicates.
     pub sources: Vec<crate::compile::Source>,
+    /// The regular expressions it compiled through `re`, sorted, without duplicates.
+    pub regexes: Vec<crate::compile::Regex>,
 }
 
 /// The modules the app loads at start-up, in load order: the entry module imported in
@@ -177,11 +179,14 @@ pub fn startup_order(
         startup: Vec<String>,
         #[serde(default)]
         sources: Vec<crate::compile::Source>,
+        #[serde(default)]
+        regexes: Vec<crate::compile::Regex>,
     }
     match serde_json::from_slice::<Reply>(crate::pyrun::last_line(&out.stdout)) {
         Ok(r) if out.status.success() => Ok(Startup {
             order: r.startup,
             sources: r.sources,
+            regexes: r.regexes,
         }),
         _ => {
             let stderr = String::from_utf8_lossy(&out.stderr);

@@ -260,6 +260,45 @@ impl Source {
     }
 }
 
+/// A regular expression the app's start-up compiles through `re`, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct Regex {
+    /// The pattern (a bytes pattern as Latin-1 text).
+    pub pattern: String,
+    /// Whether the pattern is bytes.
+    pub bytes: bool,
+    /// Its flags as `re`'s cache keys them.
+    pub flags: i64,
+}
+
+/// The arguments `re` passes to `_sre.compile` for each of `regexes`, from this
+/// interpreter's own `re` compiler and checked to give an equal pattern, as one
+/// `marshal` dump (see [`pykiln_archive::compiled::REGEX_KEY`]); `None` if none
+/// qualify (a pattern that fails or warns is left out).
+pub fn regex_seeds(
+    python: &Path,
+    cache: &Path,
+    regexes: Vec<Regex>,
+) -> anyhow::Result<Option<Vec<u8>>> {
+    if regexes.is_empty() {
+        return Ok(None);
+    }
+    let out = run_compiler_script(python, cache, &serde_json::json!({ "regexes": regexes }))?;
+    #[derive(Deserialize)]
+    struct SeedReply {
+        seeds: String,
+        count: usize,
+    }
+    let reply: SeedReply = serde_json::from_slice(crate::pyrun::last_line(&out.stdout))
+        .context("unreadable reply from the bytecode compiler")?;
+    if reply.count == 0 {
+        return Ok(None);
+    }
+    crate::unhex(&reply.seeds)
+        .map(Some)
+        .context("bad hex from the bytecode compiler")
+}
+
 /// Compile the recorded start-up `sources` as they were compiled at start-up, in one
 /// fresh interpreter (so the marshalled bytes depend only on the sources, like the
 /// modules' bytecode); returns each that compiled with its `marshal` dump. One that

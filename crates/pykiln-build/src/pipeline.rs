@@ -258,7 +258,7 @@ pub fn build(
         .entry_point
         .split_once(':')
         .map_or("", |p| p.0);
-    let (startup, sources) = match startup.map(std::thread::JoinHandle::join) {
+    let recorded: Recorded = match startup.map(std::thread::JoinHandle::join) {
         None => Default::default(),
         Some(Ok(Ok(recorded))) => recorded,
         Some(Ok(Err(e))) => {
@@ -267,22 +267,28 @@ pub fn build(
                 format!(
                     "start-up order not recorded (importing {entry_module} in a plain interpreter: {e:#}); \
                      the binary works, but decompresses its start-up modules on the main thread \
-                     and compiles the source strings its start-up generates"
+                     and compiles the source strings and regular expressions its start-up generates"
                 ),
             ));
             Default::default()
         }
         Some(Err(_)) => Default::default(),
     };
-    if !sources.is_empty() {
-        let table: Vec<_> = sources
+    if !recorded.sources.is_empty() {
+        let table: Vec<_> = recorded
+            .sources
             .iter()
             .map(|(s, code)| (s.key(), code.clone()))
             .collect();
         w.add_compiled_sources(&table)
             .map_err(|e| Error::Archive(e.into()))?;
     }
-    let startup: Vec<String> = startup
+    if let Some(seeds) = recorded.regex_seeds {
+        w.add_regex_seeds(seeds)
+            .map_err(|e| Error::Archive(e.into()))?;
+    }
+    let startup: Vec<String> = recorded
+        .order
         .into_iter()
         .filter(|n| collected.modules.contains_key(n) || collected.extensions.contains_key(n))
         .collect();
@@ -382,9 +388,16 @@ fn collect_files(staged: &Staged) -> Collected {
     collector.finish()
 }
 
-/// What [`record_startup`] gives: the start-up import order, and the source strings
-/// the start-up compiles with their code objects.
-type Recorded = (Vec<String>, Vec<(crate::compile::Source, Vec<u8>)>);
+/// What [`record_startup`] gives.
+#[derive(Default)]
+struct Recorded {
+    /// The start-up import order.
+    order: Vec<String>,
+    /// The source strings the start-up compiles, with their code objects.
+    sources: Vec<(crate::compile::Source, Vec<u8>)>,
+    /// The regular expressions it compiles, as `re` cache seeds.
+    regex_seeds: Option<Vec<u8>>,
+}
 
 /// Start recording the app's start-up import order and compiled source strings on
 /// another thread (it imports the entry module in a plain interpreter, which overlaps
@@ -426,7 +439,12 @@ fn record_startup(
             &cache,
         )?;
         let sources = compile::compile_sources(&interpreter, &cache, startup.sources)?;
-        Ok((startup.order, sources))
+        let regex_seeds = compile::regex_seeds(&interpreter, &cache, startup.regexes)?;
+        Ok(Recorded {
+            order: startup.order,
+            sources,
+            regex_seeds,
+        })
     })
 }
 

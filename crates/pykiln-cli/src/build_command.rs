@@ -109,7 +109,8 @@ pub struct BuildArgs {
 
     /// Do not record the server's start-up (saves about as long as the server takes to
     /// import on every rebuild, for quick iterations; the binary then starts without its
-    /// start-up prefetch and compiles its start-up source strings itself, ~20% slower).
+    /// start-up prefetch and compiles its start-up source strings and regexes itself,
+    /// ~20% slower).
     #[arg(long)]
     no_startup_order: bool,
 

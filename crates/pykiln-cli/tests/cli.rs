@@ -508,12 +508,22 @@ def in_function():
     v = 5
     return eval("v * 2")  # the caller's locals
 
+import re, warnings
+words = re.compile(r"(?P<word>[a-z]+)", re.I).findall("Hello, World")
+first = re.match(rb"(\d+)-(\d+)", b"12-34").groups()
+# What warns when compiled is compiled at run time, so the warning is still shown.
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    nested = re.compile("[[a]").pattern  # FutureWarning: possible nested set
+    exec("escape = '\\d'")  # invalid escape sequence: a (Deprecation|Syntax)Warning
+
 RESULT = {
     "point": repr(Point(1, [2])), "ordered": Point(1) < Point(2), "pair": repr(Pair(1, "b")),
     "hints": hints, "from_exec": from_exec, "blank_eval": blank_eval, "lazy": lazy(3),
     "eager": eager, "tree": tree, "syntax": syntax, "in_function": in_function(),
     "code_names": [Point.__init__.__code__.co_filename, Pair.__new__.__code__.co_name],
-    "compile_events": events,
+    "compile_events": events, "words": words, "first": [g.decode() for g in first],
+    "warnings": sorted(type(w.message).__name__ for w in caught), "escape": escape,
 }
 
 def main():
@@ -554,18 +564,40 @@ fn start_up_source_strings_come_from_the_archive_and_change_nothing() {
             panic!("{e}: {}", text(&out));
         });
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        let served = stderr
-            .lines()
-            .find(|l| l.contains("start-up source strings"))
-            .and_then(|l| l.split("served=").nth(1))
-            .and_then(|s| s.split_whitespace().next())
-            .map(|n| n.parse::<usize>().unwrap());
-        (result, served)
+        // The numbers the runtime's debug lines report.
+        let count = |line: &str, field: &str| {
+            stderr
+                .lines()
+                .find(|l| l.contains(line))
+                .and_then(|l| l.split(field).nth(1))
+                .and_then(|s| s.split_whitespace().next())
+                .map(|n| n.parse::<usize>().unwrap())
+        };
+        let counts = (
+            count("start-up source strings", "served="),
+            count("re cache filled", "patterns="),
+        );
+        (result, counts)
     };
-    let (served, count) = start(&[]);
+    let (served, (count, patterns)) = start(&[]);
+    // Both patterns above, and those of the modules the import loads.
+    assert!(
+        patterns.expect("the re cache debug line") >= 2,
+        "{patterns:?}"
+    );
+    assert_eq!(served["words"], serde_json::json!(["Hello", "World"]));
+    assert_eq!(served["first"], serde_json::json!(["12", "34"]));
+    assert_eq!(served["escape"], "\\d");
+    let warned = served["warnings"].as_array().unwrap();
+    assert_eq!(warned.len(), 2, "{warned:?}");
+    assert!(warned.iter().any(|w| w == "FutureWarning"), "{warned:?}");
     let (compiled, none) = start(&[("PYKILN_PRECOMPILED", "off")]);
     assert_eq!(served, compiled, "served from the archive vs compiled");
-    assert_eq!(none, None, "PYKILN_PRECOMPILED=off installs nothing");
+    assert_eq!(
+        none,
+        (None, None),
+        "PYKILN_PRECOMPILED=off installs nothing"
+    );
     // The dataclass's methods, the named tuple's __new__, both forward references,
     // the exec/eval strings and both compile() calls of code objects.
     let count = count.expect("the debug line counting served strings");

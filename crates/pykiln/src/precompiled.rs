@@ -9,6 +9,10 @@
 //! untouched. The wrappers are C functions, so no Python frame is added: the
 //! originals still find the caller's globals, locals and future features. The
 //! originals are put back as soon as the import is done ([`uninstall`]).
+//!
+//! Likewise the regular expressions the start-up compiles through `re` go into `re`'s
+//! cache first ([`seed_regexes`]), built by `_sre.compile` from the arguments `re`'s own
+//! compiler produced at build time.
 
 use std::ffi::c_int;
 use std::sync::Mutex;
@@ -54,11 +58,55 @@ pub fn install(py: Python<'_>, archive: Archive<'static>) -> anyhow::Result<bool
     if std::env::var_os("PYKILN_PRECOMPILED").is_some_and(|v| v == "off") || STATE.get().is_some() {
         return Ok(false);
     }
+    if let Some(seeds) = archive.regex_seeds()? {
+        match seed_regexes(py, &seeds) {
+            Ok(n) => tracing::debug!(patterns = n, "re cache filled from the archive"),
+            Err(e) => tracing::debug!("re cache not filled: {e}"),
+        }
+    }
     let Some(table) = archive.compiled_sources()? else {
         return Ok(false);
     };
     install_table(py, table)?;
     Ok(true)
+}
+
+/// Put the regular expressions the build recorded into `re`'s cache (see
+/// [`pykiln_archive::compiled::REGEX_KEY`]), so that `re.compile` and friends find them
+/// instead of parsing and compiling them in Python. The key is `re`'s own
+/// (`type(pattern), pattern, flags`, the same from 3.8 to 3.13); the cache is never
+/// filled past `re._MAXCACHE`, so nothing the app put there is evicted.
+fn seed_regexes(py: Python<'_>, seeds: &[u8]) -> PyResult<usize> {
+    if py.version_info() >= (3, 14) {
+        return Ok(0);
+    }
+    // SAFETY: the pointer and length describe `seeds`; the GIL is held. The result is
+    // a new reference or NULL with an exception set.
+    let seeds = unsafe {
+        let obj = ffi::PyMarshal_ReadObjectFromString(
+            seeds.as_ptr().cast(),
+            seeds.len() as ffi::Py_ssize_t,
+        );
+        Bound::from_owned_ptr_or_err(py, obj)?
+    };
+    let re = py.import("re")?;
+    let cache = re.getattr("_cache")?.cast_into::<PyDict>()?;
+    let max: usize = re.getattr("_MAXCACHE")?.extract()?;
+    let compile = py.import("_sre")?.getattr("compile")?;
+    let mut n = 0;
+    for seed in seeds.try_iter()? {
+        let (flags, args): (Bound<'_, PyAny>, Bound<'_, PyTuple>) = seed?.extract()?;
+        let pattern = args.get_item(0)?;
+        let key = PyTuple::new(py, [pattern.get_type().into_any(), pattern, flags])?;
+        if cache.len() >= max {
+            break;
+        }
+        if !cache.contains(&key)? {
+            cache.set_item(key, compile.call1(args)?)?;
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 fn install_table(py: Python<'_>, table: SourceTable) -> PyResult<()> {
