@@ -120,6 +120,8 @@ class CompileRecorder:
             return
         if type(flags) is not int or flags & ~FUTURE_MASK or type(optimize) is not int:
             return
+        if os.path.isabs(filename):
+            return  # a build-machine path: the binary's own paths differ
         if optimize == -1:
             optimize = sys.flags.optimize
         try:

@@ -8,12 +8,12 @@ top-level bound names are reported too (to check entry points).
 stdout: one JSON object per line: {"path", "ok"} / {"path", "error", "lineno",
 "compile_error"} / names. compile_error: the source is not valid Python (not an I/O error).
 
-With {"sources": [{"mode", "flags", "optimize", "filename", "source"}]} instead, each
-source string the app's start-up compiles (as recorded by baseline.py) is compiled
-exactly as recorded and reported as {"code": hex of the marshalled code object} (or
-{"error": ...}), one line per source, in order. With {"regexes": [{"pattern", "bytes",
-"flags"}]}, the patterns the start-up compiled: {"seeds": hex of one marshalled list of
-(flags, arguments of _sre.compile)}, from which the binary fills `re`'s cache.
+With {"sources": [{"mode", "flags", "optimize", "filename", "source"}], "regexes":
+[{"pattern", "bytes", "flags"}]} instead (what the app's start-up compiles, as recorded
+by baseline.py), each source string is compiled exactly as recorded and reported as
+{"code": hex of the marshalled code object} (or {"error": ...}), one line per source,
+in order; then one line for the patterns: {"seeds": hex of one marshalled list of
+(flags, arguments of _sre.compile), "count"}, from which the binary fills `re`'s cache.
 
 The marshalled bytes must not depend on what else this process compiled (the jobs are
 split among processes differently from build to build): marshal writes a string as
@@ -113,11 +113,9 @@ def main():
         sys.intern(chr(i))
     job = json.load(sys.stdin)
     out = sys.stdout
-    if "sources" in job:
-        compile_sources(job["sources"], out)
-        return
-    if "regexes" in job:
-        regex_seeds(job["regexes"], out)
+    if "sources" in job or "regexes" in job:
+        compile_sources(job.get("sources", []), out)
+        regex_seeds(job.get("regexes", []), out)
         return
     jobs = job["jobs"]
     for job in jobs:

@@ -149,7 +149,7 @@ pub struct Startup {
 /// the run overlaps the rest of the build.
 ///
 /// The same run records the source strings the import compiles (see
-/// [`pykiln_archive::compiled`]), for [`crate::compile::compile_sources`].
+/// [`pykiln_archive::compiled`]), for [`crate::compile::compile_startup`].
 pub fn startup_order(
     python: &Path,
     paths: &[PathBuf],

@@ -271,73 +271,93 @@ pub struct Regex {
     pub flags: i64,
 }
 
-/// The arguments `re` passes to `_sre.compile` for each of `regexes`, from this
-/// interpreter's own `re` compiler and checked to give an equal pattern, as one
-/// `marshal` dump (see [`pykiln_archive::compiled::REGEX_KEY`]); `None` if none
-/// qualify (a pattern that fails or warns is left out).
-pub fn regex_seeds(
+/// What [`compile_startup`] gives.
+#[derive(Debug, Default)]
+pub struct StartupCode {
+    /// Each recorded source string that compiled, with its `marshal` dump.
+    pub sources: Vec<(Source, Vec<u8>)>,
+    /// The `re` cache seeds (see [`pykiln_archive::compiled::REGEX_KEY`]), if any
+    /// pattern qualified.
+    pub regex_seeds: Option<Vec<u8>>,
+}
+
+/// Compile what the start-up recording found, in one fresh interpreter (so the
+/// marshalled bytes depend only on the inputs, like the modules' bytecode): each
+/// source string exactly as it was compiled at start-up, and for each regular
+/// expression the arguments `re` passes to `_sre.compile`, from this interpreter's own
+/// `re` compiler and checked to give an equal pattern. What does not compile, or warns
+/// when compiled, is left out (the binary compiles it at run time, as before). Cached
+/// by content: a one-line edit of the app rarely changes what its start-up compiles.
+pub fn compile_startup(
     python: &Path,
     cache: &Path,
+    sources: Vec<Source>,
     regexes: Vec<Regex>,
-) -> anyhow::Result<Option<Vec<u8>>> {
-    if regexes.is_empty() {
-        return Ok(None);
+) -> anyhow::Result<StartupCode> {
+    if sources.is_empty() && regexes.is_empty() {
+        return Ok(StartupCode::default());
     }
-    let out = run_compiler_script(python, cache, &serde_json::json!({ "regexes": regexes }))?;
+    let input = serde_json::json!({ "sources": sources, "regexes": regexes });
+    let mut h = Sha256::new();
+    h.update(COMPILER);
+    h.update(python.as_os_str().as_encoded_bytes());
+    h.update(serde_json::to_vec(&input)?);
+    let file = cache
+        .join("baseline")
+        .join(format!("startup-{}.jsonl", crate::hex(&h.finalize()[..16])));
+    let stdout = match std::fs::read(&file) {
+        Ok(bytes) => {
+            crate::cache::touch(&file);
+            bytes
+        }
+        Err(_) => {
+            let out = run_compiler_script(python, cache, &input)?;
+            if let Some(dir) = file.parent() {
+                // A cache entry only: a build that cannot write it compiles again.
+                let _ = std::fs::create_dir_all(dir)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|()| crate::cache::write_atomic(&file, &out.stdout));
+            }
+            out.stdout
+        }
+    };
+    parse_startup(&stdout, sources)
+}
+
+/// compile.py's answer for [`compile_startup`]: one line per source, then the seeds.
+fn parse_startup(stdout: &[u8], sources: Vec<Source>) -> anyhow::Result<StartupCode> {
+    #[derive(Deserialize)]
+    struct SourceReply {
+        code: Option<String>,
+    }
     #[derive(Deserialize)]
     struct SeedReply {
         seeds: String,
         count: usize,
     }
-    let reply: SeedReply = serde_json::from_slice(crate::pyrun::last_line(&out.stdout))
-        .context("unreadable reply from the bytecode compiler")?;
-    if reply.count == 0 {
-        return Ok(None);
-    }
-    crate::unhex(&reply.seeds)
-        .map(Some)
-        .context("bad hex from the bytecode compiler")
-}
-
-/// Compile the recorded start-up `sources` as they were compiled at start-up, in one
-/// fresh interpreter (so the marshalled bytes depend only on the sources, like the
-/// modules' bytecode); returns each that compiled with its `marshal` dump. One that
-/// does not compile here is left out (the binary compiles it at run time, as before).
-pub fn compile_sources(
-    python: &Path,
-    cache: &Path,
-    sources: Vec<Source>,
-) -> anyhow::Result<Vec<(Source, Vec<u8>)>> {
-    if sources.is_empty() {
-        return Ok(Vec::new());
-    }
-    let out = run_compiler_script(python, cache, &serde_json::json!({ "sources": sources }))?;
-    #[derive(Deserialize)]
-    struct SourceReply {
-        code: Option<String>,
-    }
-    let replies: Vec<SourceReply> = out
-        .stdout
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(serde_json::from_slice)
-        .collect::<Result<_, _>>()
-        .context("unreadable reply from the bytecode compiler")?;
-    if replies.len() != sources.len() {
-        bail!(
-            "the bytecode compiler answered {} of {} source strings",
-            replies.len(),
-            sources.len()
-        );
-    }
-    let mut compiled = Vec::new();
-    for (source, reply) in sources.into_iter().zip(replies) {
+    let mut lines = stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty());
+    let mut code = StartupCode::default();
+    for source in sources {
+        let line = lines
+            .next()
+            .context("the bytecode compiler answered fewer lines than source strings")?;
+        let reply: SourceReply =
+            serde_json::from_slice(line).context("unreadable reply from the bytecode compiler")?;
         if let Some(hex) = reply.code {
-            let code = crate::unhex(&hex).context("bad hex from the bytecode compiler")?;
-            compiled.push((source, code));
+            let bytes = crate::unhex(&hex).context("bad hex from the bytecode compiler")?;
+            code.sources.push((source, bytes));
         }
     }
-    Ok(compiled)
+    let line = lines
+        .next()
+        .context("the bytecode compiler did not answer for the regular expressions")?;
+    let reply: SeedReply =
+        serde_json::from_slice(line).context("unreadable reply from the bytecode compiler")?;
+    if reply.count > 0 {
+        code.regex_seeds =
+            Some(crate::unhex(&reply.seeds).context("bad hex from the bytecode compiler")?);
+    }
+    Ok(code)
 }
 
 #[cfg(test)]
@@ -388,7 +408,7 @@ mod tests {
     }
 
     #[test]
-    fn start_up_sources_compile_as_recorded_and_broken_ones_are_left_out() {
+    fn start_up_code_compiles_as_recorded_leaves_out_what_fails_or_warns_and_is_cached() {
         let d = tempfile::tempdir().unwrap();
         let source = |mode: &str, flags: u32, text: &str| Source {
             mode: mode.into(),
@@ -403,17 +423,37 @@ mod tests {
             source("exec", 0x100_0000, "def f(x: undefined): pass"),
             source("exec", 0, "1 +"),
         ];
-        let out = compile_sources(&python(), d.path(), sources.clone()).unwrap();
-        let kept: Vec<&Source> = out.iter().map(|(s, _)| s).collect();
+        let regexes = vec![
+            Regex {
+                pattern: "(?P<word>[a-z]+)".into(),
+                bytes: false,
+                flags: 2,
+            },
+            // A possible nested set: it warns, so it is left out.
+            Regex {
+                pattern: "[[a]".into(),
+                bytes: false,
+                flags: 0,
+            },
+        ];
+        let cache = d.path().join("cache");
+        let out = compile_startup(&python(), &cache, sources.clone(), regexes.clone()).unwrap();
+        let kept: Vec<&Source> = out.sources.iter().map(|(s, _)| s).collect();
         assert_eq!(kept, [&sources[0], &sources[1]]);
-        for (s, code) in &out {
+        for (s, code) in &out.sources {
             // marshal's TYPE_CODE, with or without its reference flag.
             assert_eq!(code.first().map(|b| b & 0x7f), Some(b'c'), "{s:?}");
         }
-        assert!(
-            compile_sources(&python(), d.path(), Vec::new())
-                .unwrap()
-                .is_empty()
-        );
+        // A list of one (flags, arguments) pair: TYPE_LIST, length 1.
+        let seeds = out.regex_seeds.expect("seeds");
+        assert_eq!((seeds[0] & 0x7f, &seeds[1..5]), (b'[', &[1, 0, 0, 0][..]));
+        // The second build reads the cache, and gets the same.
+        let cached = std::fs::read_dir(cache.join("baseline")).unwrap().count();
+        assert_eq!(cached, 1);
+        let again = compile_startup(&python(), &cache, sources, regexes).unwrap();
+        assert_eq!(again.sources, out.sources);
+        assert_eq!(again.regex_seeds.as_deref(), Some(&seeds[..]));
+        let none = compile_startup(&python(), &cache, Vec::new(), Vec::new()).unwrap();
+        assert!(none.sources.is_empty() && none.regex_seeds.is_none());
     }
 }

@@ -438,12 +438,12 @@ fn record_startup(
             &excludes,
             &cache,
         )?;
-        let sources = compile::compile_sources(&interpreter, &cache, startup.sources)?;
-        let regex_seeds = compile::regex_seeds(&interpreter, &cache, startup.regexes)?;
+        let code =
+            compile::compile_startup(&interpreter, &cache, startup.sources, startup.regexes)?;
         Ok(Recorded {
             order: startup.order,
-            sources,
-            regex_seeds,
+            sources: code.sources,
+            regex_seeds: code.regex_seeds,
         })
     })
 }
