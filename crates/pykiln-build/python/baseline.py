@@ -227,6 +227,10 @@ def importable(name):
 
 
 def main():
+    # The start-up recording runs without -I (for its fixed hash seed): `-c` put the
+    # working directory first on sys.path, where nothing of the app's may come from.
+    if not sys.flags.isolated and sys.path and sys.path[0] == "":
+        del sys.path[0]
     job = json.load(sys.stdin)
     sys.path[:0] = job["paths"]
     sys.meta_path.insert(0, BlockExcluded(job["stdlib_excludes"], job["excludes"], job["paths"]))

@@ -168,7 +168,11 @@ pub fn startup_order(
     });
     let out = crate::pyrun::run_script_limited(
         python,
-        &["-I", "-S"],
+        // Not -I: it ignores PYTHONHASHSEED, and what the start-up compiles must not
+        // depend on hash randomization (`tokenize` builds a pattern from a set). -s -S,
+        // the scratch environment and the script dropping the working directory from
+        // sys.path isolate it the same way.
+        &["-s", "-S"],
         SCRIPT,
         &input,
         cache,

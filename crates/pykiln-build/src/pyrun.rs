@@ -4,8 +4,8 @@
 //! whose import-time side effects — telemetry databases, log files, caches — must not
 //! land in the builder's home. So every child runs with a scratch `HOME`, `XDG_*` and
 //! `TMPDIR` under the build cache (removed afterwards), no other inherited environment
-//! than `PATH`, `LD_LIBRARY_PATH` and the locale, and stdin closed once its JSON job
-//! is written.
+//! than `PATH`, `LD_LIBRARY_PATH` and the locale, a fixed hash seed, and stdin closed
+//! once its JSON job is written.
 
 use std::io::{Read as _, Write as _};
 use std::path::Path;
@@ -42,6 +42,10 @@ impl Scratch {
                 cmd.env(var, v);
             }
         }
+        // For scripts run without -I (which ignores it): what they report must not
+        // depend on hash randomization, e.g. a pattern the start-up builds from a set
+        // (`tokenize` joins its string prefixes), which would differ from build to build.
+        cmd.env("PYTHONHASHSEED", "0");
         for (var, sub) in [
             ("HOME", "home"),
             ("XDG_CACHE_HOME", "home/.cache"),
