@@ -246,7 +246,8 @@ fn startup_imported(py: pyo3::Python<'_>) -> pyo3::PyResult<()> {
     crate::precompiled::uninstall(py)
 }
 
-/// `_pykiln_runtime`: what the application program asks of the runtime (stop signals).
+/// `_pykiln_runtime`: what the application program asks of the runtime (stop signals,
+/// the end of the start-up window of [`crate::precompiled`]).
 fn install_runtime_module(py: pyo3::Python<'_>) -> pyo3::PyResult<()> {
     use pyo3::types::PyModuleMethods as _;
     let m = pyo3::types::PyModule::new(py, "_pykiln_runtime")?;
