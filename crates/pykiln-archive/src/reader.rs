@@ -462,11 +462,6 @@ impl<'a> Archive<'a> {
         .transpose()
     }
 
-    /// Whether the archive holds any entry of `kind`.
-    pub fn has_kind(&self, kind: EntryKind) -> bool {
-        self.prefixed(kind, b"").next().is_some()
-    }
-
     /// Number of entries of each kind, in kind order.
     pub fn counts(&self) -> Vec<(EntryKind, usize)> {
         EntryKind::ALL

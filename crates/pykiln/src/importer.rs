@@ -456,6 +456,12 @@ impl Importer {
 
 /// The code object marshalled in `bytes`.
 fn unmarshal<'py>(py: Python<'py>, name: &str, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    marshal_loads(py, bytes)
+        .map_err(|e| import_error(name, format!("cannot unmarshal its bytecode: {e}")))
+}
+
+/// `marshal.loads(bytes)`.
+pub(crate) fn marshal_loads<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>> {
     // SAFETY: the pointer and length describe `bytes`, alive across the call;
     // PyMarshal_ReadObjectFromString copies what it needs.
     unsafe {
@@ -467,7 +473,6 @@ fn unmarshal<'py>(py: Python<'py>, name: &str, bytes: &[u8]) -> PyResult<Bound<'
             ),
         )
     }
-    .map_err(|e| import_error(name, format!("cannot unmarshal its bytecode: {e}")))
 }
 
 fn read_bytes<'py>(py: Python<'py>, what: &str, e: &Entry<'_>) -> PyResult<Bound<'py, PyBytes>> {

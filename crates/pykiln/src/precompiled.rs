@@ -80,15 +80,7 @@ fn seed_regexes(py: Python<'_>, seeds: &[u8]) -> PyResult<usize> {
     if py.version_info() >= (3, 14) {
         return Ok(0);
     }
-    // SAFETY: the pointer and length describe `seeds`; the GIL is held. The result is
-    // a new reference or NULL with an exception set.
-    let seeds = unsafe {
-        let obj = ffi::PyMarshal_ReadObjectFromString(
-            seeds.as_ptr().cast(),
-            seeds.len() as ffi::Py_ssize_t,
-        );
-        Bound::from_owned_ptr_or_err(py, obj)?
-    };
+    let seeds = crate::importer::marshal_loads(py, seeds)?;
     let re = py.import("re")?;
     let cache = re.getattr("_cache")?.cast_into::<PyDict>()?;
     let max: usize = re.getattr("_MAXCACHE")?.extract()?;
@@ -212,17 +204,8 @@ fn lookup<'py>(
         state.compiled.fetch_add(1, Ordering::Relaxed);
         return Ok(None);
     };
-    // SAFETY: the pointer and length describe `bytes`, alive for the call; the GIL is
-    // held. The result is a new reference or NULL with an exception set.
-    let code = unsafe {
-        let obj = ffi::PyMarshal_ReadObjectFromString(
-            bytes.as_ptr().cast(),
-            bytes.len() as ffi::Py_ssize_t,
-        );
-        Bound::from_owned_ptr_or_err(py, obj)
-    };
-    // SAFETY: `c` is a valid object.
-    let code = match code {
+    // SAFETY (PyCode_Check): `c` is a valid object.
+    let code = match crate::importer::marshal_loads(py, &bytes) {
         Ok(c) if unsafe { ffi::PyCode_Check(c.as_ptr()) } != 0 => c,
         // Not what the build wrote: the original compiles it.
         Ok(_) | Err(_) => {
