@@ -7,6 +7,7 @@
 //! Root only (it needs a second uid); skipped with a message otherwise.
 
 mod common;
+use common::support::{self, CommandExt as _};
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
@@ -54,8 +55,7 @@ fn payload(dir: &Path, marker: &Path) -> std::path::PathBuf {
         .args(["-shared", "-fPIC", "-o"])
         .arg(&so)
         .arg(&src)
-        .status()
-        .expect("cc runs");
+        .status_within(support::TIMEOUT);
     assert!(st.success());
     std::fs::set_permissions(&so, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -79,8 +79,7 @@ fn run_binary(xdg: &Path) -> std::process::Output {
              print(sum(m not in sys.builtin_module_names for m in ('math', '_json', 'select', '_decimal')))",
         ])
         .stdin(Stdio::null())
-        .output()
-        .expect("run the binary")
+        .output_within(support::TIMEOUT)
 }
 
 #[test]
@@ -140,7 +139,8 @@ fn a_cache_shared_with_another_user_is_refused_and_never_loaded_from() {
         std::os::unix::fs::chown(&xdg, Some(65534), Some(65534)).unwrap();
         let mut attacker = as_nobody(&script);
         if layout != "world-writable" {
-            assert!(attacker.wait().unwrap().success(), "{layout}: setup");
+            let setup = support::wait_within(&mut attacker, support::TIMEOUT, "the setup");
+            assert!(setup.success(), "{layout}: setup");
         } else {
             std::thread::sleep(Duration::from_millis(500));
         }
@@ -216,8 +216,7 @@ fn a_private_cache_works_and_an_unwritable_one_is_named() {
         .env_clear()
         .env("XDG_CACHE_HOME", &xdg)
         .env("PYKILN_NO_MEMFD", "1")
-        .output()
-        .unwrap();
+        .output_within(support::TIMEOUT);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -239,8 +238,8 @@ fn a_full_disk_leaves_no_temporary_files() {
     let mounted = Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=8k,mode=0700", "pykiln-test"])
         .arg(&mnt)
-        .status()
-        .is_ok_and(|s| s.success());
+        .spawn()
+        .is_ok_and(|mut c| support::wait_within(&mut c, support::TIMEOUT, "mount").success());
     if !mounted {
         eprintln!("skipped: cannot mount a tmpfs here");
         return;
@@ -260,13 +259,14 @@ fn a_full_disk_leaves_no_temporary_files() {
             "-c",
             "import _json, _decimal; print('ok')",
         ])
-        .output()
-        .expect("run the binary");
+        .output_within(support::TIMEOUT);
     let leftovers_after: Vec<String> = common_walk(&mnt)
         .into_iter()
         .filter(|p| p.ends_with(".tmp"))
         .collect();
-    let _ = Command::new("umount").arg(&mnt).status();
+    let _ = Command::new("umount")
+        .arg(&mnt)
+        .status_within(support::TIMEOUT);
     assert!(
         fallback.status.success() && fallback.stdout.starts_with(b"ok"),
         "{}",
@@ -322,7 +322,7 @@ fn racing_first_starts_share_one_copy_and_an_unsafe_cache_is_skipped() {
         })
         .collect();
     for c in children {
-        let out = c.wait_with_output().unwrap();
+        let out = support::output_of(c, support::TIMEOUT, "a first start");
         assert!(
             out.status.success() && out.stdout.starts_with(b"ok"),
             "{}",
@@ -349,8 +349,7 @@ fn racing_first_starts_share_one_copy_and_an_unsafe_cache_is_skipped() {
         .args(["--pykiln", "python", "-c", import])
         .env_clear()
         .env("XDG_CACHE_HOME", open.path())
-        .output()
-        .unwrap();
+        .output_within(support::TIMEOUT);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(

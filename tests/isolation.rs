@@ -2,6 +2,7 @@
 //! and the running server maps no host file beyond the glibc family.
 
 mod common;
+use common::support::{self, CommandExt as _};
 
 use common::{Session, binary, exercise_notes_server};
 use std::path::Path;
@@ -202,7 +203,9 @@ fn corrupted_archive_is_a_clear_error() {
     std::fs::write(&copy, &bytes).unwrap();
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = Command::new(&copy).env_clear().output().unwrap();
+    let out = Command::new(&copy)
+        .env_clear()
+        .output_within(support::TIMEOUT);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(70), "{err}");
     assert!(err.contains("checksum mismatch"), "{err}");
@@ -296,13 +299,16 @@ fn verify_fails_on_every_corrupted_entry() {
             match Command::new(copy)
                 .args(["--pykiln", "verify"])
                 .env_clear()
-                .output()
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
             {
                 Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 50 => {
                     tries += 1;
                     std::thread::sleep(std::time::Duration::from_millis(100));
                 }
-                r => break r.unwrap(),
+                r => break support::output_of(r.unwrap(), support::TIMEOUT, "verify"),
             }
         };
         let text = format!(

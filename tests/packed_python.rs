@@ -2,6 +2,7 @@
 //! importlib.metadata, importlib.resources, pkgutil, inspect, and the native fallback.
 
 mod common;
+use common::support::{self, CommandExt as _};
 
 use std::process::Command;
 
@@ -9,8 +10,7 @@ fn python(code: &str) -> (bool, String, String) {
     let out = Command::new(common::binary())
         .args(["--pykiln", "python", "-c", code])
         .env_clear()
-        .output()
-        .unwrap();
+        .output_within(support::TIMEOUT);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -101,8 +101,7 @@ fn native_code_falls_back_to_a_private_cache_without_memfd() {
         .env_clear()
         .env("PYKILN_NO_MEMFD", "1")
         .env("XDG_CACHE_HOME", dir.path())
-        .output()
-        .unwrap();
+        .output_within(support::TIMEOUT);
     assert!(
         out.status.success(),
         "{}",

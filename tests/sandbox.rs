@@ -2,6 +2,7 @@
 //! and the glibc family, with an empty environment.
 
 mod common;
+use common::support::{self, CommandExt as _};
 #[path = "common/sandbox.rs"]
 mod sandbox;
 
@@ -44,9 +45,7 @@ fn runs_in_a_root_without_python() {
     exercise_notes_server(&mut s);
     assert!(s.finish().success());
 
-    let out = sandbox_command(root.path(), &["--pykiln", "verify"])
-        .output()
-        .unwrap();
+    let out = sandbox_command(root.path(), &["--pykiln", "verify"]).output_within(support::TIMEOUT);
     // Modules that load a library of the host's by name (ctypes), which a root holding
     // only glibc lacks; they import wherever that library is installed. Any other
     // failure (or no summary at all) fails the test.

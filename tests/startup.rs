@@ -3,6 +3,7 @@
 //! that read their own sources get them.
 
 mod common;
+use common::support;
 
 use std::process::Command;
 
@@ -27,7 +28,7 @@ fn startup_entries_are_prefetched() {
         .unwrap();
     // Closing stdin at once: the server starts, finds end of input and exits.
     drop(child.stdin.take());
-    let out = child.wait_with_output().unwrap();
+    let out = support::output_of(child, support::TIMEOUT, "the server");
     let log = String::from_utf8_lossy(&out.stderr);
     let line = log
         .lines()

@@ -1,9 +1,11 @@
 //! The packaged demo server speaks MCP over stdio, from a clean environment.
 
 mod common;
+use common::support::{self, CommandExt as _};
 
 use common::{Session, binary, clean_command, exercise_notes_server, info};
 use serde_json::Value;
+use std::os::unix::process::ExitStatusExt as _;
 
 #[test]
 fn full_mcp_exchange_over_stdio() {
@@ -56,8 +58,7 @@ fn sqlite_is_the_bundled_one() {
              print(c.execute('select sqrt(16), json_extract(\\'{\"a\": 2}\\', \\'$.a\\')').fetchone())",
         ])
         .env_clear()
-        .output()
-        .unwrap();
+        .output_within(support::TIMEOUT);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "(4.0, 2)",
@@ -101,8 +102,7 @@ fn verify_passes_on_the_demo_binary() {
     let out = std::process::Command::new(binary())
         .args(["--pykiln", "verify"])
         .env_clear()
-        .output()
-        .unwrap();
+        .output_within(support::TIMEOUT);
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -132,8 +132,7 @@ fn python_console_runs_code_and_modules() {
             .arg("python")
             .args(args)
             .env_clear()
-            .output()
-            .unwrap();
+            .output_within(support::TIMEOUT);
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -167,24 +166,21 @@ fn server_arguments_and_exit_status_pass_through() {
     let out = std::process::Command::new(&bin)
         .arg("--version")
         .env_clear()
-        .output()
-        .unwrap();
+        .output_within(support::TIMEOUT);
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("pykiln-notes 0.1.0"));
     let out = std::process::Command::new(&bin)
         .arg("--transport")
         .arg("carrier-pigeon")
         .env_clear()
-        .output()
-        .unwrap();
+        .output_within(support::TIMEOUT);
     assert_eq!(out.status.code(), Some(2), "argparse's usage error status");
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid choice"));
     // Unopenable database: the server's own error, exit 2.
     let out = std::process::Command::new(&bin)
         .args(["--db", "/proc/nonexistent/x.db"])
         .env_clear()
-        .output()
-        .unwrap();
+        .output_within(support::TIMEOUT);
     assert_eq!(
         out.status.code(),
         Some(2),
@@ -204,8 +200,7 @@ fn tracebacks_show_app_source_lines() {
             "from pykiln_notes.store import NoteStore; NoteStore(':memory:').get(5)",
         ])
         .env_clear()
-        .output()
-        .unwrap();
+        .output_within(support::TIMEOUT);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("pykiln_notes/store.py"), "{err}");
     assert!(
@@ -215,13 +210,14 @@ fn tracebacks_show_app_source_lines() {
 }
 
 /// SIGINT and SIGTERM end a stdio server at once, idle or mid-session, with stdin
-/// still open, and with 128 + the signal: the runtime ends the server's stdin so its
-/// blocked reader thread returns (issue 15.3). The grace-period fallback announces
-/// itself on stderr; it must not be what ended the server.
+/// still open, and the process ends by the signal (a shell shows 130 or 143): the
+/// runtime ends the server's stdin so its blocked reader thread returns (issue 15.3).
+/// The grace-period fallback announces itself on stderr; it must not be what ended the
+/// server.
 #[test]
 fn sigint_and_sigterm_end_a_stdio_server_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    for (signal, name) in [(2, "SIGINT"), (15, "SIGTERM")] {
+    for (signal, name) in [(libc::SIGINT, "SIGINT"), (libc::SIGTERM, "SIGTERM")] {
         for initialize in [false, true] {
             let cmd = clean_command(&binary(), &dir.path().join("n.db"));
             let (status, stderr) = common::stop_with_signal(cmd, signal, initialize);
@@ -231,8 +227,8 @@ fn sigint_and_sigterm_end_a_stdio_server_cleanly() {
                 "idle"
             };
             assert_eq!(
-                status.code(),
-                Some(128 + signal),
+                status.signal(),
+                Some(signal),
                 "{name} {when}: {status:?}\n{stderr}"
             );
             assert!(
@@ -242,6 +238,87 @@ fn sigint_and_sigterm_end_a_stdio_server_cleanly() {
             assert!(!stderr.contains("Traceback"), "{name} {when}:\n{stderr}");
         }
     }
+}
+
+/// A stop signal is never lost, whenever it arrives (issue 30): swept over the whole
+/// start-up — from before the runtime is up, through the interpreter's start and the
+/// server's imports, to the idle server — every run ends by that signal within a few
+/// seconds, with stdin still open (so only the signal can end it), never by the
+/// grace-period fallback. The sweep spans 1.3 times the start-up this binary measured
+/// here (at least 600 ms), in steps small enough to land in every phase, each moment
+/// jittered within its step so that repeated runs cover the span densely.
+#[test]
+fn a_stop_signal_at_any_moment_of_the_start_up_ends_the_server() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("n.db");
+    let spawn = || {
+        clean_command(&binary(), &db)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn the server")
+    };
+    // How long this binary takes to read its stdin here (the slowest of three).
+    let mut startup = Duration::ZERO;
+    for _ in 0..3 {
+        let mut child = spawn();
+        let t = Instant::now();
+        support::wait_reading_stdin(child.id(), common::TIMEOUT);
+        startup = startup.max(t.elapsed());
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let span = (startup * 13 / 10).max(Duration::from_millis(600));
+    let steps = 64u32;
+    // A small xorshift, seeded from the clock and printed, so a failure can be re-run.
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        | 1;
+    eprintln!("sweep seed {seed}");
+    let mut state = seed;
+    let mut jitter = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % 1000) as u32
+    };
+    let mut seen = Vec::new();
+    for (i, signal) in (0..steps).flat_map(|i| [(i, libc::SIGINT), (i, libc::SIGTERM)]) {
+        let delay = span * (i * 1000 + jitter()) / (steps * 1000);
+        let mut child = spawn();
+        let stdin = child.stdin.take();
+        std::thread::sleep(delay);
+        support::kill(child.id(), signal);
+        // A stop ends the server in well under a second; past this bound (beyond the
+        // grace period, with room for a busy machine) it has lost the signal, and the
+        // failure shows what it was doing.
+        let out = support::output_of(
+            child,
+            Duration::from_secs(10),
+            &format!("the server signalled {signal} {delay:?} after spawn"),
+        );
+        drop(stdin);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.signal(),
+            Some(signal),
+            "signal {signal} {delay:?} after spawn: {:?}\n{stderr}",
+            out.status
+        );
+        assert!(
+            !stderr.contains("still running"),
+            "signal {signal} {delay:?} after spawn: the grace period ended it:\n{stderr}"
+        );
+        seen.push(delay);
+    }
+    assert_eq!(seen.len(), 2 * steps as usize);
+    eprintln!(
+        "swept 0..{span:?} (start-up {startup:?}) in {steps} steps, both signals, seed {seed}"
+    );
 }
 
 /// `--pykiln info` names the oldest glibc the binary runs on (issue 9.7): the
@@ -255,8 +332,7 @@ fn info_names_the_oldest_glibc() {
     let out = std::process::Command::new("readelf")
         .args(["-V", "--wide"])
         .arg(&bin)
-        .output()
-        .expect("readelf runs (binutils comes with the C compiler)");
+        .output_within(support::TIMEOUT);
     let text = String::from_utf8_lossy(&out.stdout);
     let newest = text
         .split_whitespace()

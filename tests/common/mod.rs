@@ -12,6 +12,8 @@ use serde_json::{Value, json};
 /// Generous: the machines are shared; this only bounds a hang.
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 
+pub use pykiln_test_support as support;
+
 /// The release binary cargo built for this test run.
 pub fn binary() -> PathBuf {
     // The same suite runs against the notes server made by the `pykiln` CLI (a runner
@@ -277,7 +279,8 @@ pub fn info(bin: &Path) -> Value {
 /// Run `cmd` to completion and return its stdout, failing the test (with stderr) if it
 /// exits non-zero.
 pub fn stdout_of(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("run command");
+    use support::CommandExt as _;
+    let out = cmd.output_within(TIMEOUT);
     assert!(
         out.status.success(),
         "{:?} failed ({:?}):\n{}",
@@ -314,16 +317,16 @@ pub struct HttpServer {
     pub child: Child,
     /// Its loopback port.
     pub port: u16,
-    stdout: std::thread::JoinHandle<String>,
-    stderr: std::thread::JoinHandle<String>,
+    stdout: Option<std::thread::JoinHandle<Vec<u8>>>,
+    stderr: Option<std::thread::JoinHandle<Vec<u8>>>,
 }
 
-fn drain(mut from: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut all = Vec::new();
-        let _ = from.read_to_end(&mut all);
-        String::from_utf8_lossy(&all).into_owned()
-    })
+impl Drop for HttpServer {
+    /// A test that fails midway leaves no server behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl HttpServer {
@@ -335,11 +338,14 @@ impl HttpServer {
     /// Send SIGTERM and wait; returns the exit status and everything printed on stdout
     /// and stderr.
     pub fn terminate(mut self) -> (std::process::ExitStatus, String, String) {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let status = self.child.wait().expect("wait for child");
-        let join = |h: std::thread::JoinHandle<String>| h.join().unwrap_or_default();
-        (status, join(self.stdout), join(self.stderr))
+        support::kill(self.child.id(), libc::SIGTERM);
+        let status =
+            support::wait_within(&mut self.child, TIMEOUT, "the HTTP server after SIGTERM");
+        let join = |h: Option<std::thread::JoinHandle<Vec<u8>>>| {
+            let bytes = h.map(|h| h.join().unwrap_or_default()).unwrap_or_default();
+            String::from_utf8_lossy(&bytes).into_owned()
+        };
+        (status, join(self.stdout.take()), join(self.stderr.take()))
     }
 }
 
@@ -385,13 +391,13 @@ pub fn spawn_http_server(db: &Path, extra: &[&str]) -> HttpServer {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let stdout = drain(server.stdout.take().expect("piped stdout"));
-    let stderr = drain(server.stderr.take().expect("piped stderr"));
+    let stdout = support::drain(server.stdout.take().expect("piped stdout"));
+    let stderr = support::drain(server.stderr.take().expect("piped stderr"));
     HttpServer {
         child: server,
         port,
-        stdout,
-        stderr,
+        stdout: Some(stdout),
+        stderr: Some(stderr),
     }
 }
 
@@ -426,92 +432,13 @@ pub fn notes_in(db: &Path) -> Vec<(i64, String)> {
 }
 
 /// Start `cmd` as a stdio server, optionally complete `initialize`, send it `signal`
-/// and wait for it to end; returns its status and stderr. A server still running
-/// after [`TIMEOUT`] is killed and fails the test.
+/// and wait for it to end (see [`support::stop_with_signal`]).
 pub fn stop_with_signal(
-    mut cmd: Command,
+    cmd: Command,
     signal: i32,
     initialize: bool,
 ) -> (std::process::ExitStatus, String) {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the server");
-    let stderr = drain(child.stderr.take().expect("piped stderr"));
-    let mut stdin = child.stdin.take().expect("piped stdin");
-    let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-    if initialize {
-        writeln!(
-            stdin,
-            r#"{{"jsonrpc":"2.0","id":0,"method":"initialize","params":{{"protocolVersion":"2025-06-18","capabilities":{{}},"clientInfo":{{"name":"t","version":"0"}}}}}}"#
-        )
-        .expect("write initialize");
-        let mut line = String::new();
-        stdout.read_line(&mut line).expect("read the answer");
-        assert!(line.contains("\"result\""), "initialize: {line}");
-    } else {
-        // Idle means the server reached its stdin read loop; a fixed sleep is not
-        // enough on a loaded machine (a signal during the imports is a Python
-        // KeyboardInterrupt, a different path).
-        wait_reading_stdin(child.id());
-    }
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(child.id() as i32, signal) };
-    let start = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if start.elapsed() > TIMEOUT {
-            let _ = child.kill();
-            panic!("the server did not end after signal {signal}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    // stdin is still open: the server ended on the signal alone.
-    drop(stdin);
-    (status, stderr.join().unwrap_or_default())
-}
-
-/// Waits until the server is blocked reading its stdin, up to [`TIMEOUT`]: some
-/// thread other than the runtime's stdin proxy is in `read(2)` on a pipe or socket,
-/// as /proc/PID/task/TID/syscall ("<nr> <fd> …") and /proc/PID/fd show.
-pub fn wait_reading_stdin(pid: u32) {
-    let start = std::time::Instant::now();
-    let reading = || -> bool {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-            return false;
-        };
-        tasks.flatten().any(|task| {
-            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-            let text = std::fs::read_to_string(task.path().join("syscall")).unwrap_or_default();
-            let mut fields = text.split_whitespace();
-            if comm.trim() == "pykiln-stdin" || fields.next() != Some(&libc::SYS_read.to_string()) {
-                return false;
-            }
-            let Some(fd) = fields
-                .next()
-                .and_then(|f| i64::from_str_radix(f.trim_start_matches("0x"), 16).ok())
-            else {
-                return false;
-            };
-            std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
-                .map(|target| {
-                    let target = target.to_string_lossy().into_owned();
-                    target.starts_with("socket:") || target.starts_with("pipe:")
-                })
-                .unwrap_or(false)
-        })
-    };
-    while !reading() {
-        assert!(
-            start.elapsed() < TIMEOUT,
-            "process {pid} never blocked reading its stdin"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    support::stop_with_signal(cmd, signal, initialize, TIMEOUT)
 }
 
 /// tests/js, where tests/prereqs installs the MCP TypeScript SDK and inspector CLI.

@@ -166,6 +166,7 @@ pub fn strip_checked(bytes: Vec<u8>) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pykiln_test_support::{self as support, CommandExt as _};
     use std::process::Command;
 
     /// A shared library with debug info, built by the C compiler pykiln requires anyway.
@@ -190,8 +191,7 @@ mod tests {
             ])
             .arg(&lib)
             .arg(&src)
-            .status()
-            .expect("a C compiler runs");
+            .status_within(support::TIMEOUT);
         assert!(status.success());
         std::fs::read(&lib).unwrap()
     }

@@ -5,6 +5,7 @@
 //! target directory lives under this workspace's target dir so later runs are
 //! incremental.
 
+use pykiln_test_support::{self as support, CommandExt as _};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -26,8 +27,7 @@ fn cargo_build(dir: &Path, target: &Path) {
         .args(["build", "--release", "--quiet"])
         .current_dir(dir)
         .env("CARGO_TARGET_DIR", target)
-        .output()
-        .expect("cargo runs");
+        .output_within(support::LONG);
     assert!(
         out.status.success(),
         "cargo build failed:\n{}",
@@ -39,8 +39,7 @@ fn probe(bin: &Path, code: &str) -> (bool, String) {
     let out = Command::new(bin)
         .args(["--pykiln", "python", "-c", code])
         .env_clear()
-        .output()
-        .expect("the binary runs");
+        .output_within(support::LONG);
     (
         out.status.success(),
         format!(

@@ -2,6 +2,7 @@
 //! import must not hang the build, scripts are not imported, and import-time side
 //! effects land in a scratch home, not the builder's (issues 9.2 and 9.3).
 
+use pykiln_test_support::{self as support, CommandExt as _};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -45,8 +46,7 @@ fn fixture_wheel(dir: &Path, token: &str, marker: &Path) -> std::path::PathBuf {
         ])
         .arg(&wheel)
         .arg(files.to_string())
-        .output()
-        .expect("python3 runs");
+        .output_within(support::TIMEOUT);
     assert!(out.status.success(), "{out:?}");
     wheel
 }

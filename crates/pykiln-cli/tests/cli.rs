@@ -2,6 +2,7 @@
 //! (its own MCP self-test), a Tauri sidecar name, and every kind of bad input giving
 //! one clear line, a non-zero exit and no output file.
 
+use pykiln_test_support::{self as support, CommandExt as _};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -25,7 +26,7 @@ fn text(out: &Output) -> String {
 }
 
 fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("run pykiln")
+    cmd.output_within(support::LONG)
 }
 
 /// The error line of a failed run: exit 1, one `pykiln: error:` line, no panic.
@@ -238,8 +239,7 @@ fn bad_outputs_and_interpreters_fail_before_building() {
     let made = std::process::Command::new(which(&real))
         .args(["-m", "venv", "--without-pip"])
         .arg(&venv)
-        .status()
-        .unwrap();
+        .status_within(support::TIMEOUT);
     assert!(made.success());
     let nopip = venv.join("bin/python");
     let out = run(pykiln()

@@ -3,6 +3,7 @@
 //! CLI (`mcpb validate`, `info`, `unpack`) and an MCP handshake with the unpacked
 //! server by the official inspector CLI.
 
+use pykiln_test_support::{self as support, CommandExt as _};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -27,9 +28,7 @@ fn text(out: &Output) -> String {
 }
 
 fn ok(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let out = cmd.output_within(support::LONG);
     assert!(out.status.success(), "{cmd:?}\n{}", text(&out));
     out
 }
@@ -68,8 +67,7 @@ fn validate_sbom(files: &[&Path]) -> Output {
     Command::new(python)
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/validate-sbom.py"))
         .args(files)
-        .output()
-        .unwrap()
+        .output_within(support::TIMEOUT)
 }
 
 fn node_tool(package_file: &str) -> PathBuf {
@@ -425,8 +423,7 @@ fn bad_input_gives_one_clear_error_and_no_output() {
         .arg(&not)
         .arg("-o")
         .arg(&out_dir)
-        .output()
-        .unwrap();
+        .output_within(support::TIMEOUT);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -441,8 +438,7 @@ fn bad_input_gives_one_clear_error_and_no_output() {
         .arg(bin)
         .args(["--formats", "tar.gz,rpm", "-o"])
         .arg(&out_dir)
-        .output()
-        .unwrap();
+        .output_within(support::TIMEOUT);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("'rpm'") && err.contains("mcpb"), "{err}");
@@ -453,8 +449,7 @@ fn bad_input_gives_one_clear_error_and_no_output() {
         .arg("dist")
         .arg(bin)
         .args(["-o", "/proc/pykiln-dist"])
-        .output()
-        .unwrap();
+        .output_within(support::TIMEOUT);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/proc/pykiln-dist"), "{err}");
@@ -470,8 +465,7 @@ fn bad_input_gives_one_clear_error_and_no_output() {
         .arg("-o")
         .arg(&ro)
         .env("SOURCE_DATE_EPOCH", "not-a-number")
-        .output()
-        .unwrap();
+        .output_within(support::TIMEOUT);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("SOURCE_DATE_EPOCH"),

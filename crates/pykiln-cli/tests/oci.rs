@@ -6,6 +6,7 @@
 //! user), where the official MCP
 //! TypeScript SDK completes an HTTP session with it on 127.0.0.1.
 
+use pykiln_test_support::{self as support, CommandExt as _};
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -23,9 +24,7 @@ fn text(out: &Output) -> String {
 }
 
 fn ok(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e} (tests/prereqs installs it)"));
+    let out = cmd.output_within(support::LONG);
     assert!(out.status.success(), "{cmd:?}\n{}", text(&out));
     out
 }
@@ -224,10 +223,9 @@ fn the_image_unpacks_and_serves_mcp_over_http_in_a_root_of_its_own() {
         .arg(repo().join("tests/js/client.mjs"))
         .arg("http")
         .arg(format!("http://127.0.0.1:{port}/mcp"))
-        .output()
-        .unwrap();
+        .output_within(support::TIMEOUT);
     let _ = server.kill();
-    let _ = server.wait();
+    support::wait_within(&mut server, support::TIMEOUT, "the killed server");
     assert!(client.status.success(), "{}", text(&client));
     assert!(
         String::from_utf8_lossy(&client.stdout).contains("\"ok\":true"),

@@ -1,6 +1,7 @@
 //! A corrupted runner in the cache is built again, never copied into an application.
 //! (Its own test binary: it changes the shared runner that other tests copy.)
 
+use pykiln_test_support::{self as support, CommandExt as _};
 use std::process::Command;
 
 #[test]
@@ -8,8 +9,7 @@ fn a_corrupted_cached_runner_is_rebuilt() {
     let runner = || {
         let out = Command::new(env!("CARGO_BIN_EXE_pykiln"))
             .arg("runner")
-            .output()
-            .expect("run pykiln runner");
+            .output_within(support::LONG);
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(out.status.success(), "{err}");
         let path = String::from_utf8_lossy(&out.stdout).trim().to_string();

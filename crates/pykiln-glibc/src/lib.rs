@@ -130,6 +130,7 @@ pub fn undefined_symbols(bytes: &[u8]) -> Result<BTreeSet<String>, goblin::error
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pykiln_test_support::{self as support, CommandExt as _};
 
     #[test]
     fn tags_parse() {
@@ -154,11 +155,11 @@ mod tests {
         let ours = required(&exe)
             .unwrap()
             .expect("a dynamically linked test binary");
+        // readelf comes with binutils, next to the C compiler the build needs anyway.
         let out = std::process::Command::new("readelf")
             .args(["-V", "--wide", "/proc/self/exe"])
-            .output();
-        // readelf comes with binutils, next to the C compiler the build needs anyway.
-        if let Some(out) = out.ok().filter(|o| o.status.success()) {
+            .output_within(support::TIMEOUT);
+        if out.status.success() {
             let text = String::from_utf8_lossy(&out.stdout);
             let theirs = text
                 .split_whitespace()

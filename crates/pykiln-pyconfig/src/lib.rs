@@ -335,6 +335,7 @@ fn archive_is_pic(bytes: &[u8]) -> Result<bool, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pykiln_test_support::{self as support, CommandExt as _};
 
     fn sample() -> PythonConfig {
         PythonConfig {
@@ -397,15 +398,13 @@ mod tests {
                 .args(["-O2", "-c", flag, "-o"])
                 .arg(&obj)
                 .arg(&src)
-                .status()
-                .unwrap();
+                .status_within(support::TIMEOUT);
             assert!(cc.success());
             let ar = Command::new("ar")
                 .arg("rcs")
                 .arg(&lib)
                 .arg(&obj)
-                .status()
-                .unwrap();
+                .status_within(support::TIMEOUT);
             assert!(ar.success());
             assert_eq!(
                 archive_is_pic(&std::fs::read(&lib).unwrap()),

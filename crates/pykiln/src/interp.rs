@@ -50,11 +50,13 @@ pub fn run(
 ) -> anyhow::Result<i32> {
     let exe = std::env::current_exe().context("cannot locate the running executable")?;
     let run_command = match &mode {
-        Mode::App { entry_point } => Some(app_command(
-            entry_point,
-            crate::stop::install(),
-            manifest.app.as_ref().is_some_and(|a| a.stdout_guard),
-        )?),
+        Mode::App { entry_point } => {
+            crate::stop::install();
+            Some(app_command(
+                entry_point,
+                manifest.app.as_ref().is_some_and(|a| a.stdout_guard),
+            )?)
+        }
         Mode::Verify {
             corrupt,
             import_timeout,
@@ -122,22 +124,19 @@ fn verify_command(corrupt: &[(String, String)], import_timeout: f64) -> anyhow::
 /// Stopping (see [`crate::stop`]): SIGTERM ends the program as cleanly as Ctrl-C. When
 /// an event loop has installed its own SIGINT handler (asyncio's cancels the main
 /// task), SIGTERM goes through that handler instead of raising inside arbitrary code,
-/// which would corrupt the loop's cancel scopes; otherwise it raises SystemExit. Once a
-/// stop signal has arrived, however the program then ends — `KeyboardInterrupt`,
-/// `CancelledError` (anyio's runner on 3.10), click's `Aborted!` exit 1, or a normal
-/// return because stdin ended — its status is `128 + signal` (130, 143), as for a
-/// process the signal killed. `wakeup_fd` is CPython's signal wakeup fd (ours).
+/// which would corrupt the loop's cancel scopes; otherwise it raises SystemExit. Stop
+/// signals are let in (`arm`) once that handler and the wakeup fd are in place, inside
+/// the `try` that also covers the import: a stop during the import or the run ends the
+/// program quietly — `KeyboardInterrupt`, `SystemExit`, `CancelledError` (anyio's
+/// runner on 3.10) are what a stop looks like — and the runtime's exit hook then ends
+/// the process by the signal, whatever status the program gave.
 ///
 /// `stdout_guard` (`[tool.pykiln] stdout-guard`): before anything of the server runs,
 /// `sys.stdout` becomes a text stream that writes to stderr (one warning line first);
 /// its `buffer` and `fileno()` are the real stdout's, which is what the MCP SDK's stdio
 /// transport writes through, so the protocol still flows and a stray `print()` (a
 /// start-up banner, a debug line in a tool) lands on stderr instead of inside it.
-fn app_command(
-    entry_point: &str,
-    wakeup_fd: Option<i32>,
-    stdout_guard: bool,
-) -> anyhow::Result<String> {
+fn app_command(entry_point: &str, stdout_guard: bool) -> anyhow::Result<String> {
     let (module, object) = entry_point.split_once(':').with_context(|| {
         format!("entry point '{entry_point}' is not of the form module:function")
     })?;
@@ -157,15 +156,10 @@ fn app_command(
         Some((head, rest)) => (head, format!(".{rest}")),
         None => (object, String::new()),
     };
-    let wakeup = match wakeup_fd {
-        Some(fd) => format!("signal.set_wakeup_fd({fd}, warn_on_full_buffer=False)\n"),
-        None => String::new(),
-    };
     let guard = if stdout_guard { STDOUT_GUARD } else { "" };
     Ok(format!(
         "import sys, signal, _pykiln_runtime\n\
          {guard}\
-         {wakeup}\
          def _pykiln_stop(signum, frame):\n\
          \x20   _pykiln_runtime.stopping(signum)\n\
          \x20   on_int = signal.getsignal(signal.SIGINT)\n\
@@ -174,17 +168,19 @@ fn app_command(
          \x20   raise SystemExit(128 + signum)\n\
          signal.signal(signal.SIGTERM, _pykiln_stop)\n\
          import gc as _pykiln_gc\n\
-         _pykiln_gc.disable()\n\
+         _pykiln_status = None\n\
          try:\n\
-         \x20   from {module} import {head} as _pykiln_entry\n\
-         \x20   _pykiln_entry = _pykiln_entry{attrs}\n\
-         finally:\n\
-         \x20   _pykiln_runtime.startup_imported()\n\
-         \x20   _pykiln_gc.freeze()\n\
-         \x20   _pykiln_gc.enable()\n\
-         \x20   for _pykiln_f in sys.meta_path:\n\
-         \x20       getattr(_pykiln_f, '_release_pages', lambda: None)()\n\
-         try:\n\
+         \x20   _pykiln_runtime.arm()\n\
+         \x20   _pykiln_gc.disable()\n\
+         \x20   try:\n\
+         \x20       from {module} import {head} as _pykiln_entry\n\
+         \x20       _pykiln_entry = _pykiln_entry{attrs}\n\
+         \x20   finally:\n\
+         \x20       _pykiln_runtime.startup_imported()\n\
+         \x20       _pykiln_gc.freeze()\n\
+         \x20       _pykiln_gc.enable()\n\
+         \x20       for _pykiln_f in sys.meta_path:\n\
+         \x20           getattr(_pykiln_f, '_release_pages', lambda: None)()\n\
          \x20   _pykiln_status = _pykiln_entry()\n\
          except BaseException as _pykiln_e:\n\
          \x20   _pykiln_cancelled = getattr(sys.modules.get('asyncio'), 'CancelledError', ())\n\
@@ -193,7 +189,7 @@ fn app_command(
          \x20       raise\n\
          if _pykiln_runtime.stop_signal():\n\
          \x20   _pykiln_status = 128 + _pykiln_runtime.stop_signal()\n\
-         sys.exit(_pykiln_status)\n"
+        sys.exit(_pykiln_status)\n"
     ))
 }
 
@@ -235,6 +231,12 @@ fn stopping(signum: i32) {
     crate::stop::stopping(signum);
 }
 
+/// Stop signals may come in: see [`crate::stop::arm`].
+#[pyo3::pyfunction]
+fn arm(py: pyo3::Python<'_>) {
+    crate::stop::arm(py);
+}
+
 #[pyo3::pyfunction]
 fn stop_signal() -> i32 {
     crate::stop::signal().unwrap_or(0)
@@ -253,6 +255,7 @@ fn install_runtime_module(py: pyo3::Python<'_>) -> pyo3::PyResult<()> {
     let m = pyo3::types::PyModule::new(py, "_pykiln_runtime")?;
     m.add_function(pyo3::wrap_pyfunction!(stopping, &m)?)?;
     m.add_function(pyo3::wrap_pyfunction!(stop_signal, &m)?)?;
+    m.add_function(pyo3::wrap_pyfunction!(arm, &m)?)?;
     m.add_function(pyo3::wrap_pyfunction!(startup_imported, &m)?)?;
     py.import("sys")?
         .getattr("modules")?
@@ -444,13 +447,14 @@ unsafe fn configure(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pykiln_test_support::{self as support, CommandExt as _};
 
     /// The guard's Python, run by the build's python3: text goes to stderr after one
     /// warning line; the transport's byte channel is still stdout.
     #[test]
     fn stdout_guard_sends_text_to_stderr_and_keeps_the_byte_channel() {
         assert!(
-            app_command("pkg.server:main", None, true)
+            app_command("pkg.server:main", true)
                 .unwrap()
                 .contains("sys.stdout = _PykilnStdoutGuard(sys.stdout)")
         );
@@ -461,8 +465,7 @@ mod tests {
         );
         let out = std::process::Command::new("python3")
             .args(["-I", "-c", &program])
-            .output()
-            .expect("python3 runs");
+            .output_within(support::TIMEOUT);
         assert!(
             out.status.success(),
             "{}",
@@ -479,7 +482,7 @@ mod tests {
 
     #[test]
     fn app_command_runs_the_entry_point() {
-        let c = app_command("pkg.server:main", Some(7), false).unwrap();
+        let c = app_command("pkg.server:main", false).unwrap();
         assert!(c.contains("from pkg.server import main as _pykiln_entry"));
         assert!(c.contains("_pykiln_status = _pykiln_entry()"));
         assert!(c.trim_end().ends_with("sys.exit(_pykiln_status)"));
@@ -491,8 +494,7 @@ mod tests {
                 "import sys; compile(sys.argv[1], '<pykiln>', 'exec')",
                 &c,
             ])
-            .output()
-            .expect("python3 runs");
+            .output_within(support::TIMEOUT);
         assert!(
             out.status.success(),
             "{}\n{c}",
@@ -502,10 +504,9 @@ mod tests {
 
     #[test]
     fn app_command_accepts_object_attributes() {
-        let c = app_command("pkg.cli:app.main", None, false).unwrap();
+        let c = app_command("pkg.cli:app.main", false).unwrap();
         assert!(c.contains("from pkg.cli import app as _pykiln_entry\n"));
         assert!(c.contains("_pykiln_entry = _pykiln_entry.main\n"));
-        assert!(!c.contains("set_wakeup_fd"));
     }
 
     #[test]
@@ -520,7 +521,7 @@ mod tests {
             "pkg:1main",
             "pkg:main.",
         ] {
-            assert!(app_command(bad, None, false).is_err(), "{bad}");
+            assert!(app_command(bad, false).is_err(), "{bad}");
         }
     }
 }

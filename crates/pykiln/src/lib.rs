@@ -86,6 +86,7 @@ macro_rules! main {
 /// The executable file is memory-mapped read-only and the archive read in place, as
 /// with an embedded archive.
 pub fn run_appended() -> ExitCode {
+    stop::defer();
     match appended_archive() {
         Ok(archive) => run_with(archive, None),
         Err(e) => {
@@ -129,15 +130,21 @@ pub fn run_entry_point(archive: &'static [u8], entry_point: &str) -> ExitCode {
 }
 
 fn run_with(archive: &'static [u8], entry_point: Option<&str>) -> ExitCode {
+    // First: a stop signal during start-up waits for the server (see `stop`).
+    stop::defer();
     init_logging();
-    match run_inner(archive, entry_point) {
+    let code = match run_inner(archive, entry_point) {
         Ok(code) => exit_code(code),
         Err(e) => {
             // Errors before Python runs: one clear line on stderr, never a backtrace.
             eprintln!("pykiln: error: {e:#}");
             ExitCode::from(70)
         }
-    }
+    };
+    // A stop signal still pending (the program ended before it let them in) ends the
+    // process now, as it would have at any other moment.
+    stop::undefer();
+    code
 }
 
 fn exit_code(code: i32) -> ExitCode {
@@ -155,6 +162,7 @@ fn run_inner(bytes: &'static [u8], entry_point: Option<&str>) -> anyhow::Result<
 
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == "--pykiln") {
+        stop::undefer();
         let rest = args.split_off(2);
         return console::run(archive, manifest, &args[0], rest);
     }
@@ -165,9 +173,11 @@ fn run_inner(bytes: &'static [u8], entry_point: Option<&str>) -> anyhow::Result<
     match python_command_line(&args[1.min(args.len())..]) {
         // multiprocessing starts `sys.executable` (this binary) as an interpreter.
         Some(PythonCli::Multiprocessing) => {
+            stop::undefer();
             return interp::run(archive, manifest, Mode::Python, args);
         }
         Some(PythonCli::Other) if app.python_cli => {
+            stop::undefer();
             return interp::run(archive, manifest, Mode::Python, args);
         }
         _ => {}

@@ -5,6 +5,7 @@
 #[path = "../../common/sandbox.rs"]
 mod sandbox;
 
+use pykiln_test_support::{self as support, CommandExt as _};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -19,9 +20,7 @@ fn corpus() -> PathBuf {
 }
 
 fn run(cmd: &mut Command, what: &str) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    let out = cmd.output_within(support::LONG);
     assert!(
         out.status.success(),
         "{what} failed ({}):\n{}\n{}",
@@ -412,8 +411,7 @@ fn damaged_or_planted_file_views_are_never_used() {
             cmd.env(k, v);
         }
         cmd.args(["--pykiln", "python", "-c", probe])
-            .output()
-            .unwrap()
+            .output_within(support::TIMEOUT)
     };
     let first = run_probe(&[]);
     assert!(
@@ -481,21 +479,18 @@ fn damaged_or_planted_file_views_are_never_used() {
         .arg("-a")
         .arg(cache_root.join(&view_rel))
         .arg(xdg.join("pykiln/files/"))
-        .status()
-        .unwrap();
+        .status_within(support::TIMEOUT);
     assert!(status.success());
     let status = Command::new("cc")
         .args(["-shared", "-fPIC", "-o"])
         .arg(&planted)
         .arg(&src)
-        .status()
-        .unwrap();
+        .status_within(support::TIMEOUT);
     assert!(status.success());
     let status = Command::new("chown")
         .args(["-R", "65534:65534"])
         .arg(&xdg)
-        .status()
-        .unwrap();
+        .status_within(support::TIMEOUT);
     assert!(status.success());
     let out = run_probe(&[("XDG_CACHE_HOME", &xdg)]);
     let stderr = String::from_utf8_lossy(&out.stderr);

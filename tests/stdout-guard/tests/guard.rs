@@ -3,6 +3,7 @@
 //! client (the official TypeScript SDK), and every printed line reaches stderr after
 //! one warning.
 
+use pykiln_test_support::{self as support, CommandExt as _};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -38,8 +39,7 @@ fn talk() -> (Value, String) {
         .args(["--input-type=module", "-e", CLIENT])
         .arg(env!("CARGO_BIN_EXE_banner-server"))
         .current_dir(js_dir())
-        .output()
-        .expect("node runs (tests/prereqs installs it)");
+        .output_within(support::TIMEOUT);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(

@@ -1,0 +1,82 @@
+//! A server that handles SIGINT and SIGTERM itself through asyncio's
+//! `loop.add_signal_handler` (anyio's `open_signal_receiver`), which replaces the
+//! signal wakeup fd: its handler still gets every signal, what it sees of the wakeup fd
+//! is what a venv shows, and the runtime still ends its stdio session on the signal, so
+//! the process ends by it (issue 30).
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::os::unix::process::ExitStatusExt as _;
+use std::process::{Command, Stdio};
+use std::sync::mpsc::channel;
+use std::time::Instant;
+
+use pykiln_test_support as support;
+
+#[test]
+fn an_app_that_sets_its_own_wakeup_fd_still_stops_and_sees_its_signals() {
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        for initialize in [false, true] {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_signal-server"))
+                .env_clear()
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn signal-server");
+            let mut stdin = child.stdin.take().expect("piped stdin");
+            // stderr line by line, so that the signal goes only once the app's handler
+            // is in place (it says so).
+            let (tx, rx) = channel();
+            let stderr = BufReader::new(child.stderr.take().expect("piped stderr"));
+            let reader = std::thread::spawn(move || {
+                let mut all = String::new();
+                for line in stderr.lines().map_while(Result::ok) {
+                    let _ = tx.send(line.clone());
+                    all.push_str(&line);
+                    all.push('\n');
+                }
+                all
+            });
+            let deadline = Instant::now() + support::TIMEOUT;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(line) if line.contains("signal-server: watching signals") => break,
+                    Ok(_) => {}
+                    Err(_) => {
+                        let state = support::threads(child.id());
+                        let _ = child.kill();
+                        panic!("the server never said it watches its signals:\n{state}");
+                    }
+                }
+            }
+            if initialize {
+                writeln!(stdin, "{}", support::INITIALIZE).expect("write initialize");
+                let line = support::first_line(&mut child, support::TIMEOUT, "initialize");
+                assert!(line.contains("\"result\""), "{line}");
+            } else {
+                support::wait_reading_stdin(child.id(), support::TIMEOUT);
+            }
+            support::kill(child.id(), signal);
+            let status = support::wait_within(
+                &mut child,
+                support::TIMEOUT,
+                &format!("signal-server after signal {signal}"),
+            );
+            drop(stdin);
+            let stderr = reader.join().unwrap_or_default();
+            assert_eq!(status.signal(), Some(signal), "{status:?}\n{stderr}");
+            assert!(!stderr.contains("still running"), "{stderr}");
+            assert!(
+                stderr.contains("signal-server: wakeup fd before the app set one: -1"),
+                "{stderr}"
+            );
+            assert!(
+                stderr.contains(&format!(
+                    "signal-server: the app's handler got signal {signal}"
+                )),
+                "the app's own handler ran:\n{stderr}"
+            );
+        }
+    }
+}
