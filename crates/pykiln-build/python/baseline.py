@@ -25,7 +25,11 @@ forward references, dataclass methods…), each as {"mode", "flags", "optimize",
 "filename", "source"} with everything the code object depends on resolved (the
 `__future__` features inherited from the caller, the optimization level), so that
 the build can compile them once and the binary skip the parser for them; likewise
-"regexes": [{"pattern", "bytes", "flags"}], the patterns compiled through `re`.
+"regexes": [{"pattern", "bytes", "flags"}], the patterns compiled through `re`; and
+"touched": [[event, path relative to its import root], ...], the files and
+directories of the app and its dependencies that the import opened, listed, loaded or
+ran by path (see PathTouches), from which the build gives their distributions on-disk
+views.
 """
 import __future__
 import builtins
@@ -208,6 +212,63 @@ class Hang(BaseException):
     """Raised by the watchdog inside an import that takes too long."""
 
 
+class PathTouches:
+    """Records the files and directories under the import roots that the import opens,
+    lists, loads or runs by path, from CPython's audit events (`open`, `os.listdir`,
+    `os.scandir`, `glob.glob`, `ctypes.dlopen`, `os.exec`, `os.posix_spawn`,
+    `subprocess.Popen`). Left out: what the import system, `importlib.metadata` and
+    `pkgutil` do themselves (the packed binary serves those without a path), reading
+    `.py`/`.pyc` files, and `.dist-info` files. An audit hook cannot be removed, so it
+    stops recording when told."""
+
+    EVENTS = {"open", "os.listdir", "os.scandir", "glob.glob", "glob.glob/2", "ctypes.dlopen",
+              "os.exec", "os.posix_spawn", "subprocess.Popen"}
+    SERVED = ("<frozen importlib", os.sep + "importlib" + os.sep, os.sep + "pkgutil.py",
+              os.sep + "zipimport.py", os.sep + "linecache.py")
+
+    def __init__(self, roots):
+        self.roots = [os.path.join(os.path.realpath(r), "") for r in roots]
+        self.active = False
+        self.touched = {}
+
+    def hook(self, event, args):
+        if not self.active or event not in self.EVENTS or not args:
+            return
+        path = args[0]
+        if event == "subprocess.Popen" and path is None and len(args) > 1:
+            argv = args[1]
+            path = argv if isinstance(argv, (str, bytes)) else (argv[0] if argv else None)
+        if isinstance(path, bytes):
+            path = os.fsdecode(path)
+        if not isinstance(path, str) or not path:
+            return
+        if path.endswith((".py", ".pyc")) or ".dist-info" in path:
+            return
+        absolute = os.path.realpath(path)
+        root = next((r for r in self.roots if absolute.startswith(r)), None)
+        if root is None:
+            return
+        # The nearest Python frame: C functions (the event's own) have none.
+        frame = sys._getframe(1)
+        if frame.f_code.co_filename.startswith(self.SERVED[0]) or any(
+            s in frame.f_code.co_filename for s in self.SERVED[1:]
+        ):
+            return
+        kind = {"os.exec": "exec", "os.posix_spawn": "exec", "subprocess.Popen": "exec",
+                "glob.glob/2": "glob.glob"}.get(event, event)
+        self.touched.setdefault(absolute[len(root):], kind)
+
+    def install(self):
+        sys.addaudithook(self.hook)
+        self.active = True
+
+    def uninstall(self):
+        self.active = False
+
+    def report(self):
+        return sorted([kind, rel] for rel, kind in self.touched.items())
+
+
 def _watchdog(signum, frame):
     raise Hang()
 
@@ -243,12 +304,15 @@ def main():
             exec(line, {})
         compiles = CompileRecorder()
         compiles.install()
+        touches = PathTouches(job["paths"])
+        touches.install()
         try:
             __import__(job["startup"])
         finally:
+            touches.uninstall()
             compiles.uninstall()
         report.write(json.dumps({"startup": recorder.order, "sources": compiles.sources(),
-                                 "regexes": compiles.patterns()}) + "\n")
+                                 "regexes": compiles.patterns(), "touched": touches.report()}) + "\n")
         report.flush()
         os._exit(0)
     timeout = job.get("timeout", 30)

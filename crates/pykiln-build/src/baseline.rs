@@ -140,6 +140,8 @@ pub struct Startup {
     pub sources: Vec<crate::compile::Source>,
     /// The regular expressions it compiled through `re`, sorted, without duplicates.
     pub regexes: Vec<crate::compile::Regex>,
+    /// What it opened, listed, loaded or ran by path under the import roots.
+    pub touched: Vec<crate::ondisk::Touch>,
 }
 
 /// The modules the app loads at start-up, in load order: the entry module imported in
@@ -185,12 +187,19 @@ pub fn startup_order(
         sources: Vec<crate::compile::Source>,
         #[serde(default)]
         regexes: Vec<crate::compile::Regex>,
+        #[serde(default)]
+        touched: Vec<(String, String)>,
     }
     match serde_json::from_slice::<Reply>(crate::pyrun::last_line(&out.stdout)) {
         Ok(r) if out.status.success() => Ok(Startup {
             order: r.startup,
             sources: r.sources,
             regexes: r.regexes,
+            touched: r
+                .touched
+                .into_iter()
+                .map(|(event, path)| crate::ondisk::Touch { event, path })
+                .collect(),
         }),
         _ => {
             let stderr = String::from_utf8_lossy(&out.stderr);

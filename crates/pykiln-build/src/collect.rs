@@ -126,6 +126,27 @@ fn sorted_entries(dir: &Path) -> Vec<(String, PathBuf, bool)> {
     out
 }
 
+/// The files installed at the import root itself (no directory part) that some
+/// distribution's RECORD in `site` lists.
+fn root_files_in_records(site: &Path) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for (name, path, is_dir) in sorted_entries(site) {
+        if !is_dir || !name.ends_with(".dist-info") {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(path.join("RECORD")) else {
+            continue;
+        };
+        for line in text.lines() {
+            let file = line.split(',').next().unwrap_or_default();
+            if !file.is_empty() && !file.contains('/') {
+                out.insert(file.to_string());
+            }
+        }
+    }
+    out
+}
+
 /// Whether `dir` holds Python modules: sources, or extension modules named with an ABI
 /// tag (protobuf's `google/_upb/` holds only `_message.abi3.so`). An untagged `x.so` is
 /// not enough: that is how bundled libraries loaded by path are named.
@@ -307,6 +328,7 @@ impl<'a> Collector<'a> {
     /// A `pip install --target` directory.
     pub fn walk_site(&mut self, site: &Path) {
         let mut pth_dirs = Vec::new();
+        let recorded = root_files_in_records(site);
         for (name, path, is_dir) in sorted_entries(site) {
             if is_dir {
                 if name.ends_with(".dist-info") {
@@ -347,6 +369,12 @@ impl<'a> Collector<'a> {
                 self.add_extension("", &name, &path, Layer::Site);
             } else if name.ends_with(".pth") {
                 pth_dirs.extend(self.read_pth(site, &path, &name));
+            } else if recorded.contains(&name) {
+                // A data file a wheel installs at the import root itself
+                // (office-powerpoint-mcp-server's `slide_layout_templates.json`, which
+                // its `utils` package finds two directories above its `__file__`);
+                // only what a RECORD lists, not the build cache's own markers.
+                self.add_resource("", name.clone(), &path, Layer::Site);
             }
         }
         // Directories a .pth file adds to sys.path are import roots of their own.

@@ -27,6 +27,7 @@ mod native;
 mod notices;
 mod ondisk;
 mod options;
+mod pathuse;
 mod pipeline;
 mod placement;
 mod project;

@@ -1,62 +1,94 @@
 //! Choosing the distributions that get an on-disk file view.
 //!
-//! Most code reaches its data through `importlib.resources` or `pkgutil.get_data`, which
-//! the archive importer serves from memory. Some code builds paths from `__file__`
-//! instead (`open(os.path.join(os.path.dirname(__file__), "data.json"))`), loads a
-//! bundled library with ctypes/cffi by path, or runs a bundled executable. For those
-//! distributions the runtime extracts the distribution's files once to a
-//! content-addressed directory and points `__file__` there; bytecode still comes from
-//! the archive. This module decides which distributions need it:
+//! A packed module's `__file__` names a path under the executable, where nothing
+//! exists. Code that finds its files through `importlib.resources` or `pkgutil.get_data`
+//! is served from memory; code that builds a path from `__file__` (`with_name`,
+//! `.parent.parent`, `dirname(dirname(...))`, a helper in another module, a C library
+//! given the path) needs a real directory. For those distributions the runtime writes
+//! the distribution's files once to a content-addressed directory in the user's cache,
+//! laid out as in site-packages, and points their `__file__`/`__path__` there (see the
+//! runtime's `fileview`); bytecode still comes from the archive.
 //!
-//! - the package holding an ELF shared library that is not an extension module (it is
-//!   loaded by path) or an executable;
-//! - the package of a module whose source mentions `__file__` and also names, in a
-//!   string literal, a data file or directory that sits beside it;
-//! - the package of a module that lists its own directory (`os.listdir`, `os.scandir`,
-//!   `os.walk`, `glob`, `Path.glob`/`iterdir` on a path derived from `__file__`), as
-//!   plugin discovery does: a packed package has no directory to list;
-//! - plus whole distributions named in `[tool.pykiln] on-disk`, minus those in
-//!   `[tool.pykiln] in-memory`.
+//! Guessing from source text which code builds such paths keeps missing patterns, so
+//! the default is the one that works when a guess is wrong: **every distribution that
+//! ships runtime data files** — beside a module, in a subdirectory, or at the import
+//! root (RECORD says whose) — gets a view, whole (all its top-level names, sources
+//! included, so listings show what a venv shows). A distribution made only of code
+//! needs no path, unless
 //!
-//! What never asks for a view (each a false positive seen in real distributions, kept
-//! in `tests/compat`'s labelled corpus): code in a top-level `if __name__ ==
-//! "__main__":` block (pycparser's `_ast_gen.py`), test suites and build tools inside a
-//! package (`numpy.f2py`, `numpy.distutils`), extension modules in a directory without
-//! `.py` files (protobuf's `google/_upb/_message.abi3.so`, found by the collector), and
-//! shipped scripts that no module finds beside `__file__` (tqdm's `completion.sh`).
+//! - Python's own parser finds one of its modules listing the directory it lives in or
+//!   opening a file by a path built from `__file__` (`python/paths.py`, see
+//!   [`crate::pathuse`]): plugin discovery, reading its own sources; or
+//! - the build's import of the server (the start-up recording) saw it open or list one
+//!   of its own files by path (an audit hook: evidence beats analysis).
 //!
-//! A view covers packages (dotted prefixes), not necessarily whole distributions, so
-//! `numpy.f2py._backends` can get one while the rest of numpy stays in memory.
+//! `[tool.pykiln] on-disk` adds whole distributions, `in-memory` removes them. What
+//! never counts as runtime data: type stubs, C sources and headers, static libraries,
+//! pkg-config and CMake files, docs and licence texts, and files under a package's
+//! test, example and build-tool directories (they are still part of a view that a
+//! distribution gets for another reason).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use pykiln_archive::{OnDiskGroup, within_package};
 use sha2::{Digest as _, Sha256};
 
 use crate::collect::{Collected, Layer};
+use crate::pathuse::Finding;
 use crate::project::{Project, normalize};
 
-/// Files that are not runtime data: type stubs, C sources and headers, docs.
+/// Files that are not runtime data: type stubs, C sources and headers, build inputs
+/// (pkg-config and CMake files, Cython hashes, Windows build scripts), docs and licence
+/// texts, hidden files.
 fn is_build_artifact(file: &str) -> bool {
     let base = file.rsplit('/').next().unwrap_or(file);
     let upper = base.to_ascii_uppercase();
     const EXT: &[&str] = &[
         ".pyi", ".pxd", ".pyx", ".pxi", ".h", ".hpp", ".c", ".cc", ".cpp", ".f", ".f90", ".md",
-        ".rst", ".a", ".typed",
+        ".rst", ".a", ".typed", ".pc", ".cmake", ".la", ".lib", ".asm", ".cmd", ".bat", ".ps1",
+        ".obj", ".dll", ".exe", ".pdb",
     ];
-    base == "py.typed"
-        || EXT.iter().any(|e| base.ends_with(e))
-        || ["LICENSE", "LICENCE", "COPYING", "NOTICE", "AUTHORS"]
-            .iter()
-            .any(|p| upper.starts_with(p))
+    let build_dir = file.split('/').any(|part| {
+        part.starts_with('.')
+            || part.contains("pkgconfig")
+            || part.contains("pkg-config")
+            || part.eq_ignore_ascii_case("cmake")
+    });
+    // Text whose name says it is documentation: `LICENSE`, numpy's `ma/API_CHANGES.txt`,
+    // fontTools' `table_API_readme.txt`, SQLAlchemy's `type_migration_guidelines.txt`.
+    let text = ["", ".txt", ".html", ".htm", ".md", ".rst", ".pdf"]
+        .iter()
+        .any(|e| match base.rsplit_once('.') {
+            Some((_, ext)) => e.strip_prefix('.') == Some(ext),
+            None => e.is_empty(),
+        });
+    let doc = [
+        "LICENSE",
+        "LICENCE",
+        "COPYING",
+        "NOTICE",
+        "AUTHORS",
+        "README",
+        "CHANGELOG",
+        "CHANGES",
+        "HISTORY",
+        "CONTRIBUTORS",
+        "CREDITS",
+        "THANKS",
+        "GUIDELINES",
+    ]
+    .iter()
+    .any(|p| upper.contains(p));
+    build_dir || base == "py.typed" || EXT.iter().any(|e| base.ends_with(e)) || (doc && text)
 }
 
 /// Test suites, benchmarks and examples shipped inside a package do not run in a server;
 /// neither do build tools shipped inside runtime packages (`numpy.distutils`,
 /// `numpy.f2py`), which compile C or Fortran and need a compiler the target lacks.
-fn is_dev_only(module: &str) -> bool {
-    module.split('.').any(|p| {
+/// `path` is a dotted module name or a slash-separated file path.
+fn is_dev_only(path: &str) -> bool {
+    path.split(['.', '/']).any(|p| {
         matches!(
             p,
             "tests"
@@ -66,163 +98,58 @@ fn is_dev_only(module: &str) -> bool {
                 | "bench"
                 | "examples"
                 | "docs"
+                | "doc"
                 | "distutils"
                 | "f2py"
+                | "__pycache__"
         )
     })
-}
-
-/// The source with its top-level `if __name__ == "__main__":` block blanked: code there
-/// runs only when the file is executed as a script (pycparser's `_ast_gen.py`
-/// regenerates its own sources from `_c_ast.cfg` there), never on import.
-fn without_main_block(src: &str) -> std::borrow::Cow<'_, str> {
-    let mut out = String::new();
-    let mut in_main = false;
-    let mut found = false;
-    for line in src.split_inclusive('\n') {
-        let top_level = !line.starts_with([' ', '\t']) && !line.trim().is_empty();
-        if top_level {
-            let code = line.split('#').next().unwrap_or_default();
-            let compact: String = code.chars().filter(|c| !c.is_whitespace()).collect();
-            in_main = matches!(
-                compact.as_str(),
-                "if__name__=='__main__':"
-                    | "if__name__==\"__main__\":"
-                    | "if'__main__'==__name__:"
-                    | "if\"__main__\"==__name__:"
-            );
-            found |= in_main;
-        }
-        if !in_main {
-            out.push_str(line);
-        } else if line.ends_with('\n') {
-            out.push('\n'); // keep line numbers for the warnings
-        }
-    }
-    if found {
-        std::borrow::Cow::Owned(out)
-    } else {
-        std::borrow::Cow::Borrowed(src)
-    }
 }
 
 fn top_of(dotted: &str) -> &str {
     dotted.split('.').next().unwrap_or(dotted)
 }
 
-/// Top-level name of a RECORD path (`pkg/x.py` → `pkg`, `mod.cpython-311-….so` → `mod`).
+/// Top-level name of a RECORD path: the package directory (`pkg/x.py` → `pkg`), the
+/// module (`mod.cpython-311-….so` → `mod`), or a data file installed at the import root
+/// itself (`slide_layout_templates.json`), which belongs to its distribution's view.
 fn record_top(path: &str) -> Option<String> {
     let first = path.split('/').next()?;
-    if first.is_empty() || first.starts_with("..") || first.ends_with(".dist-info") {
+    if first.is_empty()
+        || first.starts_with("..")
+        || first.ends_with(".dist-info")
+        || first.ends_with(".data")
+        || first == "__pycache__"
+    {
         return None;
     }
     if path.contains('/') {
         return Some(first.to_string());
     }
-    let stem = first.split('.').next()?;
-    (first.ends_with(".py") || first.ends_with(".so")).then(|| stem.to_string())
+    if first.ends_with(".py") || first.ends_with(".so") {
+        return first.split('.').next().map(str::to_string);
+    }
+    // `.pth` files are read by the build (their import lines), not by the server.
+    (!first.ends_with(".pth")).then(|| first.to_string())
 }
 
-/// String literals of a Python source (short strings only; good enough to spot names).
-fn string_literals(src: &str) -> BTreeSet<&str> {
-    let mut out = BTreeSet::new();
-    let bytes = src.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        let q = bytes[i];
-        if q == b'"' || q == b'\'' {
-            let start = i + 1;
-            let mut j = start;
-            while j < bytes.len() && bytes[j] != q && bytes[j] != b'\n' {
-                j += if bytes[j] == b'\\' { 2 } else { 1 };
-            }
-            if j < bytes.len() && bytes[j] == q {
-                if let Some(s) = src.get(start..j) {
-                    out.insert(s);
-                }
-            }
-            i = j + 1;
-        } else {
-            i += 1;
-        }
-    }
-    out
+/// A file the build's import of the server touched by path (the start-up recording's
+/// audit hook): the event and the path relative to the import root.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct Touch {
+    /// `open`, `os.listdir`, `os.scandir`, `glob.glob`, `ctypes.dlopen`, `exec`.
+    pub event: String,
+    /// Relative to the import root it is under (`pkg/data/x.json`).
+    pub path: String,
 }
 
-/// Calls that list the directory given as their first argument.
-const LISTING_FUNCTIONS: &[&str] = &["listdir(", "scandir(", "walk(", "glob(", "iglob("];
-/// Methods that list the directory they are called on.
-const LISTING_METHODS: &[&str] = &[".glob(", ".rglob(", ".iterdir("];
-
-/// The receiver of a method call ending at byte `end` of `code`: the expression
-/// before it, back to a space, `=`, `[`, `,` or an unmatched `(`.
-fn receiver(code: &str, end: usize) -> &str {
-    let mut depth = 0i32;
-    let mut start = end;
-    for (i, c) in code[..end].char_indices().rev() {
-        match c {
-            ')' => depth += 1,
-            '(' if depth == 0 => break,
-            '(' => depth -= 1,
-            ' ' | '=' | '[' | ',' if depth == 0 => break,
-            _ => {}
-        }
-        start = i;
-    }
-    &code[start..end]
-}
-
-/// The first line (1-based) that lists a directory derived from `__file__`: the
-/// listed path (a listing function's argument, a listing method's receiver) names
-/// `__file__` itself or a variable assigned from an expression that does
-/// (`HERE = Path(__file__).parent`, one level of indirection).
-fn lists_own_directory(src: &str) -> Option<usize> {
-    let mut derived: Vec<&str> = Vec::new();
-    let names_own_dir = |text: &str, derived: &[&str]| {
-        text.contains("__file__")
-            || derived.iter().any(|v| {
-                text.match_indices(v).any(|(at, _)| {
-                    let ident =
-                        |c: Option<char>| c.is_some_and(|c| c == '_' || c.is_alphanumeric());
-                    !ident(text[..at].chars().next_back())
-                        && !ident(text[at + v.len()..].chars().next())
-                })
-            })
-    };
-    for (i, line) in src.lines().enumerate() {
-        let code = line.split('#').next().unwrap_or_default();
-        let function_lists = LISTING_FUNCTIONS.iter().any(|f| {
-            code.match_indices(f).any(|(at, _)| {
-                // `name(` as a whole name (`os.listdir(`, `listdir(`), not `.glob(`.
-                let before = code[..at].chars().next_back();
-                let whole = !before.is_some_and(|c| c == '_' || c.is_alphanumeric());
-                let is_method =
-                    f == &"glob(" && before == Some('.') && !code[..at].ends_with("glob.");
-                whole && !is_method && names_own_dir(&code[at + f.len()..], &derived)
-            })
-        });
-        let method_lists = LISTING_METHODS.iter().any(|m| {
-            code.match_indices(m)
-                .any(|(at, _)| names_own_dir(receiver(code, at), &derived))
-        });
-        if function_lists || method_lists {
-            return Some(i + 1);
-        }
-        if names_own_dir(code, &derived) {
-            // `NAME = …` (also `self.NAME = …`): NAME now stands for the directory.
-            if let Some((lhs, rhs)) = code.split_once('=') {
-                let lhs = lhs.trim().trim_start_matches("self.");
-                if !rhs.starts_with('=')
-                    && !lhs.is_empty()
-                    && lhs.chars().all(|c| c == '_' || c.is_alphanumeric())
-                    && rhs.contains("__file__")
-                {
-                    derived.push(lhs);
-                }
-            }
-        }
-    }
-    None
+/// What the build knows of how the server's code reaches its files.
+#[derive(Default)]
+pub struct Evidence {
+    /// Python's parser on the candidates ([`candidates`]), by module.
+    pub findings: BTreeMap<String, Vec<Finding>>,
+    /// What the start-up recording saw opened or listed by path.
+    pub touched: Vec<Touch>,
 }
 
 /// Result of the analysis.
@@ -242,24 +169,9 @@ impl Plan {
     }
 }
 
-/// What a group found so far: view prefixes and the first reason.
-#[derive(Default)]
-struct Found {
-    prefixes: BTreeSet<String>,
-    reason: String,
-}
-
-impl Found {
-    fn add(&mut self, prefix: &str, why: String) {
-        self.prefixes.insert(prefix.to_string());
-        if self.reason.is_empty() {
-            self.reason = why;
-        }
-    }
-}
-
-/// Normalised distribution name → its top-level import names (from RECORD); the app is
-/// one more distribution, under its own name.
+/// Normalised distribution name → its top-level names (from RECORD: packages, modules
+/// and import-root data files); the app is one more distribution, under its own name,
+/// unless it packs no packages of its own (a build from requirements).
 pub fn distributions(
     collected: &Collected,
     project: &Project,
@@ -279,14 +191,20 @@ pub fn distributions(
             tops.extend(record_top(rel));
         }
     }
-    dists.insert(
-        normalize(&project.name),
-        project
-            .packages
-            .iter()
-            .map(|(n, _)| top_of(n).to_string())
-            .collect(),
-    );
+    // Extended, never replaced: `--from NAME` names the project after the distribution
+    // it runs, which packs no packages of its own; replacing would lose that
+    // distribution's files.
+    let app: BTreeSet<String> = project
+        .packages
+        .iter()
+        .map(|(n, _)| top_of(n).to_string())
+        .collect();
+    if !app.is_empty() {
+        dists
+            .entry(normalize(&project.name))
+            .or_default()
+            .extend(app);
+    }
     dists
 }
 
@@ -314,182 +232,203 @@ pub fn source_tops(
     tops
 }
 
+/// Top-level name → distribution.
+fn owners(dists: &BTreeMap<String, BTreeSet<String>>) -> BTreeMap<&str, &str> {
+    dists
+        .iter()
+        .flat_map(|(d, tops)| tops.iter().map(move |t| (t.as_str(), d.as_str())))
+        .collect()
+}
+
+/// Path of a resource relative to the import root.
+fn resource_path(pkg: &str, rel: &str) -> String {
+    if pkg.is_empty() {
+        rel.to_string()
+    } else {
+        format!("{}/{rel}", pkg.replace('.', "/"))
+    }
+}
+
+/// Each distribution's runtime data files (paths relative to the import root, sorted)
+/// and their total size.
+fn runtime_data(
+    collected: &Collected,
+    dist_of: &BTreeMap<&str, &str>,
+) -> BTreeMap<String, (Vec<String>, u64)> {
+    let mut out: BTreeMap<String, (Vec<String>, u64)> = BTreeMap::new();
+    for ((pkg, rel), path) in &collected.resources {
+        let full = resource_path(pkg, rel);
+        let top = full.split('/').next().unwrap_or_default();
+        let Some(dist) = dist_of.get(top) else {
+            continue;
+        };
+        if is_build_artifact(rel) || is_dev_only(&full) {
+            continue;
+        }
+        let size = std::fs::metadata(path).map_or(0, |m| m.len());
+        let entry = out.entry(dist.to_string()).or_default();
+        entry.0.push(full);
+        entry.1 += size;
+    }
+    out
+}
+
+/// Modules worth reading with Python's parser: those that mention a location
+/// (`__file__`, `__path__`, `__spec__`), outside the standard library, tests and build
+/// tools. Distributions with runtime data get a view anyway; their findings say why it
+/// is needed.
+pub fn candidates(
+    collected: &Collected,
+    dists: &BTreeMap<String, BTreeSet<String>>,
+) -> BTreeMap<String, PathBuf> {
+    let dist_of = owners(dists);
+    let mut out = BTreeMap::new();
+    for (name, m) in &collected.modules {
+        if !dist_of.contains_key(top_of(name)) || m.layer == Layer::Stdlib || is_dev_only(name) {
+            continue;
+        }
+        let Ok(src) = std::fs::read(&m.path) else {
+            continue;
+        };
+        let mentions = [&b"__file__"[..], b"__path__", b"__spec__"]
+            .iter()
+            .any(|pat| src.windows(pat.len()).any(|w| w == *pat));
+        if mentions {
+            out.insert(name.clone(), m.path.clone());
+        }
+    }
+    out
+}
+
 /// Decide the on-disk groups of a build (`dists` is [`distributions`]'s).
 pub fn plan(
     collected: &Collected,
     project: &Project,
     dists: &BTreeMap<String, BTreeSet<String>>,
+    evidence: &Evidence,
 ) -> Plan {
-    let app = normalize(&project.name);
-    let dist_of: BTreeMap<&str, &str> = dists
-        .iter()
-        .flat_map(|(d, tops)| tops.iter().map(move |t| (t.as_str(), d.as_str())))
-        .collect();
-
-    let mut found: BTreeMap<String, Found> = BTreeMap::new();
+    let dist_of = owners(dists);
+    // Every reason found, in the order found (data, analysis, evidence), once each; and
+    // which top-level names the view needs: all of them (None) for data files, which
+    // any module may reach (`dirname(dirname(__file__))` crosses packages), else just
+    // the packages the analysis or the evidence names: cffi's view is for its
+    // recompiler, not for its `_cffi_backend` extension that every start imports.
+    let mut reasons: BTreeMap<String, (Vec<String>, Option<BTreeSet<String>>)> = BTreeMap::new();
+    let mut add = |dist: &str, why: String, top: Option<&str>| {
+        let (list, tops) = reasons
+            .entry(dist.to_string())
+            .or_insert_with(|| (Vec::new(), Some(BTreeSet::new())));
+        if !list.contains(&why) {
+            list.push(why);
+        }
+        match (top, tops.as_mut()) {
+            (Some(t), Some(tops)) => {
+                tops.insert(t.to_string());
+            }
+            (None, _) => *tops = None,
+            (Some(_), None) => {}
+        }
+    };
     let mut warnings = Vec::new();
 
-    // Data files by directory (relative to the import root), and ELF/executable files.
-    let mut data_dirs: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for ((pkg, rel), path) in &collected.resources {
-        let full = if pkg.is_empty() {
-            rel.clone()
-        } else {
-            format!("{}/{rel}", pkg.replace('.', "/"))
-        };
-        let top = full.split('/').next().unwrap_or_default();
-        let Some(dist) = dist_of.get(top) else {
-            continue;
-        };
-        // The package holding the file, or the import-root directory it sits in.
-        let owner = if pkg.is_empty() { top } else { pkg.as_str() };
-        let head = read_head(path);
-        if head.starts_with(b"\x7fELF") {
-            if rel.contains(".so") {
-                found.entry(dist.to_string()).or_default().add(
-                    owner,
-                    format!("ships a shared library loaded by path: {full}"),
+    for (dist, (files, size)) in runtime_data(collected, &dist_of) {
+        let first = files.first().cloned().unwrap_or_default();
+        let count = files.len();
+        add(
+            &dist,
+            format!(
+                "ships {count} data file{} ({}) beside its modules, e.g. {first}",
+                if count == 1 { "" } else { "s" },
+                human(size)
+            ),
+            None,
+        );
+    }
+    for (module, found) in &evidence.findings {
+        let rel = collected
+            .modules
+            .get(module)
+            .map_or(module.as_str(), |m| m.rel.as_str());
+        for f in found {
+            let target = if f.whose.is_empty() {
+                module.as_str()
+            } else {
+                f.whose.as_str()
+            };
+            if let Some(dist) = dist_of.get(top_of(target)) {
+                add(
+                    dist,
+                    format!("{rel}:{} {}", f.line, f.what),
+                    Some(top_of(target)),
                 );
-            } else {
-                found
-                    .entry(dist.to_string())
-                    .or_default()
-                    .add(owner, format!("ships an executable: {full}"));
             }
         }
-        // An executable script is data like any other: a view only when code finds it
-        // beside `__file__` (tqdm ships completion.sh, but copies it out through
-        // importlib.resources).
-        if is_build_artifact(rel) {
-            continue;
-        }
-        // Every directory level between the package and the file can be named.
-        let parts: Vec<&str> = full.split('/').collect();
-        for i in 0..parts.len().saturating_sub(1) {
-            data_dirs
-                .entry(parts[..=i].join("/"))
-                .or_default()
-                .insert(parts[i + 1].to_string());
-        }
-        data_dirs
-            .entry(String::new())
-            .or_default()
-            .insert(parts[0].to_string());
     }
-
-    // Directories that are packages: a literal naming one is a submodule reference.
-    let package_dirs: BTreeSet<String> = collected
-        .modules
-        .iter()
-        .filter(|(_, m)| m.is_package)
-        .map(|(n, _)| n.replace('.', "/"))
-        .collect();
-    for (name, m) in &collected.modules {
-        let Some(dist) = dist_of.get(top_of(name)) else {
-            continue;
-        };
-        if m.layer == Layer::Stdlib || is_dev_only(name) {
-            continue;
-        }
-        let Ok(src) = std::fs::read_to_string(&m.path) else {
-            continue;
-        };
-        if !src.contains("__file__") {
-            continue;
-        }
-        let src = without_main_block(&src);
-        if !src.contains("__file__") {
-            continue;
-        }
-        let dir = match m.rel.rsplit_once('/') {
-            Some((d, _)) => d.to_string(),
-            None => String::new(),
-        };
-        if let Some(line) = lists_own_directory(&src) {
-            let why = format!("{}:{line} lists its own directory", m.rel);
-            let entry = found.entry(dist.to_string()).or_default();
-            if dir.is_empty() {
-                // A top-level module lists the import root: only it can be viewed.
-                entry.add(name, why);
-            } else {
-                entry.add(&dir.replace('/', "."), why);
-            }
-            continue;
-        }
-        let Some(beside) = data_dirs.get(&dir) else {
-            continue;
-        };
-        let hit = string_literals(&src)
-            .into_iter()
-            .filter_map(|lit| lit.trim_matches('/').split('/').next())
-            .find(|first| {
-                let path = if dir.is_empty() {
-                    first.to_string()
-                } else {
-                    format!("{dir}/{first}")
-                };
-                !first.is_empty() && beside.contains(*first) && !package_dirs.contains(&path)
-            });
-        let Some(hit) = hit else {
-            continue;
-        };
-        let why = format!("{} opens '{hit}' relative to __file__", m.rel);
-        let entry = found.entry(dist.to_string()).or_default();
-        if dir.is_empty() {
-            // A top-level module and an import-root data directory beside it.
-            entry.add(name, why.clone());
-            entry.add(hit, why);
-        } else {
-            entry.add(&dir.replace('/', "."), why);
+    for t in &evidence.touched {
+        let top = t.path.split('/').next().unwrap_or_default();
+        if let Some(dist) = dist_of.get(top) {
+            let what = match t.event.as_str() {
+                "open" => "opened",
+                "ctypes.dlopen" => "loaded",
+                "exec" => "ran",
+                _ => "listed",
+            };
+            add(
+                dist,
+                format!("{what} {} when the server was imported", t.path),
+                Some(top),
+            );
         }
     }
-
     for forced in &project.on_disk {
         let n = normalize(forced);
-        match dists.get(&n) {
-            Some(tops) => {
-                let entry = found.entry(n).or_default();
-                for t in tops {
-                    entry.add(t, "[tool.pykiln] on-disk".into());
-                }
-            }
-            None => warnings.push(format!(
+        if dists.contains_key(&n) {
+            add(&n, "[tool.pykiln] on-disk".into(), None);
+        } else {
+            warnings.push(format!(
                 "[tool.pykiln] on-disk names '{forced}', which is not a packed distribution"
-            )),
+            ));
         }
     }
     for kept in &project.in_memory {
-        found.remove(&normalize(kept));
+        let n = normalize(kept);
+        if reasons.remove(&n).is_none() && !dists.contains_key(&n) {
+            warnings.push(format!(
+                "[tool.pykiln] in-memory names '{kept}', which is not a packed distribution"
+            ));
+        }
     }
 
     let mut groups = Vec::new();
     let mut prefixes = BTreeSet::new();
-    for (dist, f) in found {
-        // Drop prefixes inside other prefixes of the group.
-        let tops: Vec<String> = f
-            .prefixes
+    for (dist, (found, needed)) in reasons {
+        let Some(tops) = dists.get(&dist) else {
+            continue;
+        };
+        let tops: BTreeSet<String> = match needed {
+            None => tops.clone(),
+            Some(needed) => tops.intersection(&needed).cloned().collect(),
+        };
+        let more = found.len().saturating_sub(3);
+        let mut reason = found.into_iter().take(3).collect::<Vec<_>>().join("; ");
+        if more > 0 {
+            reason.push_str(&format!(" (and {more} more)"));
+        }
+        // Only what is packed: RECORD also names scripts, `.pth` files and modules an
+        // exclude pattern left out.
+        let tops: Vec<String> = tops
             .iter()
-            .filter(|p| !f.prefixes.iter().any(|q| q != *p && within_package(p, q)))
+            .filter(|t| is_packed_top(collected, t))
             .cloned()
             .collect();
-        // The app's own packages are reported like any dependency: a view is a cost
-        // its author may prefer to avoid (importlib.resources needs none).
-        let whose = if dist == app {
-            format!("{dist} (this project)")
-        } else {
-            dist.clone()
-        };
-        warnings.push(format!(
-            "{whose} looks __file__-dependent ({}); on-disk file view for: {} \
-             (set [tool.pykiln] in-memory = [\"{dist}\"] to keep it in memory)",
-            f.reason,
-            tops.join(", ")
-        ));
+        if tops.is_empty() {
+            continue;
+        }
         groups.push(OnDiskGroup {
             id: group_id(collected, &tops, project.strip_native),
             name: dist,
             tops: tops.clone(),
-            reason: f.reason,
+            reason,
         });
         prefixes.extend(tops);
     }
@@ -497,6 +436,29 @@ pub fn plan(
         groups,
         prefixes,
         warnings,
+    }
+}
+
+/// Whether a top-level name is packed: a module or package, an extension module, or
+/// a resource (a package's data, or an import-root file or directory).
+fn is_packed_top(collected: &Collected, top: &str) -> bool {
+    let below = |name: &str| name == top || within_package(name, top);
+    collected.modules.keys().any(|n| below(n))
+        || collected.extensions.keys().any(|n| below(n))
+        || collected.resources.keys().any(|(pkg, rel)| {
+            if pkg.is_empty() {
+                rel.split('/').next() == Some(top)
+            } else {
+                below(pkg)
+            }
+        })
+}
+
+fn human(bytes: u64) -> String {
+    if bytes >= 1 << 20 {
+        format!("{:.1} MB", bytes as f64 / 1e6)
+    } else {
+        format!("{:.0} kB", (bytes as f64 / 1e3).ceil())
     }
 }
 
@@ -540,15 +502,6 @@ fn group_id(collected: &Collected, tops: &[String], strip_native: bool) -> Strin
     crate::hex(&h.finalize()[..16])
 }
 
-fn read_head(path: &Path) -> [u8; 4] {
-    use std::io::Read as _;
-    let mut head = [0u8; 4];
-    if let Ok(mut f) = std::fs::File::open(path) {
-        let _ = f.read(&mut head);
-    }
-    head
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -567,77 +520,13 @@ mod tests {
         );
         assert_eq!(record_top("../../bin/tool"), None);
         assert_eq!(record_top("pkg-1.0.dist-info/RECORD"), None);
-        assert_eq!(record_top("README"), None);
-    }
-
-    #[test]
-    fn literals_are_found() {
-        let lits = string_literals(
-            "p = os.path.join(os.path.dirname(__file__), 'locale-data')\nq = \"a\\\"b\"\nx = 'unterminated\n",
-        );
-        assert!(lits.contains("locale-data"));
-        assert!(lits.contains("a\\\"b"));
-        assert!(!lits.iter().any(|l| l.contains("unterminated")));
-    }
-
-    #[test]
-    fn listing_the_own_directory_is_found() {
-        for (src, line) in [
-            (
-                "import os\nnames = os.listdir(os.path.dirname(__file__))\n",
-                2,
-            ),
-            (
-                "from pathlib import Path\nHERE = Path(__file__).parent\n\nfor p in HERE.glob('*.py'):\n    pass\n",
-                4,
-            ),
-            (
-                "import os\nbase = os.path.dirname(os.path.abspath(__file__))\nfor root, dirs, files in os.walk(base):\n    pass\n",
-                3,
-            ),
-            (
-                "import os\nwith os.scandir(os.path.dirname(__file__)) as it:\n    pass\n",
-                2,
-            ),
-            (
-                "from pathlib import Path\nplugins = [p.stem for p in Path(__file__).parent.iterdir()]\n",
-                2,
-            ),
-        ] {
-            assert_eq!(lists_own_directory(src), Some(line), "{src}");
-        }
-        for src in [
-            // A directory the user names, in a module that mentions __file__ elsewhere.
-            "import os\nVERSION_FILE = __file__\nnames = os.listdir(user_dir)\n",
-            "import os\nprint(__file__)\n# os.listdir(os.path.dirname(__file__))\n",
-            "basedir = 1\nx = __file__\nfor p in basedirs.glob('*'): pass\n",
-            // numpy.distutils: a loop variable that shares its name with a derived one.
-            "f = __file__\nfor f in os.listdir(dpath):\n    pass\n",
-            "here = os.path.dirname(__file__)\nfor root, dirs, files in os.walk(top_path):\n    x = here\n",
-        ] {
-            assert_eq!(lists_own_directory(src), None, "{src}");
-        }
-    }
-
-    #[test]
-    fn main_blocks_are_not_import_time_code() {
-        // pycparser 2.22 `_ast_gen.py`, reduced.
-        let src = "import os\nclass ASTCodeGenerator:\n    def __init__(self, cfg_filename='_c_ast.cfg'):\n        pass\n\nif __name__ == \"__main__\":\n    base_dir = os.path.dirname(os.path.abspath(__file__))\n    cfg_path = os.path.join(base_dir, \"_c_ast.cfg\")\n\n    for f in os.listdir(base_dir): pass\nx = 1\n";
-        let stripped = without_main_block(src);
-        assert!(!stripped.contains("__file__"), "{stripped}");
-        assert!(stripped.contains("x = 1"), "code after the block is kept");
+        assert_eq!(record_top("pkg-1.0.data/scripts/tool"), None);
+        assert_eq!(record_top("distutils-precedence.pth"), None);
+        // office-powerpoint-mcp-server installs its templates at the import root.
         assert_eq!(
-            src.lines().count(),
-            stripped.lines().count(),
-            "line numbers kept"
+            record_top("slide_layout_templates.json").as_deref(),
+            Some("slide_layout_templates.json")
         );
-        // Indented `if __name__` (inside a function) and other conditions stay.
-        for keep in [
-            "def f():\n    if __name__ == '__main__':\n        open(__file__)\n",
-            "if __name__ == 'x':\n    open(__file__)\n",
-        ] {
-            assert!(without_main_block(keep).contains("__file__"), "{keep}");
-        }
     }
 
     #[test]
@@ -646,6 +535,7 @@ mod tests {
             "numpy.f2py._backends._meson",
             "numpy.distutils.fcompiler",
             "pkg.tests.test_x",
+            "numpy/_core/tests/data/umath-validation-set-README.txt",
         ] {
             assert!(is_dev_only(m), "{m}");
         }
@@ -666,6 +556,15 @@ mod tests {
             "x/__init__.pyi",
             "include/numpy/arrayobject.h",
             "LICENSE.txt",
+            "_core/lib/pkgconfig/numpy.pc",
+            "_core/lib/libnpymath.a",
+            "_core/lib/npy-pkg-config/mlib.ini",
+            "aiohttp/.hash/_cparser.pxd.hash",
+            "greenlet/platform/setup_switch_x64_masm.cmd",
+            "fontTools/ttLib/tables/table_API_readme.txt",
+            "numpy/ma/API_CHANGES.txt",
+            "sqlalchemy/dialects/type_migration_guidelines.txt",
+            "greenlet/platform/switch_arm64_masm.obj",
         ] {
             assert!(is_build_artifact(f), "{f}");
         }
@@ -674,6 +573,8 @@ mod tests {
             "zoneinfo/Europe/Paris",
             "template.txt",
             "data.json",
+            "wordlist.txt",
+            "license_db.json",
         ] {
             assert!(!is_build_artifact(f), "{f}");
         }

@@ -17,7 +17,8 @@ use crate::notices::{Notices, SystemLibFile};
 use crate::options::BuildOptions;
 use crate::project::{Project, ToolConfig};
 use crate::{
-    Excludes, baseline, cache, compile, frames, glibc, install, native, ondisk, placement, strip,
+    Excludes, baseline, cache, compile, frames, glibc, install, native, ondisk, pathuse, placement,
+    strip,
 };
 
 /// A step of the pipeline, reported to a [`Progress`] as it starts.
@@ -182,8 +183,14 @@ pub fn build(
     inputs.extend(staged.project.packages.iter().map(|(_, dir)| dir.clone()));
     warnings.extend(warn(WarningKind::Collect, &collected.warnings));
     let dists = ondisk::distributions(&collected, &staged.project);
-    let views = ondisk::plan(&collected, &staged.project, &dists);
-    warnings.extend(warn(WarningKind::OnDisk, &views.warnings));
+    // Python's parser on the modules that may reach their directory by path, beside
+    // the compile (it is one more child of the same interpreter).
+    let path_use = {
+        let candidates = ondisk::candidates(&collected, &dists);
+        let python = staged.python.interpreter.clone();
+        let cache = cache.clone();
+        std::thread::spawn(move || pathuse::analyze(&python, &cache, &candidates))
+    };
 
     clock.start(Stage::Compile);
     let compiled = compile_modules(&staged, &collected, &cache, &mut warnings)?;
@@ -197,14 +204,6 @@ pub fn build(
         &mut source_warnings,
     ));
     warnings.extend(warn(WarningKind::Sources, &source_warnings));
-    add_modules(
-        &mut w,
-        &staged.project,
-        &collected,
-        &compiled,
-        &views,
-        &source_readers,
-    )?;
 
     clock.start(Stage::Natives);
     let policy = native_policy(&staged.project, &dists, &mut warnings)?;
@@ -242,6 +241,50 @@ pub fn build(
     .map_err(archive_err)?;
 
     clock.start(Stage::Baseline);
+    let recorded: Recorded = match startup.map(std::thread::JoinHandle::join) {
+        None => Default::default(),
+        Some(Ok(Ok(recorded))) => recorded,
+        Some(Ok(Err(e))) => {
+            warnings.push(Warning::new(
+                WarningKind::Startup,
+                format!(
+                    "start-up order not recorded (importing {entry_module} in a plain interpreter: {e:#}); \
+                     the binary works, but decompresses its start-up modules on the main thread, \
+                     compiles the source strings and regular expressions its start-up generates, \
+                     and what the import opens by path was not seen (on-disk views follow the \
+                     analysis alone)",
+                    entry_module = entry_module(&staged.project),
+                ),
+            ));
+            Default::default()
+        }
+        Some(Err(_)) => Default::default(),
+    };
+    let findings = match path_use.join() {
+        Ok(Ok(found)) => found,
+        Ok(Err(e)) => {
+            warnings.push(Warning::new(
+                WarningKind::OnDisk,
+                format!("the path-use analysis did not run ({e:#}); on-disk views follow the packed data files alone"),
+            ));
+            Default::default()
+        }
+        Err(_) => Default::default(),
+    };
+    let evidence = ondisk::Evidence {
+        findings,
+        touched: recorded.touched.clone(),
+    };
+    let views = ondisk::plan(&collected, &staged.project, &dists, &evidence);
+    warnings.extend(warn(WarningKind::OnDisk, &views.warnings));
+    add_modules(
+        &mut w,
+        &staged.project,
+        &collected,
+        &compiled,
+        &views,
+        &source_readers,
+    )?;
     let manifest = manifest(
         &staged,
         &collected,
@@ -253,27 +296,6 @@ pub fn build(
         options,
         &mut warnings,
     )?;
-    let entry_module = staged
-        .project
-        .entry_point
-        .split_once(':')
-        .map_or("", |p| p.0);
-    let recorded: Recorded = match startup.map(std::thread::JoinHandle::join) {
-        None => Default::default(),
-        Some(Ok(Ok(recorded))) => recorded,
-        Some(Ok(Err(e))) => {
-            warnings.push(Warning::new(
-                WarningKind::Startup,
-                format!(
-                    "start-up order not recorded (importing {entry_module} in a plain interpreter: {e:#}); \
-                     the binary works, but decompresses its start-up modules on the main thread \
-                     and compiles the source strings and regular expressions its start-up generates"
-                ),
-            ));
-            Default::default()
-        }
-        Some(Err(_)) => Default::default(),
-    };
     if !recorded.sources.is_empty() {
         let table: Vec<_> = recorded
             .sources
@@ -320,6 +342,10 @@ pub fn build(
         timings: clock.done,
         python: staged.python,
     })
+}
+
+fn entry_module(project: &Project) -> &str {
+    project.entry_point.split_once(':').map_or("", |p| p.0)
 }
 
 fn warn(kind: WarningKind, messages: &[String]) -> Vec<Warning> {
@@ -397,6 +423,8 @@ struct Recorded {
     sources: Vec<(crate::compile::Source, Vec<u8>)>,
     /// The regular expressions it compiles, as `re` cache seeds.
     regex_seeds: Option<Vec<u8>>,
+    /// What it opened, listed, loaded or ran by path.
+    touched: Vec<ondisk::Touch>,
 }
 
 /// Start recording the app's start-up import order and compiled source strings on
@@ -444,6 +472,7 @@ fn record_startup(
             order: startup.order,
             sources: code.sources,
             regex_seeds: code.regex_seeds,
+            touched: startup.touched,
         })
     })
 }

@@ -100,9 +100,18 @@ fn file_sha256(path: &Path) -> anyhow::Result<String> {
     Ok(hex(&h.finalize()))
 }
 
-/// The cache key of the runner for `python` (see the module docs).
+/// What identifies an interpreter, however it was named (`python3`, `python3.11`,
+/// `--python 3.11`, a symlink, a pyenv shim's target): its resolved executable.
+fn interpreter_identity(python: &PythonConfig) -> PathBuf {
+    std::fs::canonicalize(&python.executable).unwrap_or_else(|_| python.executable.clone())
+}
+
+/// The cache key of the runner for `python` (see the module docs): the interpreter as
+/// it is (resolved executable, version, static library with its size and time), not
+/// as it was named.
 fn key(python: &PythonConfig, source: &str) -> String {
     let lib = python.static_library();
+    let lib = std::fs::canonicalize(&lib).unwrap_or(lib);
     let meta = std::fs::metadata(&lib).ok();
     let mtime = meta
         .as_ref()
@@ -113,7 +122,7 @@ fn key(python: &PythonConfig, source: &str) -> String {
     for part in [
         env!("CARGO_PKG_VERSION").to_string(),
         source.to_string(),
-        python.executable.display().to_string(),
+        interpreter_identity(python).display().to_string(),
         python.version.clone(),
         lib.display().to_string(),
         meta.map_or(0, |m| m.len()).to_string(),
@@ -202,7 +211,8 @@ pub fn runner_for(
         dir.display()
     ));
     let started = Instant::now();
-    let interp_key = hex(&Sha256::digest(python.executable.as_os_str().as_encoded_bytes())[..8]);
+    let interp_key =
+        hex(&Sha256::digest(interpreter_identity(python).as_os_str().as_encoded_bytes())[..8]);
     let target_dir = cache.join("runners").join("target").join(interp_key);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let log = dir.join("build.log");
@@ -279,7 +289,7 @@ pub fn runner_for(
     let owner = dir.join("python");
     write_atomic(
         &owner,
-        python.executable.as_os_str().as_encoded_bytes(),
+        interpreter_identity(python).as_os_str().as_encoded_bytes(),
         0o644,
     )?;
     prune_runners(&cache.join("runners"), &owner);
@@ -324,6 +334,29 @@ fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--python 3.11` once built a second runner for the very interpreter `python3`
+    /// had: the key followed the name it was reached by (issue 25).
+    #[test]
+    fn the_runner_key_follows_the_interpreter_not_its_name() {
+        let Ok(python) = PythonConfig::discover() else {
+            return; // no interpreter with a static library here: nothing to key
+        };
+        let dir = tempfile::tempdir().unwrap();
+        // Another name for the same interpreter: a symlink, as `python3` is to
+        // `python3.11` in pyenv and distributions.
+        let alias = dir.path().join("python-alias");
+        let real = std::fs::canonicalize(&python.executable).unwrap();
+        std::os::unix::fs::symlink(&real, &alias).unwrap();
+        let mut aliased = python.clone();
+        aliased.executable = alias;
+        assert_eq!(key(&python, "s"), key(&aliased, "s"));
+        assert_ne!(
+            key(&python, "s"),
+            key(&python, "t"),
+            "the runtime's source counts"
+        );
+    }
 
     #[test]
     fn only_the_most_recently_used_runners_of_an_interpreter_are_kept() {

@@ -58,7 +58,17 @@ pub fn base() -> Option<PathBuf> {
 
 /// `<base>/<sub>`, created (0700) if missing, with every component checked.
 pub fn dir(sub: &str) -> Result<PathBuf, CacheError> {
-    let base = base().ok_or(CacheError::NoLocation)?;
+    checked(base().ok_or(CacheError::NoLocation)?, sub)
+}
+
+/// `pykiln-<uid>/<sub>` in the temporary directory, checked like [`dir`]: where what
+/// must be on disk (file views) goes when the user's cache is refused or unusable
+/// (a home another user owns, a read-only one).
+pub fn temp_dir(sub: &str) -> Result<PathBuf, CacheError> {
+    checked(std::env::temp_dir().join(format!("pykiln-{}", euid())), sub)
+}
+
+fn checked(base: PathBuf, sub: &str) -> Result<PathBuf, CacheError> {
     if !base.is_absolute() {
         return Err(CacheError::Unsafe {
             path: base,
@@ -177,6 +187,57 @@ fn check_ancestors(base: &Path) -> Result<(), CacheError> {
             path: parent.to_path_buf(),
             source,
         })
+}
+
+/// Cache entries (native images, on-disk views) not used for this long are removed (a
+/// later use writes them again): a server upgraded every week would otherwise leave a
+/// copy of its native code and data behind each time.
+pub const UNUSED_FOR: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+
+/// Record that a cache entry (a directory) was used now: its mtime. Best effort: a
+/// read-only cache keeps working, it is just never swept.
+pub fn mark_used(dir: &Path) {
+    use std::os::unix::ffi::OsStrExt as _;
+    if let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) {
+        // SAFETY: a valid path; a null `times` means "now".
+        unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), std::ptr::null(), 0) };
+    }
+}
+
+/// Remove the entry directories under `root` (ours, named as `is_entry` says) last used
+/// before `now - UNUSED_FOR`. Removing one that a running process uses is safe: its
+/// open files and mappings keep their data until it exits.
+pub fn sweep_unused(root: &Path, now: std::time::SystemTime, is_entry: fn(&str) -> bool) {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    let me = euid();
+    for e in entries.filter_map(Result::ok) {
+        let name = e.file_name();
+        if !is_entry(&name.to_string_lossy()) {
+            continue;
+        }
+        // Not following symlinks: only real directories of ours are removed.
+        let Ok(meta) = std::fs::symlink_metadata(e.path()) else {
+            continue;
+        };
+        let old = meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .is_some_and(|age| age > UNUSED_FOR);
+        if meta.is_dir() && meta.uid() == me && old {
+            match std::fs::remove_dir_all(e.path()) {
+                Ok(()) => {
+                    tracing::debug!(dir = %e.path().display(), "removed an unused cache entry")
+                }
+                Err(err) => {
+                    tracing::debug!(dir = %e.path().display(), error = %err, "cannot remove an unused cache entry")
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -10,11 +10,14 @@
 //! A view is built in a fresh private temporary directory (random name), flushed to
 //! disk, completed with a marker file listing every file's size and xxh3 digest, and
 //! renamed into place, so a crash or a concurrent start never leaves a half-written
-//! view in use. Each process checks a view once before first use: the directory and
-//! every file must be ours and writable by nobody else, every file the archive says
-//! belongs there must have the archive's size and the marker's digest. A view that
-//! fails is set aside and written again (a truncated or edited file is repaired, a
-//! view planted by another user is never used).
+//! view in use. Native images in a view are hard links to the same image in the native
+//! cache (see `native`), never a second copy. Each process checks a view once before
+//! first use, cheaply — no file is read: the directory and every file must be ours,
+//! writable by nobody else and not a symlink, and every file the archive says belongs
+//! there must have the archive's size (as the marker says too). `--pykiln verify` also
+//! checks every file's digest ([`check`]). A view that fails is set aside and written
+//! again (a truncated or removed file is repaired, a view planted by another user is
+//! never used).
 
 use std::io::{Read as _, Write as _};
 use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
@@ -56,10 +59,27 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ViewError + '_ {
     }
 }
 
-/// The directory of `group`'s view, writing it first if needed.
+/// The directory of `group`'s view, writing it first if needed: in the user's cache,
+/// else (refused, read-only, full) in a private directory under the temporary one.
 pub fn ensure(archive: &Archive<'_>, group: &OnDiskGroup) -> Result<PathBuf, ViewError> {
-    let base = crate::cache::dir("files")?;
-    ensure_in(&base, archive, group)
+    let first = crate::cache::dir("files")
+        .map_err(ViewError::from)
+        .and_then(|base| ensure_in(&base, archive, group));
+    let e = match first {
+        Ok(root) => return Ok(root),
+        Err(e) => e,
+    };
+    match crate::cache::temp_dir("files")
+        .map_err(ViewError::from)
+        .and_then(|base| ensure_in(&base, archive, group))
+    {
+        Ok(root) => {
+            tracing::warn!(group = %group.name, path = %root.display(), "{e}; the view is in the temporary directory instead");
+            Ok(root)
+        }
+        // The first reason is the one worth reading.
+        Err(_) => Err(e),
+    }
 }
 
 /// One file of a view: where it goes and which blob holds it.
@@ -107,8 +127,9 @@ fn ensure_in(
     let files = plan(archive, group)?;
     let root = base.join(&group.id);
     let start = std::time::Instant::now();
-    match verify(&root, &files) {
+    match verify(&root, &files, Depth::Sizes) {
         Ok(()) => {
+            crate::cache::mark_used(&root);
             tracing::debug!(group = %group.name, elapsed = ?start.elapsed(), "on-disk file view checked");
             return Ok(root);
         }
@@ -123,8 +144,18 @@ fn ensure_in(
         .map_err(io(base))?;
     write_view(tmp.path(), &files)?;
     install(base, tmp, &root, &files)?;
+    // A new view is written when a binary is new or upgraded: the moment views (and
+    // leftovers of interrupted writers) that no binary used for a long time may go.
+    crate::cache::sweep_unused(base, std::time::SystemTime::now(), is_sweepable);
     tracing::debug!(group = %group.name, path = %root.display(), elapsed = ?start.elapsed(), "on-disk file view written");
     Ok(root)
+}
+
+/// A view (named by its hex id) or what an interrupted writer left (`.`-prefixed
+/// temporary and set-aside directories).
+fn is_sweepable(name: &str) -> bool {
+    name.starts_with('.') && name != MARKER
+        || (!name.is_empty() && name.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Rename the finished view at `tmp` to `root`, replacing a damaged one; if another
@@ -142,27 +173,28 @@ fn install(
                 sync_dir(base);
                 return Ok(());
             }
-            Err(_) if verify(root, files).is_ok() => return Ok(()), // tmp is dropped
-            Err(_) => {
-                // Damaged: move it aside (our directory, so even another user's files
-                // can be moved), then retry.
-                let stale = base.join(format!(
-                    ".stale.{}.{}",
-                    std::process::id(),
-                    tmp.path()
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default()
-                ));
-                if std::fs::rename(root, &stale).is_ok() {
-                    let _ = std::fs::remove_dir_all(&stale);
-                }
-            }
+            Err(_) if verify(root, files, Depth::Sizes).is_ok() => return Ok(()), // tmp is dropped
+            // Damaged: move it aside, then retry.
+            Err(_) => set_aside(base, root),
         }
     }
     std::fs::rename(tmp.path(), root).map_err(io(root))?;
     let _ = tmp.keep();
     Ok(())
+}
+
+/// Move a damaged view out of the way and remove it (our directory, so even another
+/// user's files in it can be moved). A process still using it keeps its open files.
+fn set_aside(base: &Path, root: &Path) {
+    let Ok(stale) = tempfile::Builder::new().prefix(".stale.").tempdir_in(base) else {
+        return;
+    };
+    let target = stale.path().join("view");
+    if std::fs::rename(root, &target).is_err() {
+        return;
+    }
+    // Dropping the temporary directory removes what was moved into it.
+    drop(stale);
 }
 
 fn sync_dir(dir: &Path) {
@@ -175,6 +207,50 @@ fn sync_dir(dir: &Path) {
 enum Problem {
     Missing,
     Bad(String),
+}
+
+/// How far [`verify`] looks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Depth {
+    /// Ownership, modes and sizes: what every start checks (no file is read).
+    Sizes,
+    /// Also every file's digest against the marker (`--pykiln verify`).
+    Digests,
+}
+
+/// What [`check`] found of a group's view.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Checked {
+    /// Not written yet (no server start imported the distribution).
+    Absent,
+    /// Every file as the archive says.
+    Good,
+    /// Damaged (why), and written again.
+    Repaired(String),
+}
+
+/// The full check of `group`'s view for `--pykiln verify`: every file's digest too; a
+/// damaged view is written again.
+pub fn check(archive: &Archive<'_>, group: &OnDiskGroup) -> Result<Checked, ViewError> {
+    let base = crate::cache::dir("files")?;
+    check_in(&base, archive, group)
+}
+
+fn check_in(base: &Path, archive: &Archive<'_>, group: &OnDiskGroup) -> Result<Checked, ViewError> {
+    if !group.id.chars().all(|c| c.is_ascii_hexdigit()) || group.id.is_empty() {
+        return Err(ViewError::UnsafePath(group.id.clone()));
+    }
+    let files = plan(archive, group)?;
+    match verify(&base.join(&group.id), &files, Depth::Digests) {
+        Ok(()) => Ok(Checked::Good),
+        Err(Problem::Missing) => Ok(Checked::Absent),
+        Err(Problem::Bad(why)) => {
+            // Set aside first: the cheap check of `ensure_in` would accept it.
+            set_aside(base, &base.join(&group.id));
+            ensure_in(base, archive, group)?;
+            Ok(Checked::Repaired(why))
+        }
+    }
 }
 
 /// Open a file without following a symlink and require it to be ours, regular and
@@ -202,13 +278,15 @@ fn open_private(path: &Path) -> Result<std::fs::File, Problem> {
     Ok(f)
 }
 
-/// Check a view against the archive's file list (sizes) and its marker (digests).
-fn verify(root: &Path, files: &[Planned<'_>]) -> Result<(), Problem> {
+/// Check a view against the archive's file list and its marker: sizes, owners and
+/// modes, and with [`Depth::Digests`] every file's digest.
+fn verify(root: &Path, files: &[Planned<'_>], depth: Depth) -> Result<(), Problem> {
+    use std::os::unix::fs::FileTypeExt as _;
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
     match std::fs::symlink_metadata(root) {
         Err(_) => return Err(Problem::Missing),
         Ok(m) => {
-            // SAFETY: geteuid cannot fail.
-            let me = unsafe { libc::geteuid() };
             if !m.is_dir() || m.uid() != me || m.mode() & 0o022 != 0 {
                 return Err(Problem::Bad(
                     "not a private directory of this user".to_string(),
@@ -247,7 +325,29 @@ fn verify(root: &Path, files: &[Planned<'_>]) -> Result<(), Problem> {
                 "{rel}: marker size differs from the archive"
             )));
         }
-        let mut f = open_private(&root.join(&p.rel)).map_err(|e| match e {
+        let path = root.join(&p.rel);
+        if depth == Depth::Sizes {
+            // lstat: a symlink is reported as one, never followed.
+            let m = std::fs::symlink_metadata(&path).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Problem::Bad(format!("{rel} is missing")),
+                _ => Problem::Bad(format!("{rel}: {e}")),
+            })?;
+            let ft = m.file_type();
+            if !ft.is_file() || ft.is_fifo() || m.uid() != me || m.mode() & 0o022 != 0 {
+                return Err(Problem::Bad(format!(
+                    "{rel} is not a private regular file of this user"
+                )));
+            }
+            if m.len() != p.len {
+                return Err(Problem::Bad(format!(
+                    "{rel} has {} bytes, expected {}",
+                    m.len(),
+                    p.len
+                )));
+            }
+            continue;
+        }
+        let mut f = open_private(&path).map_err(|e| match e {
             Problem::Missing => Problem::Bad(format!("{rel} is missing")),
             e => e,
         })?;
@@ -362,15 +462,43 @@ fn write_file(root: &Path, rel: &Path, bytes: &[u8]) -> Result<(), ViewError> {
     f.write_all(bytes).map_err(io(&path))
 }
 
+/// A hard link at `root/rel` to the native cache's copy of a file-backed image, if
+/// there is (or can be made) one; its digest for the marker.
+fn link_native(root: &Path, rel: &Path, entry: &Entry<'_>) -> Option<u64> {
+    if entry.kind() != EntryKind::Extension || !crate::native::is_file_backed(entry) {
+        return None;
+    }
+    let cached = crate::native::cached_image_path(entry)
+        .map_err(|e| tracing::debug!(name = %entry.key_lossy(), error = %e, "no native cache copy to link"))
+        .ok()?;
+    let path = root.join(rel);
+    std::fs::create_dir_all(path.parent()?).ok()?;
+    std::fs::hard_link(&cached, &path)
+        .map_err(|e| tracing::debug!(path = %path.display(), error = %e, "cannot link the native cache copy"))
+        .ok()?;
+    let bytes = std::fs::read(&path).ok()?;
+    Some(xxhash_rust::xxh3::xxh3_64(&bytes))
+}
+
 fn write_view(root: &Path, files: &[Planned<'_>]) -> Result<(), ViewError> {
     let mut marker = format!("{MARKER_HEADER}\n");
     for p in files {
-        let bytes = p.read()?;
-        write_file(root, &p.rel, &bytes)?;
+        // One copy of a native image on disk: the view links the native cache's.
+        let hash = match (!p.source)
+            .then(|| link_native(root, &p.rel, &p.entry))
+            .flatten()
+        {
+            Some(hash) => hash,
+            None => {
+                let bytes = p.read()?;
+                write_file(root, &p.rel, &bytes)?;
+                xxhash_rust::xxh3::xxh3_64(&bytes)
+            }
+        };
         marker.push_str(&format!(
             "{} {:016x} {}\n",
-            bytes.len(),
-            xxhash_rust::xxh3::xxh3_64(&bytes),
+            p.len,
+            hash,
             p.rel.to_string_lossy()
         ));
     }
@@ -459,10 +587,17 @@ mod tests {
         std::fs::write(&so, b"\x7f").unwrap();
         ensure_in(&base, &a, &group).unwrap();
         assert_eq!(std::fs::read(&so).unwrap(), b"\x7fELF");
-        // A file edited in place (same size) is found by its digest.
+        // A file edited in place (same size): a start does not read files, so only the
+        // full check (`--pykiln verify`) finds it by its digest, and repairs it.
         std::fs::write(root.join("pkg/data/x.json"), b"[]").unwrap();
         ensure_in(&base, &a, &group).unwrap();
+        assert_eq!(std::fs::read(root.join("pkg/data/x.json")).unwrap(), b"[]");
+        assert!(matches!(
+            check_in(&base, &a, &group).unwrap(),
+            Checked::Repaired(why) if why.contains("pkg/data/x.json has changed")
+        ));
         assert_eq!(std::fs::read(root.join("pkg/data/x.json")).unwrap(), b"{}");
+        assert_eq!(check_in(&base, &a, &group).unwrap(), Checked::Good);
         // A symlink in place of a file is not followed.
         let elsewhere = base.join("elsewhere.json");
         std::fs::write(&elsewhere, b"{}").unwrap();
@@ -503,6 +638,55 @@ mod tests {
             Err(ViewError::UnsafePath(_))
         ));
         let _ = std::fs::remove_dir_all(base);
+    }
+
+    /// Views nobody used for longer than the cache keeps things, and what interrupted
+    /// writers left, go when a new view is written; a view in use stays.
+    #[test]
+    fn unused_views_are_swept_when_a_new_one_is_written() {
+        let bytes = archive();
+        let a = Archive::open(&bytes).unwrap();
+        let base = tempfile::tempdir().unwrap();
+        let group = |id: &str| OnDiskGroup {
+            name: "pkg".into(),
+            id: id.into(),
+            tops: vec!["pkg".into()],
+            reason: String::new(),
+        };
+        let used = ensure_in(base.path(), &a, &group("aaaa")).unwrap();
+        let old_view = ensure_in(base.path(), &a, &group("bbbb")).unwrap();
+        let leftover = base.path().join(".cccc.tmp123");
+        std::fs::create_dir(&leftover).unwrap();
+        let unrelated = base.path().join("not-a-view");
+        std::fs::create_dir(&unrelated).unwrap();
+        let age_back = |p: &Path| {
+            use std::os::unix::ffi::OsStrExt as _;
+            let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+            let back = (crate::cache::UNUSED_FOR.as_secs() + 86400) as libc::time_t;
+            // SAFETY: a valid path and two valid timespecs.
+            unsafe {
+                let mut now: libc::timespec = std::mem::zeroed();
+                libc::clock_gettime(libc::CLOCK_REALTIME, &mut now);
+                let t = libc::timespec {
+                    tv_sec: now.tv_sec - back,
+                    tv_nsec: 0,
+                };
+                assert_eq!(
+                    libc::utimensat(libc::AT_FDCWD, c.as_ptr(), [t, t].as_ptr(), 0),
+                    0
+                );
+            }
+        };
+        for p in [&used, &old_view, &leftover, &unrelated] {
+            age_back(p);
+        }
+        // A start that uses "aaaa" marks it used; writing "dddd" sweeps the rest.
+        ensure_in(base.path(), &a, &group("aaaa")).unwrap();
+        ensure_in(base.path(), &a, &group("dddd")).unwrap();
+        assert!(used.is_dir(), "a view in use stays");
+        assert!(!old_view.exists(), "an unused view goes");
+        assert!(!leftover.exists(), "an old leftover goes");
+        assert!(unrelated.is_dir(), "what is not ours to judge stays");
     }
 
     fn walk(dir: &Path) -> Vec<PathBuf> {

@@ -80,6 +80,61 @@ pub fn install_path_hook(py: Python<'_>) -> PyResult<()> {
     Ok(())
 }
 
+/// The loader of a packed PEP 420 namespace package (`google`, whose parts come from
+/// several distributions): the import system's own namespace loader (same type, so
+/// `isinstance` and names match a venv), whose instance also serves
+/// `importlib.resources` over what the namespace holds — the import system's needs
+/// `__path__` entries that are real directories — so `files("google")` lists `_upb`,
+/// `protobuf` as in a venv; and, as the import system does for namespace packages,
+/// `__file__` is None.
+fn namespace_loader<'py>(
+    importer: &Bound<'py, Importer>,
+    spec: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = importer.py();
+    let external = py.import("_frozen_importlib_external")?;
+    // 3.11 renamed `_NamespaceLoader` (still there as an alias).
+    let class = external
+        .getattr("NamespaceLoader")
+        .or_else(|_| external.getattr("_NamespaceLoader"))?;
+    let loader = py
+        .import("builtins")?
+        .getattr("object")?
+        .call_method1("__new__", (&class,))?;
+    loader.setattr("_path", spec.getattr("submodule_search_locations")?)?;
+    let hooks = Bound::new(
+        py,
+        NamespaceHooks {
+            importer: importer.clone().unbind(),
+        },
+    )?;
+    loader.setattr("get_resource_reader", hooks.getattr("get_resource_reader")?)?;
+    loader.setattr("exec_module", hooks.getattr("exec_module")?)?;
+    Ok(loader)
+}
+
+/// What a namespace package's loader does beyond the import system's (see
+/// [`namespace_loader`]).
+#[pyclass(module = "_pykiln", name = "PackedNamespaceHooks", frozen)]
+pub struct NamespaceHooks {
+    importer: Py<Importer>,
+}
+
+#[pymethods]
+impl NamespaceHooks {
+    fn exec_module(&self, module: &Bound<'_, PyAny>) -> PyResult<()> {
+        module.setattr("__file__", module.py().None())
+    }
+
+    fn get_resource_reader<'py>(
+        &self,
+        py: Python<'py>,
+        fullname: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Importer::get_resource_reader(self.importer.bind(py), fullname)
+    }
+}
+
 /// A `sys.path_importer_cache` entry for one virtual package directory.
 #[pyclass(module = "_pykiln", name = "PackedPathEntry", frozen)]
 pub struct PathEntry {
@@ -146,19 +201,31 @@ impl Importer {
         name.replace('.', "/")
     }
 
-    /// The directory `name`'s files live under: the executable's virtual root, or the
-    /// on-disk view of its distribution (written now if this is its first use).
-    fn root(&self, name: &str) -> PyResult<&str> {
-        let Some((group, cell)) = self.views.iter().find(|(g, _)| g.covers(name)) else {
-            return Ok(&self.prefix);
-        };
+    /// The on-disk view `name`'s files live in, written now if this is its first use;
+    /// None when its distribution has none, or when it cannot be written anywhere (then
+    /// the distribution is served from memory, as every distribution without data is:
+    /// it works unless its code opens its files by path, where a venv's would be).
+    fn view_root(&self, name: &str) -> Option<&str> {
+        let (group, cell) = self.views.iter().find(|(g, _)| g.covers(name))?;
         cell.get_or_init(|| {
             crate::fileview::ensure(&self.archive, group)
                 .map(|p| p.to_string_lossy().into_owned())
-                .map_err(|e| format!("distribution {}: {e}", group.name))
+                .map_err(|e| {
+                    tracing::warn!(
+                        "no on-disk view for {}: {e}; its files are served from memory, so code that opens them by path will fail",
+                        group.name
+                    );
+                    e.to_string()
+                })
         })
         .as_deref()
-        .map_err(|e| import_error(name, e))
+        .ok()
+    }
+
+    /// The directory `name`'s files live under: its distribution's on-disk view, or the
+    /// executable's virtual root.
+    fn root(&self, name: &str) -> PyResult<&str> {
+        Ok(self.view_root(name).unwrap_or(&self.prefix))
     }
 
     /// `__file__` of a module entry.
@@ -185,7 +252,7 @@ impl Importer {
 
     /// Whether `name` is served from an on-disk view.
     fn on_disk(&self, name: &str) -> bool {
-        self.views.iter().any(|(g, _)| g.covers(name))
+        self.view_root(name).is_some()
     }
 
     fn entry(&self, name: &str) -> PyResult<Entry<'static>> {
@@ -521,9 +588,13 @@ impl Importer {
             .map(Some);
         }
         if this.archive.has_submodules(fullname) {
-            // PEP 420 namespace package: no loader, the import system supplies one.
+            // PEP 420 namespace package: a loader that does what the import system's
+            // own namespace loader does, and serves `importlib.resources` (the import
+            // system's needs `__path__` entries that are real directories).
             let dir = this.package_dir(fullname)?;
-            return Self::make_spec(slf, fullname, None, Some(dir), false).map(Some);
+            let spec = Self::make_spec(slf, fullname, None, Some(dir), false)?;
+            spec.setattr("loader", namespace_loader(slf, &spec)?)?;
+            return Ok(Some(spec));
         }
         Ok(None)
     }
@@ -545,6 +616,7 @@ impl Importer {
     fn exec_module(&self, module: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = module.py();
         let name = Self::spec_name(module)?;
+        let mut lines_from_archive = false;
         if name != SUPPORT {
             let entry = self.entry(&name)?;
             if entry.kind() == EntryKind::Extension {
@@ -554,9 +626,19 @@ impl Importer {
                 module.setattr("__file__", self.origin(&name, &entry)?)?;
                 return Ok(());
             }
+            // A packed source outside a view has no file to read lines from.
+            lines_from_archive = entry.has_source() && !self.on_disk(&name);
         }
         let code = self.code_object(py, &name)?;
         let globals = module.getattr("__dict__")?;
+        if lines_from_archive {
+            // Register the module with linecache now, as tracebacks do lazily: a
+            // warning raised in it (warnings asks linecache by file name alone) then
+            // shows its source line as in a venv.
+            let filename = code.getattr("co_filename")?;
+            py.import("linecache")?
+                .call_method1("lazycache", (filename, &globals))?;
+        }
         // builtins.exec() (what importlib's loaders use) adds __builtins__ to the
         // namespace; PyEval_EvalCode does not, and code that reads
         // module.__dict__['__builtins__'] (pyo3-based extensions do) depends on it.

@@ -355,6 +355,25 @@ pub fn memfd_entry(entry: &Entry<'_>) -> Result<OwnedFd, NativeError> {
     Ok(OwnedFd::from(file))
 }
 
+/// The path of the file-backed copy of a file-backed entry's image in the cache,
+/// written and checked first if need be (see [`cached_image`]): what an on-disk view
+/// hard-links instead of holding a second copy.
+pub fn cached_image_path(entry: &Entry<'_>) -> Result<PathBuf, NativeError> {
+    let name = entry.key_lossy();
+    let sha = file_backed_hash(entry).ok_or_else(|| NativeError::Stage {
+        name: name.to_string(),
+        source: std::io::Error::other("not a file-backed image"),
+    })?;
+    cached_image(entry, sha)?;
+    let dir = cache_root()
+        .map_err(|source| NativeError::Cache {
+            name: name.to_string(),
+            source,
+        })?
+        .join(sha);
+    Ok(dir.join(cache_file_name(&name)))
+}
+
 /// The file-backed copy of an entry's image in the cache, under its SHA-256 `sha`
 /// (recorded by the build): opened and checked if it is there, else written from the
 /// archive and checked. Nothing is decompressed when the cached copy is good.
@@ -374,7 +393,7 @@ fn cached_image(entry: &Entry<'_>, sha: &str) -> Result<OwnedFd, NativeError> {
         })
     };
     if let Some(fd) = open_verified(&path, sha).map_err(io)? {
-        mark_used(&dir);
+        crate::cache::mark_used(&dir);
         return Ok(fd);
     }
     let tmp = temp_in(&dir, &path).map_err(io)?;
@@ -410,62 +429,9 @@ fn cached_image(entry: &Entry<'_>, sha: &str) -> Result<OwnedFd, NativeError> {
     // A new image is written when a binary is new or upgraded: the moment images
     // that no binary has used for a long time may be dropped.
     if let Some(root) = dir.parent() {
-        sweep_unused(root, std::time::SystemTime::now());
+        crate::cache::sweep_unused(root, std::time::SystemTime::now(), is_image_dir);
     }
     Ok(OwnedFd::from(file))
-}
-
-/// Images not used for this long are removed from the cache (a later use writes them
-/// again): a server upgraded every week would otherwise leave a copy of its native
-/// code behind each time.
-const UNUSED_FOR: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
-
-/// Record that an image directory was used now (its mtime; best effort: a read-only
-/// cache keeps working, it is just never swept).
-fn mark_used(dir: &std::path::Path) {
-    use std::os::unix::ffi::OsStrExt as _;
-    if let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) {
-        // SAFETY: a valid path; a null `times` means "now".
-        unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), std::ptr::null(), 0) };
-    }
-}
-
-/// Remove the image directories under `root` (ours, named by a SHA-256) last used
-/// before `now - UNUSED_FOR`. Removing one that a running process has loaded is safe:
-/// its mapping keeps the file's pages until it exits.
-fn sweep_unused(root: &std::path::Path, now: std::time::SystemTime) {
-    use std::os::unix::fs::MetadataExt as _;
-    let Ok(entries) = fs::read_dir(root) else {
-        return;
-    };
-    // SAFETY: geteuid cannot fail.
-    let me = unsafe { libc::geteuid() };
-    for e in entries.filter_map(Result::ok) {
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        if name.len() != 64 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
-            continue;
-        }
-        // Not following symlinks: only real directories of ours are removed.
-        let Ok(meta) = fs::symlink_metadata(e.path()) else {
-            continue;
-        };
-        let old = meta
-            .modified()
-            .ok()
-            .and_then(|m| now.duration_since(m).ok())
-            .is_some_and(|age| age > UNUSED_FOR);
-        if meta.is_dir() && meta.uid() == me && old {
-            match fs::remove_dir_all(e.path()) {
-                Ok(()) => {
-                    tracing::debug!(dir = %e.path().display(), "removed an unused native image")
-                }
-                Err(err) => {
-                    tracing::debug!(dir = %e.path().display(), error = %err, "cannot remove an unused native image")
-                }
-            }
-        }
-    }
 }
 
 /// The name of an image's file in its cache directory.
@@ -513,6 +479,11 @@ fn keep_open(fd: OwnedFd) -> std::io::Result<PathBuf> {
 /// The per-user cache directory for native images, checked (see `cache`).
 pub fn cache_root() -> Result<PathBuf, CacheError> {
     crate::cache::dir("native")
+}
+
+/// An image directory of the native cache: named by the image's SHA-256.
+fn is_image_dir(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// The cached copy of an image: an open read-only descriptor whose contents were
@@ -621,7 +592,7 @@ mod tests {
             fs::write(d.join("lib.so"), b"x").unwrap();
         }
         // Last used 31 days ago, as far as the cache can tell.
-        let back = (UNUSED_FOR.as_secs() + 86400) as libc::time_t;
+        let back = (crate::cache::UNUSED_FOR.as_secs() + 86400) as libc::time_t;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
@@ -637,8 +608,8 @@ mod tests {
                 0
             );
         }
-        mark_used(&used);
-        sweep_unused(root.path(), std::time::SystemTime::now());
+        crate::cache::mark_used(&used);
+        crate::cache::sweep_unused(root.path(), std::time::SystemTime::now(), is_image_dir);
         assert!(!old.exists(), "unused for 31 days: removed");
         assert!(used.join("lib.so").exists(), "used just now: kept");
         assert!(other.exists(), "only image directories are touched");

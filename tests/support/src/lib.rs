@@ -7,6 +7,8 @@
 //! `Command::output` / `status`, and [`wait_within`] / [`output_of`] for a spawned
 //! [`Child`].
 
+pub mod mcp;
+
 use std::io::{BufRead as _, Read, Write as _};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};

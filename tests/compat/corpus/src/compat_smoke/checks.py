@@ -616,6 +616,18 @@ def protobuf():
 
 
 @check
+def namespace_resources():
+    # `google` is a PEP 420 namespace package (protobuf's google/_upb and
+    # google/protobuf): importlib.resources lists it as a venv's directory does.
+    from importlib.resources import files
+
+    import google
+
+    names = sorted(p.name for p in files("google").iterdir() if p.name != "__pycache__")
+    return [names, google.__file__, files("google").joinpath("protobuf").is_dir()]
+
+
+@check
 def tokenizers_():
     from tokenizers import Tokenizer, models, pre_tokenizers
 
@@ -737,6 +749,22 @@ def plugin_discovery():
     import compat_plugins
 
     return compat_plugins.discover()
+
+
+@check
+def warning_source_line():
+    # What a printed warning shows below its location: the line, read by linecache
+    # from the file name alone (as warnings.formatwarning does).
+    import linecache
+    import warnings
+
+    from compat_smoke import workers
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        workers.old_square(3)
+    w = caught[0]
+    return [str(w.message), os.path.basename(w.filename), linecache.getline(w.filename, w.lineno).strip()]
 
 
 @check
