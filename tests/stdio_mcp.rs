@@ -251,9 +251,8 @@ fn sigint_and_sigterm_end_a_stdio_server_cleanly() {
 fn a_stop_signal_at_any_moment_of_the_start_up_ends_the_server() {
     use std::time::{Duration, Instant};
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("n.db");
-    let spawn = || {
-        clean_command(&binary(), &db)
+    let spawn = |db: &std::path::Path| {
+        clean_command(&binary(), db)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
@@ -263,7 +262,7 @@ fn a_stop_signal_at_any_moment_of_the_start_up_ends_the_server() {
     // How long this binary takes to read its stdin here (the slowest of three).
     let mut startup = Duration::ZERO;
     for _ in 0..3 {
-        let mut child = spawn();
+        let mut child = spawn(&dir.path().join("probe.db"));
         let t = Instant::now();
         support::wait_reading_stdin(child.id(), common::TIMEOUT);
         startup = startup.max(t.elapsed());
@@ -272,53 +271,60 @@ fn a_stop_signal_at_any_moment_of_the_start_up_ends_the_server() {
     }
     let span = (startup * 13 / 10).max(Duration::from_millis(600));
     let steps = 64u32;
-    // A small xorshift, seeded from the clock and printed, so a failure can be re-run.
+    // Small xorshifts, seeded from the clock (printed, so a failure can be re-run).
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(1)
         | 1;
     eprintln!("sweep seed {seed}");
-    let mut state = seed;
-    let mut jitter = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state % 1000) as u32
+    // One sweep per signal, side by side: half the time, and each start competes with
+    // another for the CPU, as on a busy machine.
+    let sweep = |signal: i32| {
+        let db = dir.path().join(format!("n{signal}.db"));
+        let mut state = seed ^ (signal as u64) << 32;
+        for i in 0..steps {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let delay = span * (i * 1000 + (state % 1000) as u32) / (steps * 1000);
+            let mut child = spawn(&db);
+            let stdin = child.stdin.take();
+            std::thread::sleep(delay);
+            support::kill(child.id(), signal);
+            // A stop ends the server in well under a second; past this bound (beyond
+            // the grace period, with room for a busy machine) it has lost the signal,
+            // and the failure shows what it was doing.
+            let out = support::output_of(
+                child,
+                Duration::from_secs(10),
+                &format!("the server signalled {signal} {delay:?} after spawn"),
+            );
+            drop(stdin);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(
+                out.status.signal(),
+                Some(signal),
+                "signal {signal} {delay:?} after spawn (seed {seed}): {:?}\n{stderr}",
+                out.status
+            );
+            assert!(
+                !stderr.contains("still running"),
+                "signal {signal} {delay:?} after spawn (seed {seed}): the grace period ended it:\n{stderr}"
+            );
+        }
     };
-    let mut seen = Vec::new();
-    for (i, signal) in (0..steps).flat_map(|i| [(i, libc::SIGINT), (i, libc::SIGTERM)]) {
-        let delay = span * (i * 1000 + jitter()) / (steps * 1000);
-        let mut child = spawn();
-        let stdin = child.stdin.take();
-        std::thread::sleep(delay);
-        support::kill(child.id(), signal);
-        // A stop ends the server in well under a second; past this bound (beyond the
-        // grace period, with room for a busy machine) it has lost the signal, and the
-        // failure shows what it was doing.
-        let out = support::output_of(
-            child,
-            Duration::from_secs(10),
-            &format!("the server signalled {signal} {delay:?} after spawn"),
-        );
-        drop(stdin);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(
-            out.status.signal(),
-            Some(signal),
-            "signal {signal} {delay:?} after spawn: {:?}\n{stderr}",
-            out.status
-        );
-        assert!(
-            !stderr.contains("still running"),
-            "signal {signal} {delay:?} after spawn: the grace period ended it:\n{stderr}"
-        );
-        seen.push(delay);
-    }
-    assert_eq!(seen.len(), 2 * steps as usize);
-    eprintln!(
-        "swept 0..{span:?} (start-up {startup:?}) in {steps} steps, both signals, seed {seed}"
-    );
+    std::thread::scope(|s| {
+        let int = s.spawn(|| sweep(libc::SIGINT));
+        let term = s.spawn(|| sweep(libc::SIGTERM));
+        for (name, t) in [("SIGINT", int), ("SIGTERM", term)] {
+            if let Err(panic) = t.join() {
+                eprintln!("the {name} sweep failed");
+                std::panic::resume_unwind(panic);
+            }
+        }
+    });
+    eprintln!("swept 0..{span:?} (start-up {startup:?}) in {steps} steps per signal, seed {seed}");
 }
 
 /// `--pykiln info` names the oldest glibc the binary runs on (issue 9.7): the

@@ -25,8 +25,8 @@ import json
 import sys
 
 LOCATION = {"__file__", "__path__", "__spec__"}
-# Functions whose first argument is a directory they list.
-LISTING_FUNCTIONS = {"listdir", "scandir", "walk", "fwalk", "glob", "iglob"}
+# Functions whose first argument is a directory they list (pkgutil's: a list of them).
+LISTING_FUNCTIONS = {"listdir", "scandir", "walk", "fwalk", "glob", "iglob", "iter_modules", "walk_packages"}
 # Methods that list the directory they are called on (pathlib).
 LISTING_METHODS = {"iterdir", "glob", "rglob", "walk"}
 # Functions whose first argument is a file they open.
@@ -35,7 +35,7 @@ OPENING_FUNCTIONS = {"open", "CDLL", "LoadLibrary", "PyDLL", "load_library"}
 OPENING_METHODS = {"open", "read_text", "read_bytes"}
 # Module names through which a listing or opening function is called (`os.listdir`):
 # `x.glob(...)` on anything else is a method call on a path.
-FUNCTION_MODULES = {"os", "glob", "io", "codecs", "ctypes", "cdll", "pydll", "np", "numpy", "ctypeslib"}
+FUNCTION_MODULES = {"os", "glob", "io", "codecs", "ctypes", "cdll", "pydll", "np", "numpy", "ctypeslib", "pkgutil"}
 
 
 def is_main_block(node):

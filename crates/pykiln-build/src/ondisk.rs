@@ -80,7 +80,18 @@ fn is_build_artifact(file: &str) -> bool {
     ]
     .iter()
     .any(|p| upper.contains(p));
-    build_dir || base == "py.typed" || EXT.iter().any(|e| base.ends_with(e)) || (doc && text)
+    const BUILD_FILES: &[&str] = &[
+        "py.typed",
+        "meson.build",
+        "CMakeLists.txt",
+        "Makefile",
+        "pyproject.toml",
+        "setup.cfg",
+    ];
+    build_dir
+        || BUILD_FILES.contains(&base)
+        || EXT.iter().any(|e| base.ends_with(e))
+        || (doc && text)
 }
 
 /// Test suites, benchmarks and examples shipped inside a package do not run in a server;
@@ -88,9 +99,10 @@ fn is_build_artifact(file: &str) -> bool {
 /// `numpy.f2py`), which compile C or Fortran and need a compiler the target lacks.
 /// `path` is a dotted module name or a slash-separated file path.
 fn is_dev_only(path: &str) -> bool {
+    // `_examples` (numpy.random) as well as `examples`.
     path.split(['.', '/']).any(|p| {
         matches!(
-            p,
+            p.trim_start_matches('_'),
             "tests"
                 | "test"
                 | "testing"
@@ -156,16 +168,22 @@ pub struct Evidence {
 pub struct Plan {
     /// Groups for the manifest.
     pub groups: Vec<OnDiskGroup>,
-    /// Every prefix in some group (their sources are packed, for the view).
-    pub prefixes: BTreeSet<String>,
+    /// Every prefix of a group whose view holds its modules' sources too (see
+    /// [`Plan::packs_source`]).
+    pub source_prefixes: BTreeSet<String>,
     /// Findings for the user.
     pub warnings: Vec<String>,
 }
 
 impl Plan {
-    /// Whether module `name` is served from a view.
-    pub fn covers(&self, name: &str) -> bool {
-        self.prefixes.iter().any(|p| within_package(name, p))
+    /// Whether module `name`'s source is packed for its view: where code lists its own
+    /// package's directory (found by the parser or at the build's import) — plugin
+    /// discovery, which looks for `.py` files — or `[tool.pykiln] on-disk` asks for the
+    /// directory as a venv has it. Other views hold data and native files: what code
+    /// reaches by path; sources there would be megabytes written for nothing (pandas:
+    /// 24 MB in 1,440 files).
+    pub fn packs_source(&self, name: &str) -> bool {
+        self.source_prefixes.iter().any(|p| within_package(name, p))
     }
 }
 
@@ -313,14 +331,17 @@ pub fn plan(
     // any module may reach (`dirname(dirname(__file__))` crosses packages), else just
     // the packages the analysis or the evidence names: cffi's view is for its
     // recompiler, not for its `_cffi_backend` extension that every start imports.
-    let mut reasons: BTreeMap<String, (Vec<String>, Option<BTreeSet<String>>)> = BTreeMap::new();
-    let mut add = |dist: &str, why: String, top: Option<&str>| {
-        let (list, tops) = reasons
+    // And whether the view holds sources too (listings).
+    type Found = (Vec<String>, Option<BTreeSet<String>>, bool);
+    let mut reasons: BTreeMap<String, Found> = BTreeMap::new();
+    let mut add = |dist: &str, why: String, top: Option<&str>, listing: bool| {
+        let (list, tops, sources) = reasons
             .entry(dist.to_string())
-            .or_insert_with(|| (Vec::new(), Some(BTreeSet::new())));
+            .or_insert_with(|| (Vec::new(), Some(BTreeSet::new()), false));
         if !list.contains(&why) {
             list.push(why);
         }
+        *sources |= listing;
         match (top, tops.as_mut()) {
             (Some(t), Some(tops)) => {
                 tops.insert(t.to_string());
@@ -342,6 +363,7 @@ pub fn plan(
                 human(size)
             ),
             None,
+            false,
         );
     }
     for (module, found) in &evidence.findings {
@@ -360,6 +382,7 @@ pub fn plan(
                     dist,
                     format!("{rel}:{} {}", f.line, f.what),
                     Some(top_of(target)),
+                    f.what == crate::pathuse::LISTS,
                 );
             }
         }
@@ -377,13 +400,14 @@ pub fn plan(
                 dist,
                 format!("{what} {} when the server was imported", t.path),
                 Some(top),
+                what == "listed",
             );
         }
     }
     for forced in &project.on_disk {
         let n = normalize(forced);
         if dists.contains_key(&n) {
-            add(&n, "[tool.pykiln] on-disk".into(), None);
+            add(&n, "[tool.pykiln] on-disk".into(), None, true);
         } else {
             warnings.push(format!(
                 "[tool.pykiln] on-disk names '{forced}', which is not a packed distribution"
@@ -400,8 +424,8 @@ pub fn plan(
     }
 
     let mut groups = Vec::new();
-    let mut prefixes = BTreeSet::new();
-    for (dist, (found, needed)) in reasons {
+    let mut source_prefixes = BTreeSet::new();
+    for (dist, (found, needed, sources)) in reasons {
         let Some(tops) = dists.get(&dist) else {
             continue;
         };
@@ -425,16 +449,18 @@ pub fn plan(
             continue;
         }
         groups.push(OnDiskGroup {
-            id: group_id(collected, &tops, project.strip_native),
+            id: group_id(collected, &tops, project.strip_native, sources),
             name: dist,
             tops: tops.clone(),
             reason,
         });
-        prefixes.extend(tops);
+        if sources {
+            source_prefixes.extend(tops);
+        }
     }
     Plan {
         groups,
-        prefixes,
+        source_prefixes,
         warnings,
     }
 }
@@ -464,11 +490,14 @@ fn human(bytes: u64) -> String {
 
 /// A digest of every file a group's view holds (names and contents, and whether its
 /// native files are stripped, which changes them).
-fn group_id(collected: &Collected, tops: &[String], strip_native: bool) -> String {
+fn group_id(collected: &Collected, tops: &[String], strip_native: bool, sources: bool) -> String {
     let ours = |name: &str| tops.iter().any(|p| within_package(name, p));
     let mut h = Sha256::new();
     if strip_native {
         h.update(b"strip-native\0");
+    }
+    if sources {
+        h.update(b"sources\0");
     }
     let mut add = |key: &str, path: &Path| {
         h.update(key.as_bytes());
@@ -536,6 +565,7 @@ mod tests {
             "numpy.distutils.fcompiler",
             "pkg.tests.test_x",
             "numpy/_core/tests/data/umath-validation-set-README.txt",
+            "numpy/random/_examples/cython/meson.build",
         ] {
             assert!(is_dev_only(m), "{m}");
         }
@@ -565,6 +595,7 @@ mod tests {
             "numpy/ma/API_CHANGES.txt",
             "sqlalchemy/dialects/type_migration_guidelines.txt",
             "greenlet/platform/switch_arm64_masm.obj",
+            "pandas/pyproject.toml",
         ] {
             assert!(is_build_artifact(f), "{f}");
         }

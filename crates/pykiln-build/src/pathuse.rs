@@ -11,6 +11,9 @@ use sha2::{Digest as _, Sha256};
 
 const SCRIPT: &str = include_str!("../python/paths.py");
 
+/// [`Finding::what`] of a module that lists its own directory.
+pub const LISTS: &str = "lists its own directory";
+
 /// One finding of [`analyze`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Finding {

@@ -629,13 +629,13 @@ fn add_modules(
                 .map_err(Error::Cache)?,
             None => Vec::new(),
         };
-        // Sources of on-disk groups are packed too: their view is a real package
-        // directory, listed and read like one.
+        // Sources of on-disk groups whose code lists its directory are packed too:
+        // their view is then a real package directory, listed like one.
         let top = name.split('.').next().unwrap_or(name);
         let source = if code.is_empty()
             || m.layer == Layer::App
             || project.all_sources
-            || views.covers(name)
+            || views.packs_source(name)
             || source_readers.contains(top)
         {
             Some(

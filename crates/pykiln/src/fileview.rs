@@ -7,9 +7,9 @@
 //! the contents, so a view is written once per content and shared by every run and every
 //! binary carrying the same files. Bytecode is still read from the archive.
 //!
-//! A view is built in a fresh private temporary directory (random name), flushed to
-//! disk, completed with a marker file listing every file's size and xxh3 digest, and
-//! renamed into place, so a crash or a concurrent start never leaves a half-written
+//! A view is built in a fresh private temporary directory (random name), completed
+//! with a marker file listing every file's size and xxh3 digest, and renamed into
+//! place, so a crash or a concurrent start never leaves a half-written
 //! view in use. Native images in a view are hard links to the same image in the native
 //! cache (see `native`), never a second copy. Each process checks a view once before
 //! first use, cheaply — no file is read: the directory and every file must be ours,
@@ -170,7 +170,6 @@ fn install(
         match std::fs::rename(tmp.path(), root) {
             Ok(()) => {
                 let _ = tmp.keep();
-                sync_dir(base);
                 return Ok(());
             }
             Err(_) if verify(root, files, Depth::Sizes).is_ok() => return Ok(()), // tmp is dropped
@@ -195,12 +194,6 @@ fn set_aside(base: &Path, root: &Path) {
     }
     // Dropping the temporary directory removes what was moved into it.
     drop(stale);
-}
-
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
 }
 
 /// Why an existing view cannot be used.
@@ -502,22 +495,13 @@ fn write_view(root: &Path, files: &[Planned<'_>]) -> Result<(), ViewError> {
             p.rel.to_string_lossy()
         ));
     }
-    // Everything on disk before the marker says it is complete: one syncfs for the
-    // whole tree (a view can hold a thousand small files; one fsync each is slow).
-    let d = std::fs::File::open(root).map_err(io(root))?;
-    {
-        use std::os::fd::AsRawFd as _;
-        // SAFETY: plain syscall on a descriptor we own.
-        if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
-            return Err(io(root)(std::io::Error::last_os_error()));
-        }
-    }
-    write_file(root, Path::new(MARKER), marker.as_bytes())?;
-    let m = root.join(MARKER);
-    std::fs::File::open(&m)
-        .and_then(|f| f.sync_all())
-        .map_err(io(&m))?;
-    d.sync_all().map_err(io(root))
+    // No fsync or syncfs: a view is a cache of the archive, and what a crash can tear
+    // is caught by the size check of the next start (ext4 in its default ordered
+    // mode, XFS and btrfs do not commit a file's new size before its data), which
+    // writes it again. Forcing it to disk cost more than the writing: syncfs waits for
+    // every dirty page of the filesystem (the native images just written, whatever
+    // else the machine is doing): up to a second more on markitdown-mcp's first start.
+    write_file(root, Path::new(MARKER), marker.as_bytes())
 }
 
 #[cfg(test)]

@@ -507,6 +507,11 @@ fn cached(name: &str, bytes: &[u8]) -> Result<(OwnedFd, PathBuf), CacheError> {
     Ok((OwnedFd::from(file), path))
 }
 
+/// Cached images this process has hashed: (device, inode, size, mtime, SHA-256).
+type Identity = (u64, u64, u64, i64, i64, String);
+static VERIFIED: std::sync::Mutex<std::collections::BTreeSet<Identity>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
 /// Open `path` without following symlinks; if it is a regular file of ours that only
 /// we can write and its contents hash to `hash`, return the descriptor it was read
 /// through (rewound). `None` if it is missing or wrong (it will be replaced).
@@ -533,6 +538,24 @@ fn open_verified(path: &std::path::Path, hash: &str) -> std::io::Result<Option<O
         tracing::warn!(path = %path.display(), "cached native image is not a private file of this user; replacing it");
         return Ok(None);
     }
+    // Checked once a process: an on-disk view links the same file the prefetcher
+    // checked. The file's identity says it is still the one that was hashed.
+    let identity = (
+        meta.dev(),
+        meta.ino(),
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        hash.to_string(),
+    );
+    let seen = VERIFIED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(&identity);
+    if seen {
+        f.rewind()?;
+        return Ok(Some(OwnedFd::from(f)));
+    }
     // Hashed through a read-only mapping: the pages are the page cache the library
     // will be mapped from anyway, and nothing is copied to the heap.
     let digest = if meta.len() == 0 {
@@ -548,6 +571,10 @@ fn open_verified(path: &std::path::Path, hash: &str) -> std::io::Result<Option<O
         tracing::warn!(path = %path.display(), "cached native image does not match its hash; rewriting it");
         return Ok(None);
     }
+    VERIFIED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(identity);
     f.rewind()?;
     Ok(Some(OwnedFd::from(f)))
 }
