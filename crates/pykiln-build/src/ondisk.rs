@@ -12,15 +12,17 @@
 //! Guessing from source text which code builds such paths keeps missing patterns, so
 //! the default is the one that works when a guess is wrong: **every distribution that
 //! ships runtime data files** — beside a module, in a subdirectory, or at the import
-//! root (RECORD says whose) — gets a view, whole (all its top-level names, sources
-//! included, so listings show what a venv shows). A distribution made only of code
-//! needs no path, unless
+//! root (RECORD says whose) — gets a view of all its top-level names (any module may
+//! reach any of its files). A distribution made only of code needs no path, unless
 //!
 //! - Python's own parser finds one of its modules listing the directory it lives in or
 //!   opening a file by a path built from `__file__` (`python/paths.py`, see
 //!   [`crate::pathuse`]): plugin discovery, reading its own sources; or
 //! - the build's import of the server (the start-up recording) saw it open or list one
-//!   of its own files by path (an audit hook: evidence beats analysis).
+//!   of its own files by path (an audit hook: evidence beats analysis);
+//!
+//! then the view covers the packages found. Module sources go into a view (are packed)
+//! only where code lists its package's directory ([`Plan::packs_source`]).
 //!
 //! `[tool.pykiln] on-disk` adds whole distributions, `in-memory` removes them. What
 //! never counts as runtime data: type stubs, C sources and headers, static libraries,

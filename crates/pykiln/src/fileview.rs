@@ -1,8 +1,9 @@
-//! On-disk file views for distributions that find their files through `__file__`.
+//! On-disk file views for distributions whose files code may find through `__file__`.
 //!
-//! The build marks such distributions (see pykiln-build's `ondisk`); on the first import
-//! of one of their modules the runtime writes the distribution's files (sources, data,
-//! native images) to `<cache>/pykiln/files/<id>/`, laid out like site-packages, and the
+//! The build marks such distributions (see pykiln-build's `ondisk`: those that ship data
+//! files, and code that reaches its directory); on the first import of one of their
+//! modules the runtime writes the distribution's files (data, native images, and the
+//! sources that were packed) to `<cache>/pykiln/files/<id>/`, laid out like site-packages, and the
 //! importer gives those modules `__file__`/`__path__` inside it. `<id>` is a digest of
 //! the contents, so a view is written once per content and shared by every run and every
 //! binary carrying the same files. Bytecode is still read from the archive.

@@ -7,9 +7,9 @@
 //!
 //! `__file__` follows zipimport's convention: `<executable>/<package path>/<module>.py`.
 //! Nothing exists at that path; code that needs a real file uses importlib.resources.
-//! Distributions the build marked as `__file__`-dependent are the exception: their
-//! modules get `__file__` inside an on-disk file view (see `fileview`), written on the
-//! first import of one of them.
+//! Distributions the build gave an on-disk view (those that ship data files, and code
+//! that reaches its directory by path) are the exception: their modules get `__file__`
+//! inside the view (see `fileview`), written on the first import of one of them.
 
 use std::borrow::Cow;
 
