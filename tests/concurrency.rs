@@ -110,7 +110,17 @@ fn http_under_load_loses_nothing_and_frees_abandoned_sessions() {
     js_dir();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("notes.db");
-    let server = common::spawn_http_server(&db, &["--session-timeout", "10"]);
+    // 200 concurrent sessions from one address: more than one client may hold by
+    // default (tests/security.rs tests that bound).
+    let server = common::spawn_http_server(
+        &db,
+        &[
+            "--session-timeout",
+            "10",
+            "--max-sessions-per-client",
+            "1000",
+        ],
+    );
     let url = server.url();
     let mut acked = BTreeMap::new();
 
@@ -228,26 +238,4 @@ fn oversized_inputs_are_refused_quickly_and_the_server_stays_responsive() {
     let ok = s.call_tool("add_note", json!({"title": "after", "body": "still here"}));
     assert_eq!(ok["isError"], false, "{ok}");
     assert!(s.finish().success());
-}
-
-#[test]
-fn non_loopback_http_needs_an_explicit_flag() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(common::binary())
-        .args([
-            "--transport",
-            "http",
-            "--host",
-            "0.0.0.0",
-            "--port",
-            "1",
-            "--db",
-        ])
-        .arg(dir.path().join("n.db"))
-        .env_clear()
-        .output_within(support::TIMEOUT);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("--allow-remote"), "{stderr}");
-    assert!(out.stdout.is_empty());
 }

@@ -42,6 +42,12 @@ pub struct DistArgs {
     /// Output directory (created if missing).
     #[arg(short, long, default_value = "dist")]
     pub output: PathBuf,
+    /// Sign SHA256SUMS (and through it every artifact) and the OCI image's manifest
+    /// with this key: an OpenSSH key (private, or a .pub held by ssh-agent) gives
+    /// SSH signatures (`.sig`, namespace `file`), a minisign secret key `.minisig`.
+    /// May be given twice, for both.
+    #[arg(long, value_name = "KEY")]
+    pub sign: Vec<PathBuf>,
 }
 
 /// 1980-01-01T00:00:00Z: the earliest time a zip file can hold.
@@ -82,6 +88,22 @@ pub(crate) struct AppMetadata {
 
 /// Run `pykiln dist`.
 pub fn run(args: DistArgs) -> anyhow::Result<ExitCode> {
+    // Keys are checked before any work: a typo must not cost a whole release build.
+    let signers = args
+        .sign
+        .iter()
+        .map(|k| crate::sign::Signer::from_key(k))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for (i, a) in signers.iter().enumerate() {
+        if let Some(b) = signers[..i].iter().find(|b| b.extension() == a.extension()) {
+            bail!(
+                "--sign {} and {}: both would write SHA256SUMS.{}; give one key of each kind",
+                b.key().display(),
+                a.key().display(),
+                a.extension()
+            );
+        }
+    }
     let release = read(&args.bin)?;
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("creating {}", args.output.display()))?;
@@ -92,6 +114,7 @@ pub fn run(args: DistArgs) -> anyhow::Result<ExitCode> {
     // Everything is written under a temporary name first; renamed at the end.
     let mut outputs: Vec<(String, tempfile::NamedTempFile)> = Vec::new();
     let mut notes = Vec::new();
+    let mut signed = Vec::new();
     for format in formats {
         let (file, bytes) = match format {
             Format::TarGz => (format!("{stem}.tar.gz"), tar_gz(&release, &stem)?),
@@ -105,10 +128,23 @@ pub fn run(args: DistArgs) -> anyhow::Result<ExitCode> {
                     image.compressed as f64 / 1e6,
                     image.unpacked as f64 / 1e6
                 ));
+                // The manifest is what a registry keeps of the image (the tar is gone
+                // once pushed), so that is what is signed: the signature checks the image
+                // wherever it was copied (`skopeo inspect --raw` gives the bytes).
+                for signer in &signers {
+                    let sig = signer.sign(
+                        &image.manifest,
+                        &format!("the OCI image manifest of {stem}"),
+                    )?;
+                    signed.push((format!("{stem}.oci.manifest.{}", signer.extension()), sig));
+                }
                 (format!("{stem}.oci.tar"), image.tar)
             }
         };
         outputs.push((file, staged(&args.output, &bytes)?));
+    }
+    for (file, sig) in signed {
+        outputs.push((file, staged(&args.output, &sig)?));
     }
     let mut sums = String::new();
     let mut listed: Vec<(String, u64)> = Vec::new();
@@ -123,6 +159,12 @@ pub fn run(args: DistArgs) -> anyhow::Result<ExitCode> {
         "SHA256SUMS".to_string(),
         staged(&args.output, sums.as_bytes())?,
     ));
+    for signer in &signers {
+        let sig = signer.sign(sums.as_bytes(), &format!("SHA256SUMS of {stem}"))?;
+        let file = format!("SHA256SUMS.{}", signer.extension());
+        listed.push((file.clone(), sig.len() as u64));
+        outputs.push((file, staged(&args.output, &sig)?));
+    }
     for (file, tmp) in outputs {
         let dest = args.output.join(&file);
         tmp.persist(&dest)

@@ -12,6 +12,7 @@ mod inspect;
 mod oci;
 mod python;
 mod runner;
+mod sign;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

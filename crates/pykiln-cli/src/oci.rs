@@ -47,6 +47,9 @@ pub struct Image {
     pub compressed: u64,
     /// Bytes of the unpacked root file system.
     pub unpacked: u64,
+    /// The image manifest, byte for byte (what a registry serves for the image, and
+    /// what `--sign` signs).
+    pub manifest: Vec<u8>,
 }
 
 /// Build the image of `r`.
@@ -257,6 +260,7 @@ pub fn image(r: &Release, host_glibc: Option<&str>) -> anyhow::Result<Image> {
     let mut layout: BTreeMap<String, Node> = BTreeMap::new();
     dir(&mut layout, "blobs", 0o755, 0);
     dir(&mut layout, "blobs/sha256", 0o755, 0);
+    let manifest = manifest_bytes.clone();
     for bytes in [layer, config_bytes, manifest_bytes] {
         layout.insert(
             format!("blobs/sha256/{}", digest(&bytes)),
@@ -275,6 +279,7 @@ pub fn image(r: &Release, host_glibc: Option<&str>) -> anyhow::Result<Image> {
         tar: tar.into_inner()?,
         compressed,
         unpacked,
+        manifest,
     })
 }
 

@@ -474,3 +474,190 @@ fn bad_input_gives_one_clear_error_and_no_output() {
     );
     assert_eq!(std::fs::read_dir(&ro).unwrap().count(), 0);
 }
+
+/// `cmd` with `input` on stdin: its output (bounded in time).
+fn with_stdin(cmd: &mut Command, input: &[u8]) -> Output {
+    use std::io::Write as _;
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    support::output_of(child, support::TIMEOUT, "a verifying tool")
+}
+
+#[test]
+fn signed_releases_verify_with_ssh_keygen_and_minisign() {
+    let (bin, _) = built();
+    let d = tempfile::tempdir().unwrap();
+    let keys = d.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    // The keys a user already has: an ed25519 SSH key, a minisign key pair, and a
+    // second SSH key that is not the publisher's.
+    for name in ["release", "stranger"] {
+        ok(Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+            .arg(keys.join(name)));
+    }
+    ok(Command::new("minisign")
+        .args(["-G", "-W", "-p"])
+        .arg(keys.join("minisign.pub"))
+        .arg("-s")
+        .arg(keys.join("minisign.key")));
+    let allowed = |key: &str| {
+        let public = std::fs::read_to_string(keys.join(format!("{key}.pub"))).unwrap();
+        let path = keys.join(format!("allowed-{key}"));
+        std::fs::write(&path, format!("release@example.org {public}")).unwrap();
+        path
+    };
+
+    let signed_dist = |out_dir: &Path| {
+        ok(pykiln()
+            .arg("dist")
+            .arg(bin)
+            .arg("--sign")
+            .arg(keys.join("release"))
+            .arg("--sign")
+            .arg(keys.join("minisign.key"))
+            .arg("-o")
+            .arg(out_dir))
+    };
+    let out_dir = d.path().join("dist");
+    let out = signed_dist(&out_dir);
+    let stem = "mcp-server-time-2026.10.19-x86_64-unknown-linux-gnu";
+    let listed = String::from_utf8_lossy(&out.stdout);
+    for f in ["SHA256SUMS.sig", "SHA256SUMS.minisig"] {
+        assert!(listed.contains(f), "{listed}");
+    }
+    let sums = std::fs::read(out_dir.join("SHA256SUMS")).unwrap();
+    let sums_text = String::from_utf8_lossy(&sums);
+    assert!(
+        sums_text.contains(&format!("{stem}.oci.manifest.sig"))
+            && sums_text.contains(&format!("{stem}.oci.manifest.minisig")),
+        "{sums_text}"
+    );
+
+    // The README's commands: the publisher's key verifies SHA256SUMS, then sha256sum
+    // checks every artifact against it.
+    let verify = |allowed_signers: &Path, data: &[u8], sig: &Path| {
+        with_stdin(
+            Command::new("ssh-keygen")
+                .args(["-Y", "verify", "-f"])
+                .arg(allowed_signers)
+                .args(["-I", "release@example.org", "-n", "file", "-s"])
+                .arg(sig),
+            data,
+        )
+    };
+    let good = verify(&allowed("release"), &sums, &out_dir.join("SHA256SUMS.sig"));
+    assert!(good.status.success(), "{}", text(&good));
+    assert!(String::from_utf8_lossy(&good.stdout).contains("Good \"file\" signature"));
+    let out = ok(Command::new("minisign")
+        .args(["-V", "-p"])
+        .arg(keys.join("minisign.pub"))
+        .arg("-m")
+        .arg(out_dir.join("SHA256SUMS")));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("pykiln dist: SHA256SUMS of"),
+        "the trusted comment: {}",
+        text(&out)
+    );
+    ok(Command::new("sha256sum")
+        .args(["-c", "SHA256SUMS"])
+        .current_dir(&out_dir));
+
+    // The wrong key fails; so does an edited SHA256SUMS, and an edited artifact fails
+    // the checksums the signature vouches for.
+    let wrong = verify(&allowed("stranger"), &sums, &out_dir.join("SHA256SUMS.sig"));
+    assert!(!wrong.status.success(), "{}", text(&wrong));
+    let mut edited = sums.clone();
+    edited[0] ^= 1;
+    let bad = verify(
+        &allowed("release"),
+        &edited,
+        &out_dir.join("SHA256SUMS.sig"),
+    );
+    assert!(!bad.status.success(), "{}", text(&bad));
+    std::fs::write(out_dir.join("edited"), &edited).unwrap();
+    let out = Command::new("minisign")
+        .args(["-V", "-p"])
+        .arg(keys.join("minisign.pub"))
+        .arg("-x")
+        .arg(out_dir.join("SHA256SUMS.minisig"))
+        .arg("-m")
+        .arg(out_dir.join("edited"))
+        .output_within(support::TIMEOUT);
+    assert!(!out.status.success(), "{}", text(&out));
+    let zip = out_dir.join(format!("{stem}.zip"));
+    let mut bytes = std::fs::read(&zip).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&zip, bytes).unwrap();
+    let out = Command::new("sha256sum")
+        .args(["-c", "SHA256SUMS"])
+        .current_dir(&out_dir)
+        .output_within(support::TIMEOUT);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{stem}.zip: FAILED")));
+
+    // The image: its manifest as skopeo serves it (what a registry keeps) verifies
+    // against the manifest signature.
+    let archive = format!(
+        "oci-archive:{}",
+        out_dir.join(format!("{stem}.oci.tar")).display()
+    );
+    let manifest = ok(Command::new("skopeo").args(["inspect", "--raw", &archive])).stdout;
+    let good = verify(
+        &allowed("release"),
+        &manifest,
+        &out_dir.join(format!("{stem}.oci.manifest.sig")),
+    );
+    assert!(good.status.success(), "{}", text(&good));
+    ok(Command::new("minisign")
+        .args(["-V", "-p"])
+        .arg(keys.join("minisign.pub"))
+        .arg("-x")
+        .arg(out_dir.join(format!("{stem}.oci.manifest.minisig")))
+        .arg("-m")
+        .arg({
+            let m = d.path().join("manifest.json");
+            std::fs::write(&m, &manifest).unwrap();
+            m
+        }));
+
+    // Signatures are as reproducible as the artifacts.
+    let again = d.path().join("again");
+    signed_dist(&again);
+    for f in ["SHA256SUMS", "SHA256SUMS.sig", "SHA256SUMS.minisig"] {
+        assert_eq!(
+            std::fs::read(out_dir.join(f)).unwrap(),
+            std::fs::read(again.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+
+    // A public minisign key, a missing key and two SSH keys are refused before any
+    // work, and nothing is written.
+    let none = d.path().join("none");
+    for keys_given in [
+        vec![keys.join("minisign.pub")],
+        vec![keys.join("missing")],
+        vec![keys.join("release"), keys.join("stranger")],
+    ] {
+        let mut cmd = pykiln();
+        cmd.arg("dist").arg(bin);
+        for k in &keys_given {
+            cmd.arg("--sign").arg(k);
+        }
+        let out = cmd.arg("-o").arg(&none).output_within(support::TIMEOUT);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(keys_given.last().unwrap().to_str().unwrap()),
+            "{err}"
+        );
+        assert!(!none.exists());
+    }
+}

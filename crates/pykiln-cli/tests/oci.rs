@@ -195,7 +195,21 @@ fn the_image_unpacks_and_serves_mcp_over_http_in_a_root_of_its_own() {
         .iter()
         .map(|a| a.as_str().unwrap().replace("8000", &port.to_string()))
         .collect();
+    // It listens on every interface, so it refuses to start without a token (as
+    // `docker run` without `-e PYKILN_NOTES_TOKEN` would)...
+    let refused = in_image(&rootfs, process)
+        .args(&args)
+        .output_within(support::TIMEOUT);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("PYKILN_NOTES_TOKEN"),
+        "{}",
+        text(&refused)
+    );
+    // ...and serves a client that sends it.
+    let token = "c0ffee00c0ffee00c0ffee00c0ffee00";
     let mut server = in_image(&rootfs, process)
+        .args(["--setenv", "PYKILN_NOTES_TOKEN", token])
         .args(&args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -223,6 +237,7 @@ fn the_image_unpacks_and_serves_mcp_over_http_in_a_root_of_its_own() {
         .arg(repo().join("tests/js/client.mjs"))
         .arg("http")
         .arg(format!("http://127.0.0.1:{port}/mcp"))
+        .arg(token)
         .output_within(support::TIMEOUT);
     let _ = server.kill();
     support::wait_within(&mut server, support::TIMEOUT, "the killed server");

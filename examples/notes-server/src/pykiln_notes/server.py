@@ -135,9 +135,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--host", default="127.0.0.1", help="HTTP bind address (with --transport http)")
     p.add_argument("--port", type=int, default=8000, help="HTTP port (with --transport http)")
     p.add_argument(
-        "--allow-remote",
-        action="store_true",
-        help="allow --host to be a non-loopback address (the server has no authentication)",
+        "--token-file",
+        metavar="FILE",
+        help="require `Authorization: Bearer <token>` on every HTTP request, the token being this file's first line "
+        "(or $PYKILN_NOTES_TOKEN); required when --host is not a loopback address",
     )
     p.add_argument(
         "--stateless",
@@ -151,45 +152,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="SECONDS",
         help="end HTTP sessions idle this long (default 600; 0 = never)",
     )
+    p.add_argument(
+        "--max-sessions",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="HTTP sessions open at once (default 1000); past it a new session ends the least recently active idle one",
+    )
+    p.add_argument(
+        "--max-sessions-per-client",
+        type=int,
+        default=100,
+        metavar="N",
+        help="HTTP sessions one client address may hold (default 100); past it its own least recently active idle one ends",
+    )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__} (SQLite {sqlite3.sqlite_version})")
     return p.parse_args(argv)
-
-
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-def serve_http(args: argparse.Namespace) -> int:
-    """Streamable HTTP under uvicorn, with its access log on stderr (uvicorn's default
-    sends it to stdout)."""
-    import copy
-
-    import anyio
-    import uvicorn
-    from uvicorn.config import LOGGING_CONFIG
-
-    if args.host not in LOOPBACK:
-        if not args.allow_remote:
-            print(
-                f"pykiln-notes: refusing to listen on {args.host}: the server has no authentication and "
-                "DNS-rebinding protection only applies to loopback addresses; pass --allow-remote to do it anyway "
-                "(behind an authenticating proxy)",
-                file=sys.stderr,
-            )
-            return 2
-        print(
-            f"pykiln-notes: warning: listening on {args.host} without authentication or DNS-rebinding protection",
-            file=sys.stderr,
-        )
-    app = server.streamable_http_app(
-        stateless_http=args.stateless,
-        session_idle_timeout=None if args.stateless or args.session_timeout <= 0 else args.session_timeout,
-        host=args.host,
-    )
-    log_config = copy.deepcopy(LOGGING_CONFIG)
-    log_config["handlers"]["access"]["stream"] = "ext://sys.stderr"
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_config=log_config, log_level="info")
-    anyio.run(uvicorn.Server(config).serve)
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pykiln-notes: cannot open database {path}: {e}", file=sys.stderr)
         return 2
     if args.transport == "http":
-        return serve_http(args)
+        from pykiln_notes import http
+
+        return http.serve(server, args)
     else:
         server.run("stdio")
     return 0

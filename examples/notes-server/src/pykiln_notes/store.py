@@ -71,6 +71,28 @@ def default_db_path() -> Path:
     return Path(base) / "pykiln-notes" / "notes.db"
 
 
+def _create_private(path: Path) -> None:
+    """Make the database's missing directories 0700 and a missing database file 0600
+    (notes are private, like other per-user stores; the umask would give 0755/0644).
+    An existing file or directory keeps its mode. SQLite gives its -wal and -shm files
+    the database file's mode."""
+    missing = []
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        missing.append(parent)
+        parent = parent.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=0o700)
+        except FileExistsError:
+            pass  # made by another process meanwhile
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
 def _fts_query(text: str) -> str:
     """Plain words → an FTS5 query that ANDs them, immune to FTS syntax in the input."""
     if len(text) > MAX_QUERY:
@@ -99,7 +121,7 @@ class NoteStore:
         self.path = str(path)
         self._memory = self.path == ":memory:"
         if not self._memory:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            _create_private(Path(self.path))
         self._local = threading.local()
         # One writer at a time in this process; other processes wait on the busy timeout.
         self._write_lock = threading.Lock()
