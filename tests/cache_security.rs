@@ -299,46 +299,271 @@ fn common_walk(dir: &Path) -> Vec<String> {
     out
 }
 
-/// The default placement (images file-backed, memfd available): servers starting
-/// at the same time on an empty cache all work, each image ends up there once, no
-/// temporary file is left; a cache another user can write to is not used (the image
-/// comes from memory) and a warning names it.
-#[test]
-fn racing_first_starts_share_one_copy_and_an_unsafe_cache_is_skipped() {
-    let t = tempfile::tempdir().unwrap();
-    // `_decimal` is an extension module in pyenv's and Debian's builds alike
-    // (`unicodedata` is built into Debian's).
-    let import = "import pydantic_core, _decimal; print('ok')";
-    let children: Vec<_> = (0..6)
-        .map(|_| {
-            Command::new(common::binary())
-                .args(["--pykiln", "python", "-c", import])
-                .env_clear()
-                .env("XDG_CACHE_HOME", t.path())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
+/// The demo as an MCP server on the cache under `xdg`, with the runtime's debug log on
+/// stderr (drained by a thread, returned by the handle).
+fn spawn_server(xdg: &Path) -> (common::Session, std::thread::JoinHandle<Vec<u8>>) {
+    let mut cmd = common::clean_command(&common::binary(), &xdg.join("notes.db"));
+    cmd.env("XDG_CACHE_HOME", xdg)
+        .env("PYKILN_LOG", "pykiln=debug")
+        .stderr(Stdio::piped());
+    let mut s = common::Session::spawn_with_stderr(cmd);
+    let stderr = support::drain(s.child.stderr.take().expect("piped stderr"));
+    (s, stderr)
+}
+
+/// What `names` (a file's last component) match among the cache's files: temporary
+/// files, and the temporary and set-aside directories of interrupted view writers.
+fn leftovers(cache: &Path) -> Vec<String> {
+    common_walk(cache)
+        .into_iter()
+        .filter(|p| {
+            let name = p.rsplit('/').next().unwrap_or_default();
+            name.ends_with(".tmp") || (p.contains("/pykiln/files/.") && name != ".pykiln-view")
         })
-        .collect();
-    for c in children {
-        let out = support::output_of(c, support::TIMEOUT, "a first start");
-        assert!(
-            out.status.success() && out.stdout.starts_with(b"ok"),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        .collect()
+}
+
+/// How many times each cache entry was written, by the debug log lines of `stderrs`.
+fn writes(
+    stderrs: &[String],
+    line: &str,
+    field: &str,
+) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for l in stderrs
+        .iter()
+        .flat_map(|s| s.lines())
+        .filter(|l| l.contains(line))
+    {
+        let name = l
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(field))
+            .unwrap_or_default()
+            .to_string();
+        *counts.entry(name).or_insert(0) += 1;
     }
+    counts
+}
+
+/// A desktop client starting all its servers at once: 20 first starts of the demo on an
+/// empty cache all answer `initialize`, and each native image is written once (the
+/// others wait for the writer, then use its copy), with no temporary file left. The
+/// same for on-disk views, by 20 interpreters importing the demo's view packages.
+#[test]
+fn twenty_simultaneous_first_starts_write_each_image_and_view_once() {
+    let t = tempfile::tempdir().unwrap();
+    let servers: Vec<_> = (0..20).map(|_| spawn_server(t.path())).collect();
+    let mut stderrs = Vec::new();
+    for (mut s, stderr) in servers {
+        let init = s.initialize();
+        assert_eq!(
+            init["result"]["serverInfo"]["name"], "pykiln-notes",
+            "{init}"
+        );
+        let status = s.finish();
+        let stderr = String::from_utf8_lossy(&stderr.join().unwrap()).into_owned();
+        assert!(status.success(), "{status:?}: {stderr}");
+        stderrs.push(stderr);
+    }
+    let images = writes(&stderrs, "native image written to the cache", "name=");
+    assert!(images.len() >= 10, "{images:?}");
+    assert!(
+        images.values().all(|&n| n == 1),
+        "written more than once: {images:?}"
+    );
     let files = common_walk(&t.path().join("pykiln/native"));
-    assert!(files.iter().all(|f| !f.ends_with(".tmp")), "{files:#?}");
-    for name in ["pydantic_core._pydantic_core", "_decimal"] {
+    for name in images.keys() {
         let copies = files
             .iter()
             .filter(|f| f.ends_with(&format!("/{name}")))
             .count();
         assert_eq!(copies, 1, "{name}: {files:#?}");
     }
+    assert_eq!(leftovers(t.path()), Vec::<String>::new());
 
+    let import = "import jsonschema_specifications, pycparser, cffi.recompiler; print('ok')";
+    let children: Vec<_> = (0..20)
+        .map(|_| {
+            Command::new(common::binary())
+                .args(["--pykiln", "python", "-c", import])
+                .env_clear()
+                .env("XDG_CACHE_HOME", t.path())
+                .env("PYKILN_LOG", "pykiln=debug")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut stderrs = Vec::new();
+    for c in children {
+        let out = support::output_of(c, support::TIMEOUT, "a first import");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            out.status.success() && out.stdout.starts_with(b"ok"),
+            "{stderr}"
+        );
+        stderrs.push(stderr);
+    }
+    let views = writes(&stderrs, "on-disk file view written", "group=");
+    assert_eq!(views.len(), 3, "{views:?}");
+    assert!(
+        views.values().all(|&n| n == 1),
+        "written more than once: {views:?}"
+    );
+    assert_eq!(leftovers(t.path()), Vec::<String>::new());
+}
+
+/// A first start killed (SIGKILL) while it writes to the cache (the moment a temporary
+/// file or view directory appears, several times over) leaves a cache the next start
+/// uses: it answers, repairs what was half-written, leaves nothing temporary, and
+/// `--pykiln verify` finds every image and view good.
+#[test]
+fn a_start_killed_while_writing_leaves_a_cache_the_next_start_uses() {
+    let t = tempfile::tempdir().unwrap();
+    let mut hits = 0;
+    for round in 0..8 {
+        let mut child = Command::new(common::binary())
+            .args([
+                "--pykiln",
+                "python",
+                "-c",
+                "import pykiln_notes.server, jsonschema_specifications, pycparser, cffi.recompiler",
+            ])
+            .env_clear()
+            .env("XDG_CACHE_HOME", t.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        let mut killed = false;
+        while started.elapsed() < support::TIMEOUT {
+            if !leftovers(t.path()).is_empty() {
+                support::kill(child.id(), libc::SIGKILL);
+                killed = true;
+                break;
+            }
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+        }
+        support::wait_within(&mut child, support::TIMEOUT, "a start killed while writing");
+        if killed {
+            hits += 1;
+        } else {
+            eprintln!("round {round}: the start ended before a write was seen");
+            break;
+        }
+    }
+    assert!(hits >= 2, "only {hits} start(s) were killed while writing");
+
+    let (mut s, stderr) = spawn_server(t.path());
+    s.initialize();
+    let added = s.call_tool(
+        "add_note",
+        serde_json::json!({"title": "after", "body": "kill -9"}),
+    );
+    assert_eq!(added["isError"], false, "{added}");
+    let status = s.finish();
+    let stderr = String::from_utf8_lossy(&stderr.join().unwrap()).into_owned();
+    assert!(status.success(), "{stderr}");
+    let out = Command::new(common::binary())
+        .args([
+            "--pykiln",
+            "python",
+            "-c",
+            "import jsonschema_specifications, pycparser, cffi.recompiler",
+        ])
+        .env_clear()
+        .env("XDG_CACHE_HOME", t.path())
+        .output_within(support::TIMEOUT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(leftovers(t.path()), Vec::<String>::new());
+    let out = Command::new(common::binary())
+        .args(["--pykiln", "verify"])
+        .env_clear()
+        .env("XDG_CACHE_HOME", t.path())
+        .output_within(support::TIMEOUT);
+    let report =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{report}");
+    assert!(
+        !report.contains("REPAIRED"),
+        "the start left damage for verify: {report}"
+    );
+}
+
+/// The cache damaged every way the prefetch thread and the importer meet it — a FIFO
+/// where an image was (opening it would block), a directory, a truncated copy, a
+/// flipped byte — never stops a start: the server answers and each image is a good
+/// file again.
+#[test]
+fn a_damaged_cache_never_stops_a_start() {
+    let t = tempfile::tempdir().unwrap();
+    let (mut s, _) = spawn_server(t.path());
+    s.initialize();
+    assert!(s.finish().success());
+    let native = t.path().join("pykiln/native");
+    let mut images: Vec<std::path::PathBuf> = common_walk(&native)
+        .into_iter()
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.is_file())
+        .collect();
+    images.sort_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0));
+    assert!(images.len() >= 4, "{images:?}");
+    let largest: Vec<_> = images.iter().rev().take(4).cloned().collect();
+    let [fifo, dir, truncated, flipped] = &largest[..] else {
+        unreachable!()
+    };
+    std::fs::remove_file(fifo).unwrap();
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: plain syscall with a valid path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    std::fs::remove_file(dir).unwrap();
+    std::fs::create_dir(dir).unwrap();
+    let len = std::fs::metadata(truncated).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(truncated)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let mut bytes = std::fs::read(flipped).unwrap();
+    let at = bytes.len() / 3;
+    bytes[at] ^= 0x40;
+    std::fs::write(flipped, bytes).unwrap();
+
+    let (mut s, stderr) = spawn_server(t.path());
+    s.initialize();
+    let tools = s.request("tools/list", serde_json::json!({}));
+    assert_eq!(
+        tools["result"]["tools"].as_array().map(Vec::len),
+        Some(5),
+        "{tools}"
+    );
+    let status = s.finish();
+    let stderr = String::from_utf8_lossy(&stderr.join().unwrap()).into_owned();
+    assert!(status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("stuck"),
+        "the prefetch thread waited on the FIFO: {stderr}"
+    );
+    for p in [fifo, dir, truncated, flipped] {
+        assert!(p.is_file(), "{} was not rewritten: {stderr}", p.display());
+    }
+}
+
+/// The default placement (images file-backed, memfd available): a cache another user
+/// can write to is not used (the image comes from memory) and a warning names it.
+#[test]
+fn an_unsafe_cache_is_skipped() {
+    let import = "import pydantic_core, _decimal; print('ok')";
     if !is_root() {
         return;
     }

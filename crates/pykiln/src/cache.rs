@@ -1,4 +1,4 @@
-//! The per-user cache directory the runtime writes to (native-image fallback, file views).
+//! The per-user cache directory the runtime writes to (native images, file views).
 //!
 //! Everything the runtime puts there is later executed or imported, so a directory that
 //! another user can write to (or a symlink they planted) would let them run code in
@@ -6,6 +6,10 @@
 //! used: ours must be real directories owned by the effective user and writable by
 //! nobody else; their ancestors must be owned by us or root and not writable by
 //! others (unless sticky, like `/tmp`). Anything else is refused with the path named.
+//!
+//! Entries are written once even by processes starting together: a writer holds
+//! [`lock_dir`] on the entry's directory, re-checks, and removes what a writer killed
+//! mid-way left ([`remove_leftovers`]) before writing under a temporary name.
 
 use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
 use std::path::{Component, Path, PathBuf};
@@ -235,6 +239,89 @@ pub fn sweep_unused(root: &Path, now: std::time::SystemTime, is_entry: fn(&str) 
                 Err(err) => {
                     tracing::debug!(dir = %e.path().display(), error = %err, "cannot remove an unused cache entry")
                 }
+            }
+        }
+    }
+}
+
+/// How long a first start waits for another process that is writing the same cache
+/// entry before writing it too (a writer that is stopped or stuck must not stall
+/// every start; two writers are still correct, each renames a complete copy).
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// An exclusive `flock` on a cache directory, released on drop (and by the kernel when
+/// the process dies, so a writer killed mid-way never leaves it held).
+#[derive(Debug)]
+pub struct DirLock {
+    _held: Option<std::fs::File>,
+}
+
+/// Take the writer's lock on `dir` (checked by [`private_dir`] already), so that
+/// processes starting together write each cache entry once: the others wait, then
+/// find it written. Waits at most [`LOCK_WAIT`]; past that, or where the file system
+/// has no locks, goes on without it.
+pub fn lock_dir(dir: &Path) -> DirLock {
+    use std::os::fd::AsRawFd as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(dir)
+    {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::debug!(dir = %dir.display(), error = %e, "cannot open the cache directory to lock it");
+            return DirLock { _held: None };
+        }
+    };
+    let start = std::time::Instant::now();
+    loop {
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return DirLock { _held: Some(file) };
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            tracing::debug!(dir = %dir.display(), error = %err, "no lock on the cache directory");
+            return DirLock { _held: None };
+        }
+        if start.elapsed() > LOCK_WAIT {
+            tracing::warn!(dir = %dir.display(), "another process has been writing to the cache for {LOCK_WAIT:?}; writing without waiting for it");
+            return DirLock { _held: None };
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Remove what a writer killed mid-way left in `dir`: the entries `is_leftover` names
+/// (temporary files and directories). Only called under [`lock_dir`], when no other
+/// writer can be using them.
+pub fn remove_leftovers(dir: &Path, is_leftover: impl Fn(&str) -> bool) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let me = euid();
+    for e in entries.filter_map(Result::ok) {
+        if !is_leftover(&e.file_name().to_string_lossy()) {
+            continue;
+        }
+        let Ok(meta) = std::fs::symlink_metadata(e.path()) else {
+            continue;
+        };
+        if meta.uid() != me {
+            continue;
+        }
+        let removed = if meta.is_dir() {
+            std::fs::remove_dir_all(e.path())
+        } else {
+            std::fs::remove_file(e.path())
+        };
+        match removed {
+            Ok(()) => {
+                tracing::debug!(path = %e.path().display(), "removed what an interrupted writer left")
+            }
+            Err(err) => {
+                tracing::debug!(path = %e.path().display(), error = %err, "cannot remove a leftover")
             }
         }
     }

@@ -11,7 +11,8 @@
 //! A view is built in a fresh private temporary directory (random name), completed
 //! with a marker file listing every file's size and xxh3 digest, and renamed into
 //! place, so a crash or a concurrent start never leaves a half-written
-//! view in use. Native images in a view are hard links to the same image in the native
+//! view in use; starts that race write it once (the writer holds the views
+//! directory's lock, see `cache::lock_dir`). Native images in a view are hard links to the same image in the native
 //! cache (see `native`), never a second copy. Each process checks a view once before
 //! first use, cheaply — no file is read: the directory and every file must be ours,
 //! writable by nobody else and not a symlink, and every file the archive says belongs
@@ -139,6 +140,17 @@ fn ensure_in(
             tracing::warn!(group = %group.name, path = %root.display(), "on-disk file view is damaged ({why}); writing it again");
         }
     }
+    // Processes starting together write the view once: the others wait here, then
+    // find it written. Under the lock, what a writer killed mid-way left goes.
+    let _writer = crate::cache::lock_dir(base);
+    if verify(&root, &files, Depth::Sizes).is_ok() {
+        crate::cache::mark_used(&root);
+        return Ok(root);
+    }
+    let leftover = format!(".{}.", group.id);
+    crate::cache::remove_leftovers(base, |n| {
+        n.starts_with(&leftover) || n.starts_with(".stale.")
+    });
     let tmp = tempfile::Builder::new()
         .prefix(&format!(".{}.", group.id))
         .tempdir_in(base)

@@ -396,6 +396,14 @@ fn cached_image(entry: &Entry<'_>, sha: &str) -> Result<OwnedFd, NativeError> {
         crate::cache::mark_used(&dir);
         return Ok(fd);
     }
+    // Processes starting together write the image once: the others wait here, then
+    // find it written.
+    let _writer = crate::cache::lock_dir(&dir);
+    if let Some(fd) = open_verified(&path, sha).map_err(io)? {
+        crate::cache::mark_used(&dir);
+        return Ok(fd);
+    }
+    remove_leftovers(&dir, &path);
     let tmp = temp_in(&dir, &path).map_err(io)?;
     // Decompressed in one call into a mapping of the new file, as for a memfd (no zstd
     // window on the heap), then hashed from that mapping.
@@ -425,6 +433,7 @@ fn cached_image(entry: &Entry<'_>, sha: &str) -> Result<OwnedFd, NativeError> {
     // No fsync: a copy torn by a crash fails the check on the next start and is
     // rewritten, so durability buys nothing here.
     let file = tmp.persist(&path).map_err(|e| io(e.error))?;
+    tracing::debug!(name = %name, path = %path.display(), "native image written to the cache");
     release_pages(entry.stored_bytes());
     // A new image is written when a binary is new or upgraded: the moment images
     // that no binary has used for a long time may be dropped.
@@ -439,6 +448,24 @@ fn cache_file_name(name: &str) -> String {
     name.chars()
         .map(|c| if c == '/' { '_' } else { c })
         .collect()
+}
+
+/// Remove the temporary files a writer of `path` killed mid-way left (see [`temp_in`]),
+/// and a directory where the image belongs (a rename cannot replace one); called under
+/// the directory's writer lock, in our private cache directory.
+fn remove_leftovers(dir: &std::path::Path, path: &std::path::Path) {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+        if let Err(e) = std::fs::remove_dir_all(path) {
+            tracing::debug!(path = %path.display(), error = %e, "cannot remove a directory where an image belongs");
+        }
+    }
+    let prefix = format!(
+        ".{}.",
+        path.file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    );
+    crate::cache::remove_leftovers(dir, |n| n.starts_with(&prefix) && n.ends_with(".tmp"));
 }
 
 /// A new private temporary file beside `path`, made with O_EXCL under a random name:
@@ -501,6 +528,11 @@ fn cached(name: &str, bytes: &[u8]) -> Result<(OwnedFd, PathBuf), CacheError> {
     if let Some(fd) = open_verified(&path, &hash).map_err(io)? {
         return Ok((fd, path));
     }
+    let _writer = crate::cache::lock_dir(&dir);
+    if let Some(fd) = open_verified(&path, &hash).map_err(io)? {
+        return Ok((fd, path));
+    }
+    remove_leftovers(&dir, &path);
     let mut tmp = temp_in(&dir, &path).map_err(io)?;
     tmp.write_all(bytes).map_err(io)?;
     let file = tmp.persist(&path).map_err(|e| io(e.error))?;
@@ -518,9 +550,11 @@ static VERIFIED: std::sync::Mutex<std::collections::BTreeSet<Identity>> =
 fn open_verified(path: &std::path::Path, hash: &str) -> std::io::Result<Option<OwnedFd>> {
     use std::io::Seek as _;
     use std::os::unix::fs::MetadataExt as _;
+    // O_NONBLOCK: a FIFO planted here must not block the open (the prefetch thread
+    // would hang, and the importer with it); it is then refused as not a file.
     let mut f = match fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
         .open(path)
     {
         Ok(f) => f,
@@ -556,16 +590,21 @@ fn open_verified(path: &std::path::Path, hash: &str) -> std::io::Result<Option<O
         f.rewind()?;
         return Ok(Some(OwnedFd::from(f)));
     }
-    // Hashed through a read-only mapping: the pages are the page cache the library
-    // will be mapped from anyway, and nothing is copied to the heap.
-    let digest = if meta.len() == 0 {
-        Sha256::digest([])
-    } else {
-        // SAFETY: a private file of ours, mapped read-only for the duration of the hash.
-        // pykiln never modifies a published copy (a new one is renamed over it, which
-        // leaves this inode as it is); only our own uid could truncate it under us.
-        let map = unsafe { memmap2::Mmap::map(&f) }?;
-        Sha256::digest(&map[..])
+    // Hashed through read(2), not a mapping: a file truncated under a mapping raises
+    // SIGBUS, which no error handling survives; a short read is just a wrong hash.
+    let digest = {
+        use std::io::Read as _;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            match f.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => hasher.update(buf.get(..n).unwrap_or_default()),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        hasher.finalize()
     };
     if hex(&digest) != hash {
         tracing::warn!(path = %path.display(), "cached native image does not match its hash; rewriting it");

@@ -13,12 +13,35 @@
 //! then reads it itself, as without prefetch; errors are always reported by that read).
 //! What the prefetcher holds is bounded ([`BUDGET`]); [`finish`] at the end of start-up
 //! stops it and frees whatever was not taken.
+//!
+//! The prefetcher is an optimisation, so nothing may depend on it, and its failure
+//! must not take the process down:
+//!
+//! - It has no panicking path (release builds abort on a panic, so catching one is
+//!   not an option): every step returns an error instead, which hands the entry back to
+//!   the importer, and this module denies the lints that would let a panic in. What it
+//!   calls is the archive reader (fuzzed: no input makes it panic) and the native-image
+//!   staging, which reports every failure and never maps a file another process could
+//!   truncate (that would be a SIGBUS).
+//! - The importer never waits on it for long: an entry being worked on for more than
+//!   [`STALL`] (a blocked read, a stuck file system) is taken back and read by the
+//!   importer; whatever the prefetcher makes of it later is dropped.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented
+)]
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Condvar, Mutex};
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use pykiln_archive::{Archive, Entry, EntryKind};
 
@@ -26,6 +49,11 @@ use pykiln_archive::{Archive, Entry, EntryKind};
 /// demo and a FastMCP server (bench/RESULTS.md): 24 MiB raised the cgroup's peak by
 /// 6–8 MB over prefetch off; 4 MiB keeps the start-up gain and costs 1–2 MB.
 const BUDGET: usize = 4 << 20;
+
+/// Longest the importer waits for an entry the prefetcher is working on before reading
+/// it itself. The slowest honest case, hashing or decompressing a large native image
+/// on a loaded machine, takes a fraction of this.
+const STALL: Duration = Duration::from_secs(5);
 
 /// A prefetched entry.
 #[derive(Debug)]
@@ -51,14 +79,21 @@ struct State {
     stopped: bool,
     served: usize,
     /// Time the importer spent waiting for an entry being worked on.
-    waited: std::time::Duration,
+    waited: Duration,
+    /// Entries taken back from a prefetcher that was too slow with them.
+    stalled: usize,
 }
+
+/// What makes an entry's product: [`produce`], or a failing one in tests.
+type Producer = fn(&Entry<'static>) -> Option<(Product, usize)>;
 
 struct Shared {
     plan: Vec<Entry<'static>>,
     by_key: HashMap<(EntryKind, &'static [u8]), usize>,
     state: Mutex<State>,
     changed: Condvar,
+    /// [`STALL`], shorter in tests.
+    stall: Duration,
 }
 
 /// The running prefetcher; emptied by [`finish`], which frees the plan.
@@ -84,7 +119,7 @@ pub fn start(archive: Archive<'static>, startup: &[String]) {
     let spawned = std::thread::Builder::new()
         .name("pykiln-prefetch".into())
         .stack_size(256 << 10)
-        .spawn(move || run(&shared));
+        .spawn(move || run(&shared, produce));
     match spawned {
         Ok(handle) => *THREAD.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle),
         Err(e) => {
@@ -111,9 +146,11 @@ fn plan(archive: Archive<'static>, startup: &[String]) -> Shared {
             held: 0,
             stopped: false,
             served: 0,
-            waited: std::time::Duration::ZERO,
+            waited: Duration::ZERO,
+            stalled: 0,
         }),
         changed: Condvar::new(),
+        stall: STALL,
     }
 }
 
@@ -138,48 +175,55 @@ fn produce(entry: &Entry<'static>) -> Option<(Product, usize)> {
     }
 }
 
-fn run(shared: &Shared) {
+fn run(shared: &Shared, produce: Producer) {
     let mut st = lock(shared);
     loop {
         if st.stopped {
             return;
         }
-        while st.next < st.slots.len() && !matches!(st.slots[st.next], Slot::Waiting) {
+        while matches!(st.slots.get(st.next), Some(s) if !matches!(s, Slot::Waiting)) {
             st.next += 1;
         }
         let i = st.next;
-        if i >= st.slots.len() {
+        let Some(entry) = shared.plan.get(i) else {
             return;
-        }
+        };
         // A file-backed image holds no memory once made (its pages are page cache).
-        let entry = &shared.plan[i];
         let size = if crate::native::is_file_backed(entry) {
             0
         } else {
             entry.raw_len()
         };
-        if st.held > 0 && st.held + size > BUDGET {
+        if st.held > 0 && st.held.saturating_add(size) > BUDGET {
             st = shared.changed.wait(st).unwrap_or_else(|p| p.into_inner());
             continue;
         }
-        st.slots[i] = Slot::Working;
+        set(&mut st, i, Slot::Working);
         st.next = i + 1;
         drop(st);
-        // A panic must not leave the slot "working" with the importer waiting on it.
-        let product =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| produce(&shared.plan[i])))
-                .ok()
-                .flatten();
+        let product = produce(entry);
         st = lock(shared);
-        st.slots[i] = match product {
-            Some((p, len)) if !st.stopped => {
-                st.held += len;
-                Slot::Ready(p, len)
-            }
-            // A failed read is left to the importer, which reports it.
-            _ => Slot::Taken,
-        };
+        // The importer may have taken the entry back meanwhile (too slow): then what
+        // was made is dropped here.
+        if matches!(st.slots.get(i), Some(Slot::Working)) {
+            let slot = match product {
+                Some((p, len)) if !st.stopped => {
+                    st.held += len;
+                    Slot::Ready(p, len)
+                }
+                // A failed read is left to the importer, which reports it.
+                _ => Slot::Taken,
+            };
+            set(&mut st, i, slot);
+        }
         shared.changed.notify_all();
+    }
+}
+
+/// Put `slot` at `i` (a planned index; out of range is ignored, never a panic).
+fn set(st: &mut State, i: usize, slot: Slot) {
+    if let Some(s) = st.slots.get_mut(i) {
+        *s = slot;
     }
 }
 
@@ -210,11 +254,13 @@ impl Shared {
     fn take(&self, kind: EntryKind, key: &[u8]) -> Option<Product> {
         let &i = self.by_key.get(&(kind, key))?;
         let mut st = lock(self);
+        let since = std::time::Instant::now();
         loop {
             if st.stopped {
                 return None;
             }
-            match std::mem::replace(&mut st.slots[i], Slot::Taken) {
+            let slot = st.slots.get_mut(i)?;
+            match std::mem::replace(slot, Slot::Taken) {
                 Slot::Ready(p, len) => {
                     st.held -= len;
                     st.served += 1;
@@ -222,10 +268,21 @@ impl Shared {
                     return Some(p);
                 }
                 Slot::Working => {
-                    st.slots[i] = Slot::Working;
-                    let since = std::time::Instant::now();
-                    st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
-                    st.waited += since.elapsed();
+                    let waited = since.elapsed();
+                    if waited >= self.stall {
+                        // Left Taken: the prefetcher drops what it makes of it.
+                        st.stalled += 1;
+                        tracing::warn!(entry = %String::from_utf8_lossy(key), waited = ?waited, "the start-up prefetch is stuck on an entry; reading it here instead");
+                        return None;
+                    }
+                    *slot = Slot::Working;
+                    let before = std::time::Instant::now();
+                    let (guard, _) = self
+                        .changed
+                        .wait_timeout(st, self.stall - waited)
+                        .unwrap_or_else(|p| p.into_inner());
+                    st = guard;
+                    st.waited += before.elapsed();
                 }
                 Slot::Waiting | Slot::Taken => return None,
             }
@@ -251,6 +308,7 @@ impl Shared {
             served = st.served,
             unused,
             waited = ?st.waited,
+            stalled = st.stalled,
             "start-up prefetch finished"
         );
         self.changed.notify_all();
@@ -258,6 +316,7 @@ impl Shared {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
     use pykiln_archive::{ArchiveWriter, Manifest};
@@ -287,7 +346,7 @@ mod tests {
         let shared = Arc::new(plan(a, &names));
         let worker = {
             let s = shared.clone();
-            std::thread::spawn(move || run(&s))
+            std::thread::spawn(move || run(&s, produce))
         };
         // Out of order, as imports sometimes are: every entry is either handed over
         // with the right bytes or left to the caller, never both, never wrong.
@@ -303,6 +362,77 @@ mod tests {
         let st = lock(&shared);
         assert_eq!(st.held, 0, "everything handed over or left");
         assert!(st.slots.iter().all(|s| matches!(s, Slot::Taken)));
+    }
+
+    fn failing(_: &Entry<'static>) -> Option<(Product, usize)> {
+        None
+    }
+
+    static RELEASE: AtomicBool = AtomicBool::new(false);
+
+    /// Stuck (a blocked read) until [`RELEASE`], then makes the entry.
+    fn stuck(entry: &Entry<'static>) -> Option<(Product, usize)> {
+        while !RELEASE.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        produce(entry)
+    }
+
+    #[test]
+    fn a_failing_prefetcher_hands_every_entry_back() {
+        let names: Vec<String> = (0..50).map(|i| format!("m{i}")).collect();
+        let shared = Arc::new(plan(archive(), &names));
+        let worker = {
+            let s = shared.clone();
+            std::thread::spawn(move || run(&s, failing))
+        };
+        worker.join().unwrap();
+        for i in 0..50 {
+            assert!(
+                shared
+                    .take(EntryKind::Module, format!("m{i}").as_bytes())
+                    .is_none()
+            );
+        }
+        assert_eq!(lock(&shared).held, 0);
+    }
+
+    #[test]
+    fn a_stuck_prefetcher_does_not_hold_the_importer() {
+        let names: Vec<String> = (0..3).map(|i| format!("m{i}")).collect();
+        let mut planned = plan(archive(), &names);
+        planned.stall = Duration::from_millis(200);
+        let shared = Arc::new(planned);
+        let worker = {
+            let s = shared.clone();
+            std::thread::spawn(move || run(&s, stuck))
+        };
+        while !matches!(lock(&shared).slots.first(), Some(Slot::Working)) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let asked = std::time::Instant::now();
+        assert!(
+            shared.take(EntryKind::Module, b"m0").is_none(),
+            "read it yourself"
+        );
+        let waited = asked.elapsed();
+        assert!(
+            waited >= Duration::from_millis(200) && waited < Duration::from_secs(60),
+            "{waited:?}"
+        );
+        assert_eq!(lock(&shared).stalled, 1);
+        // Unstuck, the prefetcher drops what it made of the taken-back entry and goes on.
+        RELEASE.store(true, Ordering::SeqCst);
+        while shared.take(EntryKind::Module, b"m1").is_none()
+            && !matches!(lock(&shared).slots.get(1), Some(Slot::Taken))
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        shared.finish();
+        worker.join().unwrap();
+        let st = lock(&shared);
+        assert!(matches!(st.slots.first(), Some(Slot::Taken)));
+        assert_eq!(st.held, 0);
     }
 
     #[test]
