@@ -41,22 +41,8 @@ fn as_nobody(script: &str) -> std::process::Child {
 
 /// A shared library whose constructor creates `marker`: the attacker's payload.
 fn payload(dir: &Path, marker: &Path) -> std::path::PathBuf {
-    let src = dir.join("evil.c");
-    std::fs::write(
-        &src,
-        format!(
-            "#include <stdio.h>\n__attribute__((constructor)) static void pwn(void) {{ FILE *f = fopen(\"{}\", \"w\"); if (f) fclose(f); }}\n",
-            marker.display()
-        ),
-    )
-    .unwrap();
     let so = dir.join("evil.so");
-    let st = Command::new("cc")
-        .args(["-shared", "-fPIC", "-o"])
-        .arg(&so)
-        .arg(&src)
-        .status_within(support::TIMEOUT);
-    assert!(st.success());
+    support::marker_library(&so, marker);
     std::fs::set_permissions(&so, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     so

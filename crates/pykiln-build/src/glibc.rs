@@ -12,16 +12,6 @@ use anyhow::Context as _;
 use pykiln_glibc::GlibcVersion;
 use sha2::{Digest as _, Sha256};
 
-/// The glibc libraries whose symbols the executable binds to.
-const GLIBC_LIBS: &[&str] = &[
-    "libc.so.6",
-    "libm.so.6",
-    "libpthread.so.0",
-    "libdl.so.2",
-    "libutil.so.1",
-    "librt.so.1",
-];
-
 /// A predicted requirement and what needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Floor {
@@ -138,7 +128,12 @@ pub fn predict(
     natives: Natives,
     cache: &Path,
 ) -> anyhow::Result<Prediction> {
-    let hosts: Vec<PathBuf> = GLIBC_LIBS.iter().filter_map(|l| host_library(l)).collect();
+    // The glibc libraries whose symbols the executable may bind to.
+    let hosts: Vec<PathBuf> = pykiln_glibc::FAMILY
+        .iter()
+        .filter(|m| m.glibc)
+        .filter_map(|m| host_library(m.soname))
+        .collect();
     let mut h = Sha256::new();
     for p in static_libraries.iter().chain(&hosts) {
         h.update(p.as_os_str().as_encoded_bytes());

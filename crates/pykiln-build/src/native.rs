@@ -6,23 +6,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use goblin::elf::Elf;
 
-/// Libraries every Linux target provides (glibc and the compiler runtime). They are
-/// never packed: they must match the target's own ld.so.
+/// Libraries every Linux target provides (glibc and the compiler runtime, see
+/// [`pykiln_glibc::FAMILY`]). They are never packed: they must match the target's own
+/// ld.so.
 pub fn is_system_library(soname: &str) -> bool {
-    const SYSTEM: &[&str] = &[
-        "libc.so.6",
-        "libm.so.6",
-        "libpthread.so.0",
-        "libdl.so.2",
-        "librt.so.1",
-        "libutil.so.1",
-        "libresolv.so.2",
-        "libanl.so.1",
-        "libgcc_s.so.1",
-        "libmvec.so.1",
-        "libBrokenLocale.so.1",
-    ];
-    SYSTEM.contains(&soname) || soname.starts_with("ld-linux") || soname.starts_with("ld64.so")
+    pykiln_glibc::is_family(soname)
 }
 
 /// SONAMEs whose symbols the pykiln executable itself exports; a placeholder with that

@@ -95,17 +95,12 @@ pub fn inspect(path: &Path) -> anyhow::Result<Inspection> {
     if let Err(e @ pykiln_archive::trailer::TrailerError::Checksum { .. }) = &appended {
         bail!("{}: {e}", path.display());
     }
-    let Some((offset, archive_bytes)) = pykiln_archive::trailer::locate(bytes) else {
-        bail!(
-            "{} is not a pykiln binary: no pykiln archive found in it",
-            path.display()
-        );
-    };
-    let archive = Archive::open(archive_bytes)
-        .with_context(|| format!("{}: the archive at byte offset {offset}", path.display()))?;
-    let manifest = archive
-        .manifest()
-        .with_context(|| format!("{}: reading the archive's manifest", path.display()))?;
+    let crate::release::Packed {
+        offset,
+        len: archive_len,
+        archive,
+        manifest,
+    } = crate::release::archive_of(path, bytes)?;
     let stamp: BTreeMap<String, String> = pykiln_archive::stamp::find(bytes)
         .unwrap_or_default()
         .into_iter()
@@ -126,7 +121,7 @@ pub fn inspect(path: &Path) -> anyhow::Result<Inspection> {
             "embedded"
         },
         archive_offset: offset as u64,
-        archive_size: archive_bytes.len() as u64,
+        archive_size: archive_len as u64,
         pykiln_version: stamp.get("pykiln").cloned(),
         python_version: stamp.get("python").cloned(),
         archive_python_version: manifest.python_version.clone(),

@@ -11,6 +11,7 @@ mod dist;
 mod inspect;
 mod oci;
 mod python;
+mod release;
 mod runner;
 mod sign;
 

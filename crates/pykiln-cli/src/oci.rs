@@ -14,24 +14,10 @@ use anyhow::{Context as _, bail};
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
-use crate::dist::Release;
+use crate::release::Release;
 
 /// The user the server runs as.
 const UID: u64 = 65532;
-
-/// The glibc family: never packed into a pykiln archive, so the image provides them.
-const GLIBC_FAMILY: &[&str] = &[
-    "libc.so.6",
-    "libm.so.6",
-    "libpthread.so.0",
-    "libdl.so.2",
-    "librt.so.1",
-    "libutil.so.1",
-    "libresolv.so.2",
-    "libanl.so.1",
-    "libmvec.so.1",
-    "libgcc_s.so.1",
-];
 
 enum Node {
     Dir { mode: u32, uid: u64 },
@@ -142,7 +128,9 @@ pub fn image(r: &Release, host_glibc: Option<&str>) -> anyhow::Result<Image> {
             .find(|p| p.is_file())
     };
     let interp_name = interp.rsplit('/').next().unwrap_or(interp);
-    for name in GLIBC_FAMILY.iter().copied().chain([interp_name]) {
+    // The glibc family is never packed into a pykiln archive, so the image provides it.
+    let family = pykiln_glibc::FAMILY.iter().map(|m| m.soname);
+    for name in family.chain([interp_name]) {
         let Some(path) = find(name) else {
             if ["libc.so.6", "libm.so.6", "libgcc_s.so.1"].contains(&name) || name == interp_name {
                 bail!(

@@ -7,11 +7,60 @@
 //! exist yet; [`default_versions`] and [`undefined_symbols`] let a build predict it: an
 //! undefined symbol of an object gets the default version its name has in the build
 //! machine's glibc.
+//!
+//! [`FAMILY`] is the one list of the libraries a glibc system provides and a pykiln
+//! binary therefore never packs (they must match the target's own ld.so): what the
+//! build links dynamically, what it predicts versions from, what it leaves out of an
+//! archive, and what a container image copies in.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
 use goblin::elf::Elf;
+
+/// A library every glibc system has (see [`FAMILY`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FamilyMember {
+    /// Its SONAME, `libm.so.6`.
+    pub soname: &'static str,
+    /// Its name for the linker, `m` (as in `-lm`).
+    pub link_name: &'static str,
+    /// Part of glibc itself (whose symbols carry `GLIBC_` versions); false for the
+    /// compiler runtime (`libgcc_s`), which glibc programs need as much.
+    pub glibc: bool,
+}
+
+const fn member(soname: &'static str, link_name: &'static str, glibc: bool) -> FamilyMember {
+    FamilyMember {
+        soname,
+        link_name,
+        glibc,
+    }
+}
+
+/// The glibc family: glibc's libraries and the compiler runtime, present on every
+/// glibc system, never packed, and copied into container images. The dynamic loader
+/// (`ld-linux*.so`, `ld64.so*`) belongs too: see [`is_family`].
+pub const FAMILY: &[FamilyMember] = &[
+    member("libc.so.6", "c", true),
+    member("libm.so.6", "m", true),
+    member("libpthread.so.0", "pthread", true),
+    member("libdl.so.2", "dl", true),
+    member("librt.so.1", "rt", true),
+    member("libutil.so.1", "util", true),
+    member("libresolv.so.2", "resolv", true),
+    member("libanl.so.1", "anl", true),
+    member("libmvec.so.1", "mvec", true),
+    member("libBrokenLocale.so.1", "BrokenLocale", true),
+    member("libgcc_s.so.1", "gcc_s", false),
+];
+
+/// Whether `soname` is of the glibc family (a [`FAMILY`] member or the dynamic loader).
+pub fn is_family(soname: &str) -> bool {
+    FAMILY.iter().any(|m| m.soname == soname)
+        || soname.starts_with("ld-linux")
+        || soname.starts_with("ld64.so")
+}
 
 /// A glibc version, `2.35`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -130,6 +179,19 @@ pub fn undefined_symbols(bytes: &[u8]) -> Result<BTreeSet<String>, goblin::error
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_family_names_agree_and_include_the_loader() {
+        for m in FAMILY {
+            assert!(
+                m.soname.starts_with(&format!("lib{}.so.", m.link_name)),
+                "{m:?}"
+            );
+            assert!(is_family(m.soname));
+        }
+        assert!(is_family("ld-linux-x86-64.so.2") && is_family("ld-linux-aarch64.so.1"));
+        assert!(!is_family("libcrypt.so.1") && !is_family("libssl.so.3"));
+    }
     use pykiln_test_support::{self as support, CommandExt as _};
 
     #[test]

@@ -81,10 +81,13 @@ pub enum PyConfigError {
     },
 }
 
-/// Libraries every glibc system has, and that must not be linked statically.
-const SYSTEM_LIBS: &[&str] = &[
-    "c", "m", "dl", "pthread", "rt", "util", "gcc_s", "crypt", "nsl", "resolv",
-];
+/// Libraries linked dynamically whatever static archives exist: the glibc family
+/// ([`pykiln_glibc::FAMILY`], which must match the target's ld.so), and `crypt` and
+/// `nsl`, glibc's once and shared-only on most systems since (their shared objects are
+/// packed like any other library's).
+fn links_dynamically(name: &str) -> bool {
+    pykiln_glibc::FAMILY.iter().any(|m| m.link_name == name) || ["crypt", "nsl"].contains(&name)
+}
 
 /// One library libpython needs, and how it is linked ([`PythonConfig::link_plan`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -278,7 +281,7 @@ impl PythonConfig {
             .iter()
             .map(|name| {
                 let file = format!("lib{name}.a");
-                let static_archive = (!SYSTEM_LIBS.contains(&name.as_str()))
+                let static_archive = (!links_dynamically(name))
                     .then(|| {
                         self.lib_dirs
                             .iter()

@@ -70,7 +70,11 @@ pub fn run(
     let recorded = manifest.app.as_ref().map(|a| a.entry_point.as_str());
     if let Mode::App { entry_point } = &mode {
         if recorded == Some(entry_point.as_str()) {
-            crate::prefetch::start(archive, &manifest.startup);
+            let images = crate::prefetch::Images {
+                make: |entry| crate::native::image_fd(entry).ok(),
+                file_backed: crate::native::is_file_backed,
+            };
+            crate::prefetch::start(archive, &manifest.startup, images);
         }
     }
     let start = std::time::Instant::now();

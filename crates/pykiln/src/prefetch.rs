@@ -85,7 +85,18 @@ struct State {
 }
 
 /// What makes an entry's product: [`produce`], or a failing one in tests.
-type Producer = fn(&Entry<'static>) -> Option<(Product, usize)>;
+type Producer = fn(&Images, &Entry<'static>) -> Option<(Product, usize)>;
+
+/// How native images are made, handed in by the runtime (its native-image staging):
+/// this module depends on the archive alone.
+#[derive(Debug, Clone, Copy)]
+pub struct Images {
+    /// A descriptor holding the entry's image (a memfd, or its checked copy in the
+    /// file-backed cache) and the memory it holds; None leaves it to the importer.
+    pub make: fn(&Entry<'_>) -> Option<(OwnedFd, usize)>,
+    /// Whether the entry's image is file-backed (holds no memory once made).
+    pub file_backed: fn(&Entry<'_>) -> bool,
+}
 
 struct Shared {
     plan: Vec<Entry<'static>>,
@@ -94,6 +105,7 @@ struct Shared {
     changed: Condvar,
     /// [`STALL`], shorter in tests.
     stall: Duration,
+    images: Images,
 }
 
 /// The running prefetcher; emptied by [`finish`], which frees the plan.
@@ -106,15 +118,15 @@ fn current() -> Option<Arc<Shared>> {
 }
 
 /// Start prefetching the entries of the `startup` modules (in that order) and the
-/// shared libraries their extensions need. Does nothing if already started or if
-/// there is nothing to do.
-pub fn start(archive: Archive<'static>, startup: &[String]) {
+/// shared libraries their extensions need, native images made by `images`. Does
+/// nothing if already started or if there is nothing to do.
+pub fn start(archive: Archive<'static>, startup: &[String], images: Images) {
     // PYKILN_PREFETCH=0 turns it off (for measuring what it gains).
     let off = std::env::var_os("PYKILN_PREFETCH").is_some_and(|v| v == "0");
     if off || startup.is_empty() || STARTED.swap(true, Ordering::SeqCst) {
         return;
     }
-    let shared = Arc::new(plan(archive, startup));
+    let shared = Arc::new(plan(archive, startup, images));
     *PREFETCH.lock().unwrap_or_else(|p| p.into_inner()) = Some(shared.clone());
     let spawned = std::thread::Builder::new()
         .name("pykiln-prefetch".into())
@@ -129,7 +141,7 @@ pub fn start(archive: Archive<'static>, startup: &[String]) {
     }
 }
 
-fn plan(archive: Archive<'static>, startup: &[String]) -> Shared {
+fn plan(archive: Archive<'static>, startup: &[String], images: Images) -> Shared {
     let plan = archive.load_order(startup);
     let by_key = plan
         .iter()
@@ -151,6 +163,7 @@ fn plan(archive: Archive<'static>, startup: &[String]) -> Shared {
         }),
         changed: Condvar::new(),
         stall: STALL,
+        images,
     }
 }
 
@@ -158,14 +171,14 @@ fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, State> {
     shared.state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Read one entry: bytecode decompressed; a native image into a descriptor (a memfd,
-/// or its checked copy in the file-backed cache). Returns the memory it holds.
-fn produce(entry: &Entry<'static>) -> Option<(Product, usize)> {
+/// Read one entry: bytecode decompressed; a native image into a descriptor by
+/// `images`. Returns the memory it holds.
+fn produce(images: &Images, entry: &Entry<'static>) -> Option<(Product, usize)> {
     match entry.kind() {
         EntryKind::Extension | EntryKind::SharedLib => {
             // Without memfd or cache (PYKILN_NO_MEMFD and no usable cache) this fails
             // and the importer stages the image itself.
-            let (fd, held) = crate::native::image_fd(entry).ok()?;
+            let (fd, held) = (images.make)(entry)?;
             Some((Product::Image(fd), held))
         }
         _ => Some((
@@ -189,7 +202,7 @@ fn run(shared: &Shared, produce: Producer) {
             return;
         };
         // A file-backed image holds no memory once made (its pages are page cache).
-        let size = if crate::native::is_file_backed(entry) {
+        let size = if (shared.images.file_backed)(entry) {
             0
         } else {
             entry.raw_len()
@@ -201,7 +214,7 @@ fn run(shared: &Shared, produce: Producer) {
         set(&mut st, i, Slot::Working);
         st.next = i + 1;
         drop(st);
-        let product = produce(entry);
+        let product = produce(&shared.images, entry);
         st = lock(shared);
         // The importer may have taken the entry back meanwhile (too slow): then what
         // was made is dropped here.
@@ -343,7 +356,7 @@ mod tests {
     fn hands_over_each_entry_once_and_in_any_order() {
         let a = archive();
         let names: Vec<String> = (0..50).map(|i| format!("m{i}")).collect();
-        let shared = Arc::new(plan(a, &names));
+        let shared = Arc::new(plan(a, &names, NO_IMAGES));
         let worker = {
             let s = shared.clone();
             std::thread::spawn(move || run(&s, produce))
@@ -364,24 +377,29 @@ mod tests {
         assert!(st.slots.iter().all(|s| matches!(s, Slot::Taken)));
     }
 
-    fn failing(_: &Entry<'static>) -> Option<(Product, usize)> {
+    const NO_IMAGES: Images = Images {
+        make: |_| None,
+        file_backed: |_| false,
+    };
+
+    fn failing(_: &Images, _: &Entry<'static>) -> Option<(Product, usize)> {
         None
     }
 
     static RELEASE: AtomicBool = AtomicBool::new(false);
 
     /// Stuck (a blocked read) until [`RELEASE`], then makes the entry.
-    fn stuck(entry: &Entry<'static>) -> Option<(Product, usize)> {
+    fn stuck(images: &Images, entry: &Entry<'static>) -> Option<(Product, usize)> {
         while !RELEASE.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(5));
         }
-        produce(entry)
+        produce(images, entry)
     }
 
     #[test]
     fn a_failing_prefetcher_hands_every_entry_back() {
         let names: Vec<String> = (0..50).map(|i| format!("m{i}")).collect();
-        let shared = Arc::new(plan(archive(), &names));
+        let shared = Arc::new(plan(archive(), &names, NO_IMAGES));
         let worker = {
             let s = shared.clone();
             std::thread::spawn(move || run(&s, failing))
@@ -400,7 +418,7 @@ mod tests {
     #[test]
     fn a_stuck_prefetcher_does_not_hold_the_importer() {
         let names: Vec<String> = (0..3).map(|i| format!("m{i}")).collect();
-        let mut planned = plan(archive(), &names);
+        let mut planned = plan(archive(), &names, NO_IMAGES);
         planned.stall = Duration::from_millis(200);
         let shared = Arc::new(planned);
         let worker = {
@@ -439,7 +457,7 @@ mod tests {
     fn the_global_prefetcher_serves_then_stops() {
         let a = archive();
         let names: Vec<String> = (0..50).map(|i| format!("m{i}")).collect();
-        start(a, &names);
+        start(a, &names, NO_IMAGES);
         // In order, as start-up asks: each answer is right or None.
         for i in 0..25 {
             if let Some(b) = bytes_of(take(EntryKind::Module, format!("m{i}").as_bytes())) {

@@ -479,15 +479,6 @@ fn damaged_or_planted_file_views_are_never_used() {
     let sp = shared.path();
     std::fs::set_permissions(sp, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let mark = sp.join("PWNED");
-    let src = sp.join("evil.c");
-    std::fs::write(
-        &src,
-        format!(
-            "#include <stdio.h>\n__attribute__((constructor)) static void pwn(void) {{ FILE *f = fopen(\"{}\", \"w\"); if (f) fclose(f); }}\n",
-            mark.display()
-        ),
-    )
-    .unwrap();
     let xdg = sp.join("xdg");
     let cache_root = home.path().join(".cache/pykiln");
     let rel = lib.strip_prefix(&cache_root).unwrap();
@@ -500,12 +491,7 @@ fn damaged_or_planted_file_views_are_never_used() {
         .arg(xdg.join("pykiln/files/"))
         .status_within(support::TIMEOUT);
     assert!(status.success());
-    let status = Command::new("cc")
-        .args(["-shared", "-fPIC", "-o"])
-        .arg(&planted)
-        .arg(&src)
-        .status_within(support::TIMEOUT);
-    assert!(status.success());
+    support::marker_library(&planted, &mark);
     let status = Command::new("chown")
         .args(["-R", "65534:65534"])
         .arg(&xdg)

@@ -306,6 +306,27 @@ pub fn kill(pid: u32, signal: i32) {
     unsafe { libc::kill(pid as i32, signal) };
 }
 
+/// Compile a shared library at `out` whose constructor creates the file `marker`: a
+/// payload an attacker would plant, whose marker proves it was (or was never) loaded.
+/// Needs a C compiler (`cc`).
+pub fn marker_library(out: &Path, marker: &Path) {
+    let src = out.with_extension("c");
+    std::fs::write(
+        &src,
+        format!(
+            "#include <stdio.h>\n__attribute__((constructor)) static void pwn(void) {{ FILE *f = fopen(\"{}\", \"w\"); if (f) fclose(f); }}\n",
+            marker.display()
+        ),
+    )
+    .unwrap_or_else(|e| panic!("writing {}: {e}", src.display()));
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(out)
+        .arg(&src)
+        .status_within(TIMEOUT);
+    assert!(status.success(), "cc could not build {}", out.display());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
