@@ -352,7 +352,8 @@ fn twenty_simultaneous_first_starts_write_each_image_and_view_once() {
         stderrs.push(stderr);
     }
     let images = writes(&stderrs, "native image written to the cache", "name=");
-    assert!(images.len() >= 10, "{images:?}");
+    // pyenv's build has ~40 at start, Debian's (most of the standard library built in) fewer.
+    assert!(images.len() >= 3, "{images:?}");
     assert!(
         images.values().all(|&n| n == 1),
         "written more than once: {images:?}"
