@@ -129,9 +129,9 @@ fn http_under_load_loses_nothing_and_frees_abandoned_sessions() {
     assert_eq!(one["failed"], 0, "{one}");
     acknowledged(&one, &mut acked);
 
-    // Three waves of 200 concurrent sessions (initialize, add, search, abandon).
+    // Four waves of 200 concurrent sessions (initialize, add, search, abandon).
     let mut rss = Vec::new();
-    for wave in 1..=3 {
+    for wave in 1..=4 {
         let s = load(&url, 200, wave, "");
         assert_eq!(s["failed"], 0, "wave {wave}: {s}");
         acknowledged(&s, &mut acked);
@@ -140,6 +140,23 @@ fn http_under_load_loses_nothing_and_frees_abandoned_sessions() {
         // leaves the next request unanswered in mcp 2.3.0's session manager.)
         std::thread::sleep(Duration::from_secs(13));
         rss.push(common::rss_kib(server.child.id()));
+        // Every session the wave abandoned is gone: the server answers 404 for it.
+        let sessions: Vec<&str> = s["notes"]
+            .as_array()
+            .expect("notes")
+            .iter()
+            .map(|n| n["session"].as_str().expect("a session id"))
+            .collect();
+        assert_eq!(sessions.len(), 200);
+        for id in sessions.iter().step_by(10) {
+            let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).to_string();
+            let (status, _, body) =
+                common::http_request(server.port, None, "POST", &[("mcp-session-id", id)], &list);
+            assert_eq!(
+                status, 404,
+                "wave {wave}: session {id} still served: {body}"
+            );
+        }
     }
     let (status, stdout, stderr) = server.terminate();
     eprintln!("RSS after each wave (KiB): {rss:?}");
@@ -152,14 +169,17 @@ fn http_under_load_loses_nothing_and_frees_abandoned_sessions() {
     use std::os::unix::process::ExitStatusExt as _;
     assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}\n{stderr}");
     assert!(!stderr.contains("still running"), "{stderr}");
-    assert_eq!(acked.len(), 900);
+    assert_eq!(acked.len(), 300 + 4 * 200);
     assert_stored_exactly(&db, &acked);
-    // Abandoned sessions are freed: memory after wave 3 stays near wave 1's.
+    // Memory stays flat once the first wave has set the allocator's high-water mark (it
+    // added 17 % in one run): a coarse guard against leaks per request. Kept sessions
+    // are too small to show here (with sessions never reaped, waves 2 to 4 added 4 %),
+    // so the 404s above are what shows that abandoned sessions are freed.
     assert!(
-        rss[2] as f64 <= rss[0] as f64 * 1.15,
-        "RSS grew from {} to {} KiB over three waves",
-        rss[0],
-        rss[2]
+        rss[3] as f64 <= rss[1] as f64 * 1.10,
+        "RSS grew from {} to {} KiB over waves 2 to 4 (after each wave: {rss:?})",
+        rss[1],
+        rss[3]
     );
 }
 

@@ -6,7 +6,6 @@
 mod common;
 use common::support::{self, CommandExt as _};
 
-use std::io::{Read as _, Write as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::Command;
@@ -36,91 +35,6 @@ fn sdk_client(url: &str, token: Option<&str>) -> (bool, String) {
     )
 }
 
-/// One HTTP/1.0 request to the server (connection closed after it), optionally from a
-/// given loopback source address: status line, lower-cased headers, body.
-fn request(
-    port: u16,
-    from: Option<&str>,
-    method: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, Vec<(String, String)>, String) {
-    let stream = match from {
-        Some(addr) => connect_from(addr, port),
-        None => std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect"),
-    };
-    let mut stream = stream;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let mut req = format!(
-        "{method} /mcp HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
-         Accept: application/json, text/event-stream\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req += &format!("{k}: {v}\r\n");
-    }
-    req += "\r\n";
-    req += body;
-    stream.write_all(req.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .expect("the server answers within 30 s");
-    let raw = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {raw:?}"));
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    (status, headers, body.to_string())
-}
-
-/// A TCP connection to 127.0.0.1:`port` whose source address is `addr` (another
-/// loopback address: another client as far as the server can tell).
-fn connect_from(addr: &str, port: u16) -> std::net::TcpStream {
-    use std::os::fd::FromRawFd as _;
-    let src: std::net::Ipv4Addr = addr.parse().unwrap();
-    // SAFETY: plain socket calls on a descriptor this function owns until it is
-    // handed to TcpStream.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let stream = std::net::TcpStream::from_raw_fd(fd);
-        let sin = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: port.to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(ip).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        let local = sin(src, 0);
-        assert_eq!(
-            libc::bind(fd, (&raw const local).cast(), len),
-            0,
-            "bind {addr}: {}",
-            std::io::Error::last_os_error()
-        );
-        let remote = sin(std::net::Ipv4Addr::LOCALHOST, port);
-        assert_eq!(
-            libc::connect(fd, (&raw const remote).cast(), len),
-            0,
-            "connect: {}",
-            std::io::Error::last_os_error()
-        );
-        stream
-    }
-}
-
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers
         .iter()
@@ -142,13 +56,13 @@ fn open_session(port: u16, from: Option<&str>) -> String {
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-06-18", "capabilities": {},
         "clientInfo": {"name": "security-test", "version": "0"}}});
-    let (status, headers, body) = request(port, from, "POST", &[], &init.to_string());
+    let (status, headers, body) = common::http_request(port, from, "POST", &[], &init.to_string());
     assert_eq!(status, 200, "{body}");
     let id = header(&headers, "mcp-session-id")
         .expect("a session id")
         .to_string();
     let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-    let (status, _, body) = request(
+    let (status, _, body) = common::http_request(
         port,
         from,
         "POST",
@@ -165,7 +79,7 @@ fn open_session(port: u16, from: Option<&str>) -> String {
 /// `tools/list` in session `id`: the HTTP status.
 fn list_tools(port: u16, id: &str) -> u16 {
     let req = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
-    let (status, _, body) = request(
+    let (status, _, body) = common::http_request(
         port,
         None,
         "POST",
@@ -227,7 +141,7 @@ fn the_typescript_sdk_needs_the_token_when_the_server_has_one() {
 
     // On the wire: 401 with an RFC 6750 challenge, and no session made.
     let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#;
-    let (status, headers, _) = request(server.port, None, "POST", &[], init);
+    let (status, headers, _) = common::http_request(server.port, None, "POST", &[], init);
     assert_eq!(status, 401);
     assert_eq!(
         header(&headers, "www-authenticate"),
@@ -235,7 +149,7 @@ fn the_typescript_sdk_needs_the_token_when_the_server_has_one() {
     );
     assert!(header(&headers, "mcp-session-id").is_none());
     let wrong = format!("Bearer {}x", &TOKEN[..TOKEN.len() - 1]);
-    let (status, headers, _) = request(
+    let (status, headers, _) = common::http_request(
         server.port,
         None,
         "POST",

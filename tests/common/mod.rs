@@ -1,7 +1,7 @@
 //! Shared helpers for the end-to-end tests: the built binary and a small MCP client.
 #![allow(dead_code)]
 
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -327,4 +327,89 @@ pub fn js_dir() -> PathBuf {
         "the MCP SDK is not installed: run `npm ci --prefix tests/js` (tests/prereqs does)"
     );
     dir
+}
+
+/// One HTTP/1.0 request to the server (connection closed after it), optionally from a
+/// given loopback source address: status line, lower-cased headers, body.
+pub fn http_request(
+    port: u16,
+    from: Option<&str>,
+    method: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, Vec<(String, String)>, String) {
+    let stream = match from {
+        Some(addr) => connect_from(addr, port),
+        None => std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect"),
+    };
+    let mut stream = stream;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut req = format!(
+        "{method} /mcp HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req += &format!("{k}: {v}\r\n");
+    }
+    req += "\r\n";
+    req += body;
+    stream.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .expect("the server answers within 30 s");
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {raw:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers, body.to_string())
+}
+
+/// A TCP connection to 127.0.0.1:`port` whose source address is `addr` (another
+/// loopback address: another client as far as the server can tell).
+pub fn connect_from(addr: &str, port: u16) -> std::net::TcpStream {
+    use std::os::fd::FromRawFd as _;
+    let src: std::net::Ipv4Addr = addr.parse().unwrap();
+    // SAFETY: plain socket calls on a descriptor this function owns until it is
+    // handed to TcpStream.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let stream = std::net::TcpStream::from_raw_fd(fd);
+        let sin = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(ip).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let local = sin(src, 0);
+        assert_eq!(
+            libc::bind(fd, (&raw const local).cast(), len),
+            0,
+            "bind {addr}: {}",
+            std::io::Error::last_os_error()
+        );
+        let remote = sin(std::net::Ipv4Addr::LOCALHOST, port);
+        assert_eq!(
+            libc::connect(fd, (&raw const remote).cast(), len),
+            0,
+            "connect: {}",
+            std::io::Error::last_os_error()
+        );
+        stream
+    }
 }

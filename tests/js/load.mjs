@@ -5,7 +5,7 @@
 //   node load.mjs <url> <sessions> <wave>
 //   node load.mjs <url> <calls> <wave> one-session   (concurrent add_note calls in one session)
 //
-// Prints one JSON line: {"ok": n, "failed": n, "ids": [...], "errors": [first few]}.
+// Prints one JSON line: {"ok": n, "failed": n, "notes": [{id, title, session}], "errors": [first few]}.
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 
@@ -25,7 +25,7 @@ async function one(i) {
     if (found.isError) throw new Error(`search_notes: ${found.content?.[0]?.text}`);
     const hits = found.structuredContent.result;
     if (hits.length !== 1 || hits[0].id !== id) throw new Error(`search for ${token} gave ${JSON.stringify(hits)} (id ${id})`);
-    return { id, title: `load ${token}` };
+    return { id, title: `load ${token}`, session: transport.sessionId };
   } finally {
     // Drop the connection without DELETE: the server must expire the session itself.
     await transport.close().catch(() => {});

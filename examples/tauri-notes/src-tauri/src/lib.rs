@@ -138,6 +138,11 @@ fn quit_on_signals(app: AppHandle) {
     });
 }
 
+/// Size at which the app's log file is rotated.
+const LOG_FILE_BYTES: u128 = 1 << 20;
+/// Log files kept (the current one included): at most ~5 MB of logs.
+const LOG_FILES: usize = 5;
+
 /// Builds and runs the app until it quits.
 pub fn run() {
     STARTED.get_or_init(Instant::now);
@@ -151,6 +156,10 @@ pub fn run() {
                     }),
                 ])
                 .level(log::LevelFilter::Info)
+                // The server's stderr lands here too; the plugin's default (one 40 kB
+                // file, deleted when full) lost a debug-level start-up within a minute.
+                .max_file_size(LOG_FILE_BYTES)
+                .rotation_strategy(tauri_plugin_log::RotationStrategy::KeepSome(LOG_FILES))
                 .build(),
         )
         .setup(|app| {
