@@ -27,6 +27,7 @@ and FastMCP servers (bench/servers/) are built with the `pykiln` CLI. Writes a
 markdown table with machine information to --out and prints it.
 """
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -109,22 +110,37 @@ def python_tag(python):
     return subprocess.check_output([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], text=True).strip()
 
 
-def venv(python, pip=None):
-    """A venv of `python` holding all the servers (and PyInstaller). Distributions' own
-    interpreters have no ensurepip (Debian's is in python3.X-venv): such a venv is made
-    --without-pip and filled by `pip`, another venv's interpreter (pip --python)."""
-    tag = python_tag(python)
-    d = CACHE / (f"compare-venv-{tag}" if pip is None else f"compare-venv-{tag}-{python.replace('/', '_')}")
+def server_packages(server):
+    """What `pip install` needs for one server: its project or its pin, nothing else."""
+    if server == "pykiln-notes":
+        return [str(ROOT / "examples" / "notes-server")]
+    if server == "mcp-server-time":
+        return [TIME_PIN]
+    return [str(SERVERS[server]["project"])]
+
+
+def venv(python, server, extra=(), pip=None):
+    """A venv of `python` holding only `server`'s dependencies (what `uvx` gives a user)
+    and `extra` (PyInstaller, for the venv it builds from; never the one timed).
+    Distributions' own interpreters have no ensurepip (Debian's is in python3.X-venv):
+    such a venv is made --without-pip and filled by `pip`, another venv's interpreter
+    (pip --python)."""
+    packages = server_packages(server) + list(extra)
+    h = hashlib.sha256(str(Path(python).resolve()).encode())
+    for p in packages:
+        h.update(b"\0" + p.encode())
+        # A project in this repository: its content, so an edit makes a new venv.
+        for f in sorted(Path(p).rglob("*")) if Path(p).is_dir() else ():
+            if f.is_file() and "__pycache__" not in f.parts and ".egg-info" not in str(f):
+                h.update(str(f.relative_to(p)).encode() + b"\0" + f.read_bytes())
+    key = h.hexdigest()[:12]
+    d = CACHE / "venvs" / f"{server}-{python_tag(python)}-{key}"
     exe = d / "bin" / "python"
-    packages = [str(ROOT / "examples" / "notes-server"), TIME_PIN] + [
-        str(spec["project"]) for spec in SERVERS.values() if "project" in spec]
-    if (d / ".complete").exists() and (d / ".complete").read_text() != "\n".join(packages):
-        (d / ".complete").unlink()
     if not (d / ".complete").exists():
         shutil.rmtree(d, ignore_errors=True)
         if pip is None:
             sh([python, "-m", "venv", str(d)])
-            sh([str(exe), "-m", "pip", "install", "-q", *packages, PYINSTALLER_PIN])
+            sh([str(exe), "-m", "pip", "install", "-q", *packages])
         else:
             sh([python, "-m", "venv", "--without-pip", str(d)])
             sh([str(pip), "-m", "pip", "--python", str(exe), "install", "-q", *packages])
@@ -388,7 +404,8 @@ def main():
         # pyo3's choice: PYO3_PYTHON, else python3 on PATH (an active venv is ignored here).
         args.python = os.environ.get("PYO3_PYTHON") or shutil.which("python3")
     CACHE.mkdir(parents=True, exist_ok=True)
-    vpy = venv(args.python)
+    vpy = {server: venv(args.python, server) for server in SERVERS}
+    build_vpy = {server: venv(args.python, server, [PYINSTALLER_PIN]) for server in SERVERS}
     opt_py = optimized_python(args.python) if args.optimized_python == "auto" else (
         None if args.optimized_python == "none" else args.optimized_python)
     target = ROOT / "target"
@@ -425,8 +442,8 @@ def main():
         builds["mcp-server-time", OPT] = cargo_build(time_proj, opt_target, env_opt)
         bins["pykiln-notes", OPT] = [str(opt_target / "release" / "pykiln-notes")]
         bins["mcp-server-time", OPT] = [str(opt_target / "release" / "bench-time-server")]
-        opt_vpy = venv(opt_py, pip=vpy)
         for server, spec in SERVERS.items():
+            opt_vpy = venv(opt_py, server, pip=build_vpy[server])
             bins[server, OPT_VENV] = [str(opt_vpy), "-m", spec["module"]]
     sizes = {k: size_of(v[0]) for k, v in bins.items()}
     # The same binaries with a lever turned off: the start-up prefetch; the source
@@ -441,12 +458,12 @@ def main():
             bins[server, kind] = bins[server, "pykiln"]
             variant_env[server, kind] = extra
     for server, spec in SERVERS.items():
-        bins[server, "venv"] = [str(vpy), "-m", spec["module"]]
+        bins[server, "venv"] = [str(vpy[server]), "-m", spec["module"]]
         sizes[server, "venv"] = None
         sizes[server, OPT_VENV] = None
         for onefile in (True, False):
             kind = "pyinstaller onefile" if onefile else "pyinstaller onedir"
-            cmd, exe = pyinstaller(vpy, server, spec["entry"], onefile, spec["module"])
+            cmd, exe = pyinstaller(build_vpy[server], server, spec["entry"], onefile, spec["module"])
             if not (args.reuse and exe.exists()):
                 builds[server, kind] = timed(cmd + ["--clean"])
             bins[server, kind] = [str(exe)]
@@ -477,13 +494,15 @@ def main():
             edits["pykiln-notes", CLI] = timed(cli + cli_args["pykiln-notes"] + ["-o", str(cli_out / "pykiln-notes")],
                                                env=env_build)
             for kind, onefile in (("pyinstaller onefile", True), ("pyinstaller onedir", False)):
-                sh([str(vpy), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(ROOT / "examples" / "notes-server")])
-                cmd, _ = pyinstaller(vpy, "pykiln-notes", SERVERS["pykiln-notes"]["entry"], onefile, "pykiln_notes")
+                sh([str(build_vpy["pykiln-notes"]), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall",
+                    str(ROOT / "examples" / "notes-server")])
+                cmd, _ = pyinstaller(build_vpy["pykiln-notes"], "pykiln-notes", SERVERS["pykiln-notes"]["entry"], onefile, "pykiln_notes")
                 edits["pykiln-notes", kind] = timed(cmd)
         finally:
             shutil.rmtree(fresh, ignore_errors=True)
             app_py.write_text(original)
-            sh([str(vpy), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(ROOT / "examples" / "notes-server")])
+            sh([str(build_vpy["pykiln-notes"]), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall",
+                str(ROOT / "examples" / "notes-server")])
             cargo_build(ROOT, target, env_build)
 
     if not args.no_profile:

@@ -29,8 +29,10 @@ pub const BINARY_ENV: &str = "PYKILN_NOTES_BIN";
 /// A command for the binary with an empty environment except what is given, and a
 /// private database.
 pub fn clean_command(bin: &Path, db: &Path) -> Command {
+    use support::CommandExt as _;
     let mut cmd = Command::new(bin);
     cmd.env_clear()
+        .default_stop_signals()
         .env("PYKILN_NOTES_DB", db)
         .env("HOME", db.parent().unwrap_or(Path::new("/tmp")));
     cmd

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc::channel;
 use std::time::Instant;
 
-use pykiln_test_support as support;
+use pykiln_test_support::{self as support, CommandExt as _};
 
 #[test]
 fn an_app_that_sets_its_own_wakeup_fd_still_stops_and_sees_its_signals() {
@@ -18,6 +18,7 @@ fn an_app_that_sets_its_own_wakeup_fd_still_stops_and_sees_its_signals() {
         for initialize in [false, true] {
             let mut child = Command::new(env!("CARGO_BIN_EXE_signal-server"))
                 .env_clear()
+                .default_stop_signals()
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())

@@ -30,6 +30,11 @@ pub trait CommandExt {
     fn output_within(&mut self, limit: Duration) -> Output;
     /// Like `status()` (stdio inherited), bounded the same way.
     fn status_within(&mut self, limit: Duration) -> ExitStatus;
+    /// Start the child with SIGINT and SIGQUIT at their default disposition, as an MCP
+    /// client or a terminal starts a server. A test run started in the background by a
+    /// non-interactive shell (`cmd &`) inherits them ignored, and a server started so
+    /// rightly ignores SIGINT, as a venv's Python does: tests that send it need this.
+    fn default_stop_signals(&mut self) -> &mut Self;
 }
 
 impl CommandExt for Command {
@@ -48,6 +53,18 @@ impl CommandExt for Command {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", describe_command(self)));
         wait_within(&mut child, limit, &describe_command(self))
+    }
+
+    fn default_stop_signals(&mut self) -> &mut Self {
+        use std::os::unix::process::CommandExt as _;
+        // SAFETY: signal(2) is async-signal-safe, as pre_exec requires.
+        unsafe {
+            self.pre_exec(|| {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                libc::signal(libc::SIGQUIT, libc::SIG_DFL);
+                Ok(())
+            })
+        }
     }
 }
 
@@ -277,6 +294,7 @@ pub fn stop_with_signal(
     limit: Duration,
 ) -> (ExitStatus, String) {
     let mut child = cmd
+        .default_stop_signals()
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
