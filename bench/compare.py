@@ -2,7 +2,11 @@
 """pykiln against a venv and PyInstaller, on four servers: the demo, mcp-server-time, a
 DuckDB server (a big native library) and a FastMCP server (a heavy framework).
 
-    python3 bench/compare.py [--runs 12] [--out bench/RESULTS.md] [--skip-build-times]
+    python3.12 bench/compare.py --python python3.11 [--runs 12] [--out bench/RESULTS.md] [--skip-build-times]
+
+Run it under an interpreter that is not measured (above: 3.12 measuring 3.11): a
+harness running on the venv's own interpreter shares its shared-library pages with it,
+which lowers the venv's PSS (by 3 MB of libpython's 5 on pyenv's 3.11.7).
 
 Builds each server four ways: the pykiln binary, `python -m` in a venv holding the same
 packages, PyInstaller `--onefile` and `--onedir` (PyInstaller pip-installed into that
@@ -31,6 +35,7 @@ import hashlib
 import json
 import os
 import platform
+import random
 import re
 import shutil
 import statistics
@@ -404,6 +409,10 @@ def main():
         # pyo3's choice: PYO3_PYTHON, else python3 on PATH (an active venv is ignored here).
         args.python = os.environ.get("PYO3_PYTHON") or shutil.which("python3")
     CACHE.mkdir(parents=True, exist_ok=True)
+    measured = {Path(shutil.which(p) or p).resolve() for p in (args.python, optimized_python(args.python)) if p}
+    if Path(sys.executable).resolve() in measured:
+        print(f"warning: the harness runs on {sys.executable}, which it also measures: the venv's PSS "
+              "counts the pages it shares with the harness (run it under another Python)", file=sys.stderr)
     vpy = {server: venv(args.python, server) for server in SERVERS}
     build_vpy = {server: venv(args.python, server, [PYINSTALLER_PIN]) for server in SERVERS}
     opt_py = optimized_python(args.python) if args.optimized_python == "auto" else (
@@ -516,7 +525,12 @@ def main():
     order = list(bins)
     results = {k: [] for k in order}
     print(f"measuring {len(order)} variants × {args.runs} runs …", file=sys.stderr)
+    # Each round visits the variants in another order (seeded: reproducible), so that
+    # no variant always follows one that leaves the machine busy (a first start writing
+    # a native cache, a onefile run extracting itself).
+    shuffle = random.Random(0x9E3779B9)
     for i in range(args.runs + 1):
+        shuffle.shuffle(order)
         for key in order:
             extra = variant_env.get(key, {})
             fresh = None
@@ -533,16 +547,33 @@ def main():
         values = [r[3][field] for r in rs if r[3][field] is not None]
         return statistics.median(values) if values else None
 
+    def round_ratio(key, base):
+        """spawn→initialize of `key` over `base`, per round (both measured within seconds
+        of each other), as "median (p25–p75)": slow drifts of a shared machine cancel
+        out, which a ratio of two medians over the whole run does not do."""
+        rs = [a[0] / b[0] for a, b in zip(results[key], results[base])]
+        q = statistics.quantiles(rs, n=4) if len(rs) > 1 else [rs[0]] * 3
+        return f"{q[1]:.2f} ({q[0]:.2f}–{q[2]:.2f})"
+
     med = {k: [statistics.median(r[j] for r in rs) for j in range(3)]
            + [{f: median_memory(rs, f) for f in MEMORY}] for k, rs in results.items()}
 
     lines = [
         "# Benchmark: pykiln vs venv Python vs PyInstaller",
         "",
-        f"Written by `python3 bench/compare.py --runs {args.runs}`. Machine: {machine()}; "
-        f"Python {python_tag(args.python)}. {args.runs} interleaved rounds after one warm-up; medians. "
+        f"Written by `python{sys.version_info[0]}.{sys.version_info[1]} bench/compare.py --python {args.python} "
+        f"--runs {args.runs}`. Machine: {machine()}; "
+        f"Python {python_tag(args.python)}. {args.runs} interleaved rounds after one warm-up, each visiting the variants in another "
+        "order; medians; ×venv and ×onefile are the median of the per-round ratios and, in brackets, their "
+        "interquartile range. "
         "Ratios compare variants measured in the same run; absolute times on this shared machine are noisy.",
         "",
+        "*venv*: `python -m <server module>` in a venv holding only that server's dependencies (what `uvx` "
+        "gives a user: a venv shared by all four servers started the demo 9% slower: uvicorn "
+        "imports `watchfiles` and the MCP SDK's logging `rich` when they are installed, and another server "
+        "installs them); PyInstaller builds from a venv of "
+        "its own (the same dependencies and PyInstaller) with `--collect-submodules <server module>`, the "
+        "smallest build that passes the same MCP session. "
         "*build s*: pykiln = `cargo build --release` with the Rust dependencies already compiled and pip's "
         "packages staged, but empty bytecode, compressed-blob and baseline caches (zstd 19); PyInstaller = "
         "`--clean` from a ready venv. *one-line edit s*: append a comment to an app module, rebuild. "
@@ -588,7 +619,8 @@ def main():
             b = builds.get((server, kind))
             e = edits.get((server, kind))
             lines.append(
-                f"| {kind} | {ti * 1e3:.0f} | {ti / v[0]:.2f} | {ti / one[0]:.2f} | {tl * 1e3:.0f} | {tc * 1e3:.1f} | "
+                f"| {kind} | {ti * 1e3:.0f} | {round_ratio((server, kind), (server, 'venv'))} | "
+                f"{round_ratio((server, kind), (server, 'pyinstaller onefile'))} | {tl * 1e3:.0f} | {tc * 1e3:.1f} | "
                 f"{'' if size is None else f'{size / 1e6:.1f}'} | "
                 f"{'' if b is None else f'{b:.1f}'} | {'' if e is None else f'{e:.1f}'} |")
         lines += [
