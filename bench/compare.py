@@ -8,9 +8,9 @@ Run it under an interpreter that is not measured (above: 3.12 measuring 3.11): a
 harness running on the venv's own interpreter shares its shared-library pages with it,
 which lowers the venv's PSS (by 3 MB of libpython's 5 on pyenv's 3.11.7).
 
-Builds each server four ways: the pykiln binary, `python -m` in a venv holding the same
-packages, PyInstaller `--onefile` and `--onedir` (PyInstaller pip-installed into that
-venv); the pykiln binary also runs with its start-up prefetch off (PYKILN_PREFETCH=0),
+Builds each server four ways: the pykiln binary, `python -m` in a venv holding only that
+server's dependencies, PyInstaller `--onefile` and `--onedir` (from a second venv of
+those dependencies and PyInstaller); the pykiln binary also runs with its start-up prefetch off (PYKILN_PREFETCH=0),
 with its start-up source strings compiled at run time (PYKILN_PRECOMPILED=off), with
 every native image in memory (PYKILN_NATIVE_CACHE=off) and on an empty native
 cache (a first start). Then measures them interleaved in one run (A B C D A B C D …, one warm-up round,
@@ -569,7 +569,7 @@ def main():
         "Ratios compare variants measured in the same run; absolute times on this shared machine are noisy.",
         "",
         "*venv*: `python -m <server module>` in a venv holding only that server's dependencies (what `uvx` "
-        "gives a user: a venv shared by all four servers started the demo 9% slower: uvicorn "
+        "gives a user: a venv shared by all four servers started the demo 3–9 % slower: uvicorn "
         "imports `watchfiles` and the MCP SDK's logging `rich` when they are installed, and another server "
         "installs them); PyInstaller builds from a venv of "
         "its own (the same dependencies and PyInstaller) with `--collect-submodules <server module>`, the "
