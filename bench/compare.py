@@ -409,14 +409,14 @@ def main():
         # pyo3's choice: PYO3_PYTHON, else python3 on PATH (an active venv is ignored here).
         args.python = os.environ.get("PYO3_PYTHON") or shutil.which("python3")
     CACHE.mkdir(parents=True, exist_ok=True)
-    measured = {Path(shutil.which(p) or p).resolve() for p in (args.python, optimized_python(args.python)) if p}
+    opt_py = optimized_python(args.python) if args.optimized_python == "auto" else (
+        None if args.optimized_python == "none" else args.optimized_python)
+    measured = {Path(shutil.which(p) or p).resolve() for p in (args.python, opt_py) if p}
     if Path(sys.executable).resolve() in measured:
         print(f"warning: the harness runs on {sys.executable}, which it also measures: the venv's PSS "
               "counts the pages it shares with the harness (run it under another Python)", file=sys.stderr)
     vpy = {server: venv(args.python, server) for server in SERVERS}
     build_vpy = {server: venv(args.python, server, [PYINSTALLER_PIN]) for server in SERVERS}
-    opt_py = optimized_python(args.python) if args.optimized_python == "auto" else (
-        None if args.optimized_python == "none" else args.optimized_python)
     target = ROOT / "target"
 
     print("building …", file=sys.stderr)

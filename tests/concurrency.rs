@@ -149,12 +149,10 @@ fn http_under_load_loses_nothing_and_frees_abandoned_sessions() {
             .collect();
         assert_eq!(sessions.len(), 200);
         for id in sessions.iter().step_by(10) {
-            let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).to_string();
-            let (status, _, body) =
-                common::http_request(server.port, None, "POST", &[("mcp-session-id", id)], &list);
             assert_eq!(
-                status, 404,
-                "wave {wave}: session {id} still served: {body}"
+                common::http_list_tools(server.port, id),
+                404,
+                "wave {wave}: session {id} still served"
             );
         }
     }

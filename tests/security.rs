@@ -42,15 +42,6 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// The JSON-RPC message in a response body (plain JSON or one SSE `data:` line).
-fn message(body: &str) -> Value {
-    let json = body
-        .lines()
-        .find_map(|l| l.strip_prefix("data:"))
-        .unwrap_or(body);
-    serde_json::from_str(json.trim()).unwrap_or_else(|e| panic!("{e}: {body:?}"))
-}
-
 /// Open a session from `from` (initialize + initialized): its id.
 fn open_session(port: u16, from: Option<&str>) -> String {
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
@@ -74,28 +65,6 @@ fn open_session(port: u16, from: Option<&str>) -> String {
     );
     assert_eq!(status, 202, "{body}");
     id
-}
-
-/// `tools/list` in session `id`: the HTTP status.
-fn list_tools(port: u16, id: &str) -> u16 {
-    let req = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
-    let (status, _, body) = common::http_request(
-        port,
-        None,
-        "POST",
-        &[
-            ("Mcp-Session-Id", id),
-            ("Mcp-Protocol-Version", "2025-06-18"),
-        ],
-        &req.to_string(),
-    );
-    if status == 200 {
-        assert_eq!(
-            message(&body)["result"]["tools"].as_array().unwrap().len(),
-            5
-        );
-    }
-    status
 }
 
 /// tests/js/flood.mjs: `count` sessions opened and left idle from source `from`, four
@@ -254,7 +223,11 @@ fn a_flood_of_idle_sessions_locks_no_client_out() {
     let summary = flood(&url, 200, "127.0.0.2");
     assert!(statuses_ok(&summary), "{summary}");
     assert!(summary["opened"].as_u64().unwrap() >= 10, "{summary}");
-    assert_eq!(list_tools(port, &mine), 200, "the first client's session");
+    assert_eq!(
+        common::http_list_tools(port, &mine),
+        200,
+        "the first client's session"
+    );
     let (ok, out) = sdk_client(&url, None);
     assert!(ok, "a client from another address during the flood: {out}");
     // The flooding address itself gets in again once its idle sessions have aged.
@@ -274,16 +247,28 @@ fn a_flood_of_idle_sessions_locks_no_client_out() {
     // A session in use is never the one that ends, however long the flood (`mine`
     // has been idle long enough to go by now, so it is used again first).
     let busy = open_session(port, Some("127.0.0.9"));
-    assert_eq!(list_tools(port, &busy), 200);
-    assert_eq!(list_tools(port, &mine), 200);
+    assert_eq!(common::http_list_tools(port, &busy), 200);
+    assert_eq!(common::http_list_tools(port, &mine), 200);
     for i in 10..16 {
         aged();
-        assert_eq!(list_tools(port, &mine), 200, "a session in use ended");
+        assert_eq!(
+            common::http_list_tools(port, &mine),
+            200,
+            "a session in use ended"
+        );
         let summary = flood(&url, 12, &format!("127.0.0.{i}"));
         assert!(statuses_ok(&summary), "{summary}");
     }
-    assert_eq!(list_tools(port, &busy), 200, "a session in use ended");
-    assert_eq!(list_tools(port, &mine), 200, "a session in use ended");
+    assert_eq!(
+        common::http_list_tools(port, &busy),
+        200,
+        "a session in use ended"
+    );
+    assert_eq!(
+        common::http_list_tools(port, &mine),
+        200,
+        "a session in use ended"
+    );
 
     let (_, stdout, stderr) = server.terminate();
     assert!(stdout.is_empty(), "{stdout}");

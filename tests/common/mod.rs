@@ -340,11 +340,10 @@ pub fn http_request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, Vec<(String, String)>, String) {
-    let stream = match from {
+    let mut stream = match from {
         Some(addr) => connect_from(addr, port),
         None => std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect"),
     };
-    let mut stream = stream;
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
@@ -376,6 +375,41 @@ pub fn http_request(
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
     (status, headers, body.to_string())
+}
+
+/// The JSON-RPC message in a response body (plain JSON or one SSE `data:` line).
+pub fn http_message(body: &str) -> Value {
+    let json = body
+        .lines()
+        .find_map(|l| l.strip_prefix("data:"))
+        .unwrap_or(body);
+    serde_json::from_str(json.trim()).unwrap_or_else(|e| panic!("{e}: {body:?}"))
+}
+
+/// `tools/list` in session `id` of the demo on `port`: the HTTP status (the five tools
+/// checked when it is 200).
+pub fn http_list_tools(port: u16, id: &str) -> u16 {
+    let req = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+    let (status, _, body) = http_request(
+        port,
+        None,
+        "POST",
+        &[
+            ("Mcp-Session-Id", id),
+            ("Mcp-Protocol-Version", "2025-06-18"),
+        ],
+        &req.to_string(),
+    );
+    if status == 200 {
+        assert_eq!(
+            http_message(&body)["result"]["tools"]
+                .as_array()
+                .unwrap()
+                .len(),
+            5
+        );
+    }
+    status
 }
 
 /// A TCP connection to 127.0.0.1:`port` whose source address is `addr` (another
