@@ -96,7 +96,7 @@ fn native_code_falls_back_to_a_private_cache_without_memfd() {
             "--pykiln",
             "python",
             "-c",
-            "import ssl, sqlite3, _ctypes; print(ssl.OPENSSL_VERSION, sqlite3.sqlite_version)",
+            "import ssl, sqlite3, sys, _ctypes; print('_ssl' in sys.builtin_module_names)",
         ])
         .env_clear()
         .env("PYKILN_NO_MEMFD", "1")
@@ -107,10 +107,13 @@ fn native_code_falls_back_to_a_private_cache_without_memfd() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // pykiln's own interpreter (pykiln python install) has `_ssl` and `_ctypes` built
+    // in, with OpenSSL and libffi: only `_sqlite3` is then a native image.
+    let built_in = String::from_utf8_lossy(&out.stdout).trim() == "True";
     let native = dir.path().join("pykiln/native");
     let entries: Vec<_> = std::fs::read_dir(&native).unwrap().flatten().collect();
     assert!(
-        entries.len() >= 4,
+        entries.len() >= if built_in { 1 } else { 4 },
         "ssl, crypto, _ssl, _sqlite3… staged: {}",
         entries.len()
     );

@@ -30,6 +30,9 @@ fn main() {
     link_dependencies(&cfg);
     compile_support(&cfg.interpreter);
     write_exports();
+    if linker_is_zig() {
+        write_export_stub(&cfg);
+    }
     link_position_dependent_if_needed(&cfg);
     println!("cargo:rustc-env=PYKILN_PYTHON_VERSION={}", cfg.version);
     println!("cargo:rustc-env=PYKILN_PYTHON_MINOR={}", cfg.minor);
@@ -56,6 +59,74 @@ fn write_exports() {
         std::process::exit(1);
     }
     println!("cargo:exports={}", out.display());
+}
+
+/// Whether the target's linker is `zig cc` (cargo-zigbuild's wrapper, used to link
+/// against an old glibc, see pykiln-python): it refuses `--dynamic-list`.
+fn linker_is_zig() -> bool {
+    println!("cargo:rerun-if-env-changed=RUSTC_LINKER");
+    std::env::var_os("RUSTC_LINKER")
+        .map(std::path::PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().contains("zig")))
+        .unwrap_or(false)
+}
+
+/// For a `zig cc` link, the same exports as [`EXPORTS`] by another route: a shared
+/// library that only references those symbols. The linker exports from the
+/// executable every symbol a linked shared library references, and with `--as-needed`
+/// the stub itself is not recorded as needed (it exists only at link time). Its path
+/// goes to the binaries' build scripts as `DEP_PYKILN_PYTHON_EXPORT_STUB`.
+fn write_export_stub(cfg: &PythonConfig) {
+    let fail = |what: String| -> ! {
+        eprintln!("error: {what}");
+        std::process::exit(1);
+    };
+    let lib = std::fs::read(cfg.static_library())
+        .unwrap_or_else(|e| fail(format!("reading {}: {e}", cfg.static_library().display())));
+    let mut names = pykiln_pyconfig::exported_definitions(&lib, &["Py", "_Py"])
+        .unwrap_or_else(|e| fail(format!("{}: {e}", cfg.static_library().display())));
+    // The bundled SQLite's API, as its header declares it.
+    if let Some(include) = std::env::var_os("DEP_SQLITE3_INCLUDE") {
+        let header = std::path::Path::new(&include).join("sqlite3.h");
+        let text = std::fs::read_to_string(&header)
+            .unwrap_or_else(|e| fail(format!("reading {}: {e}", header.display())));
+        names.extend(pykiln_pyconfig::sqlite_api(&text));
+    }
+    let out = std::path::PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default());
+    let source = out.join("pykiln-export-stub.c");
+    let mut c = String::new();
+    for n in &names {
+        c.push_str(&format!("extern char {n}[];\n"));
+    }
+    c.push_str("void *pykiln_export_stub[] = {\n");
+    for n in &names {
+        c.push_str(&format!("  {n},\n"));
+    }
+    c.push_str("};\n");
+    if let Err(e) = std::fs::write(&source, c) {
+        fail(format!("writing {}: {e}", source.display()));
+    }
+    let stub = out.join("libpykiln-export-stub.so");
+    let linker = std::env::var_os("RUSTC_LINKER").unwrap_or_default();
+    let status = std::process::Command::new(&linker)
+        .args([
+            "-shared",
+            "-fPIC",
+            "-w",
+            "-Wl,-soname,libpykiln-export-stub.so",
+            "-o",
+        ])
+        .arg(&stub)
+        .arg(&source)
+        .status();
+    if !matches!(status, Ok(s) if s.success()) {
+        fail(format!(
+            "{} could not build the export stub {} ({status:?})",
+            std::path::Path::new(&linker).display(),
+            stub.display()
+        ));
+    }
+    println!("cargo:export_stub={}", stub.display());
 }
 
 /// The libraries libpython needs, statically where pykiln-pyconfig's plan says so

@@ -119,6 +119,20 @@ impl Prediction {
     }
 }
 
+/// The prediction for an executable linked by zig against glibc `linked_against`
+/// (pykiln's own interpreter, pykiln-python): that version is the floor by
+/// construction, since the link sees only the symbols that version has.
+pub fn linked_against(linked_against: &str, natives: Natives) -> Option<Prediction> {
+    let version = GlibcVersion::from_tag(&format!("GLIBC_{linked_against}"))?;
+    Some(Prediction {
+        executable: Some(Floor {
+            version,
+            needed_by: format!("linked against glibc {linked_against}"),
+        }),
+        natives: natives.0,
+    })
+}
+
 /// Predict the binary's glibc floor from the static libraries linked in (libpython
 /// first, then those it needs that are linked statically) and the packed native files.
 /// The static libraries' part (reading a ~45 MB libpython, ~140 ms) is cached under

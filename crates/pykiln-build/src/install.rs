@@ -66,6 +66,31 @@ fn requirement_key(
     crate::hex(&h.finalize()[..16])
 }
 
+/// A directory holding `_manylinux.py`, PEP 600's hook that pip (its vendored
+/// `packaging`) asks whether a `manylinux_X_Y` wheel runs here: yes only up to
+/// `floor`, whatever the build machine's glibc.
+fn manylinux_hook(cache: &Path, floor: &str) -> anyhow::Result<tempfile::TempDir> {
+    let (major, minor) = floor
+        .split_once('.')
+        .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
+        .with_context(|| format!("glibc floor {floor:?} is not MAJOR.MINOR"))?;
+    let dir = tempfile::Builder::new()
+        .prefix("manylinux-")
+        .tempdir_in(cache)
+        .with_context(|| format!("creating a directory in {}", cache.display()))?;
+    let source = format!(
+        "# pykiln: wheels must run on glibc {floor} (PEP 600).\n\
+         def manylinux_compatible(tag_major, tag_minor, tag_arch):\n    \
+         return (tag_major, tag_minor) <= ({major}, {minor})\n\n\
+         manylinux1_compatible = (2, 5) <= ({major}, {minor})\n\
+         manylinux2010_compatible = (2, 12) <= ({major}, {minor})\n\
+         manylinux2014_compatible = (2, 17) <= ({major}, {minor})\n"
+    );
+    std::fs::write(dir.path().join("_manylinux.py"), source)
+        .with_context(|| format!("writing {}", dir.path().display()))?;
+    Ok(dir)
+}
+
 /// pip's configuration files, in the places pip reads them on Linux.
 fn pip_config_files() -> Vec<PathBuf> {
     let mut files = vec![
@@ -163,9 +188,15 @@ fn resolved_pins(site: &Path) -> anyhow::Result<String> {
 /// Install the project's dependencies into `<cache>/site/<pins hash>`, resolving them
 /// unless this requirement text already resolved under the same index settings (and
 /// no refresh is asked for).
+///
+/// With `glibc_floor` (pykiln's own interpreter, linked against that glibc), pip is
+/// told through PEP 600's `_manylinux` hook to take only wheels that run on it; a
+/// resolution that fails so is retried without the hook, and the build's glibc report
+/// then names the distribution whose wheel raised the floor.
 pub fn stage_dependencies(
     python: &Path,
     python_version: &str,
+    glibc_floor: Option<&str>,
     project: &Project,
     cache: &Path,
     refresh: bool,
@@ -186,10 +217,11 @@ pub fn stage_dependencies(
                 .with_context(|| format!("reading requirements file {}", file.display()))?,
         );
     }
-    let base: [&[u8]; 3] = [
+    let base: [&[u8]; 4] = [
         STAGING_VERSION.as_bytes(),
         python_version.as_bytes(),
         python.as_os_str().as_encoded_bytes(),
+        glibc_floor.unwrap_or_default().as_bytes(),
     ];
     // vars_os: a non-UTF-8 variable elsewhere in the environment must not panic.
     let env = std::env::vars_os()
@@ -217,33 +249,49 @@ pub fn stage_dependencies(
         .keep();
 
     if project.requirements.is_some() || !specs.is_empty() {
-        let mut cmd = Command::new(python);
-        // pip runs third-party code too (sdists' build backends): a scratch home like
-        // every build-time child, plus what pip needs from the user's environment.
-        let scratch = crate::pyrun::Scratch::new(cache)?;
-        scratch.isolate(&mut cmd)?;
-        pip_environment(&mut cmd);
-        cmd.args(["-m", "pip", "install", "--target"])
-            .arg(&tmp)
-            .args([
-                "--no-compile",
-                "--disable-pip-version-check",
-                "--no-input",
-                "--quiet",
-            ])
-            .env_remove("PIP_TARGET")
-            .env_remove("PIP_USER")
-            .env_remove("PIP_PREFIX");
-        if let Some(file) = &project.requirements {
-            cmd.arg("-r").arg(file);
-            if String::from_utf8_lossy(&req_text).contains("--hash=") {
-                cmd.arg("--require-hashes");
+        let pip = |hook: Option<&Path>| -> anyhow::Result<std::process::Output> {
+            let mut cmd = Command::new(python);
+            // pip runs third-party code too (sdists' build backends): a scratch home like
+            // every build-time child, plus what pip needs from the user's environment.
+            let scratch = crate::pyrun::Scratch::new(cache)?;
+            scratch.isolate(&mut cmd)?;
+            pip_environment(&mut cmd);
+            if let Some(dir) = hook {
+                cmd.env("PYTHONPATH", dir);
             }
+            cmd.args(["-m", "pip", "install", "--target"])
+                .arg(&tmp)
+                .args([
+                    "--no-compile",
+                    "--disable-pip-version-check",
+                    "--no-input",
+                    "--quiet",
+                ])
+                .env_remove("PIP_TARGET")
+                .env_remove("PIP_USER")
+                .env_remove("PIP_PREFIX");
+            if let Some(file) = &project.requirements {
+                cmd.arg("-r").arg(file);
+                if String::from_utf8_lossy(&req_text).contains("--hash=") {
+                    cmd.arg("--require-hashes");
+                }
+            }
+            cmd.args(specs);
+            cmd.output()
+                .with_context(|| format!("running {} -m pip", python.display()))
+        };
+        let hook = match glibc_floor {
+            Some(floor) => Some(manylinux_hook(cache, floor)?),
+            None => None,
+        };
+        let mut out = pip(hook.as_ref().map(|h| h.path()))?;
+        if !out.status.success() && hook.is_some() {
+            // Some distribution has no wheel (nor sdist) for the old glibc: take the
+            // newer wheel; the build's glibc report names what needs it.
+            let _ = std::fs::remove_dir_all(&tmp);
+            std::fs::create_dir_all(&tmp)?;
+            out = pip(None)?;
         }
-        cmd.args(specs);
-        let out = cmd
-            .output()
-            .with_context(|| format!("running {} -m pip", python.display()))?;
         if !out.status.success() {
             let _ = std::fs::remove_dir_all(&tmp);
             let stderr = String::from_utf8_lossy(&out.stderr);

@@ -63,12 +63,21 @@ pub const EXPORTS_ENV: &str = "DEP_PYKILN_PYTHON_EXPORTS";
 /// position-independent, so binaries must be linked `-no-pie` (see pykiln's build.rs).
 pub const PIE_ENV: &str = "DEP_PYKILN_PYTHON_PIE";
 
+/// Set by cargo like [`EXPORTS_ENV`] when the target's linker is `zig cc` (an
+/// interpreter pykiln built, linked against an old glibc): a link-time-only shared
+/// library whose references make the linker export the same symbols, since zig
+/// refuses `--dynamic-list` (see pykiln's build.rs).
+pub const EXPORT_STUB_ENV: &str = "DEP_PYKILN_PYTHON_EXPORT_STUB";
+
 /// How the runtime crate asks the final executable to be linked, as its build script
 /// told cargo.
 #[derive(Debug, Clone)]
 pub struct HostLink {
     /// The linker's list of symbols the executable exports to extension modules.
     pub exports: PathBuf,
+    /// For a `zig cc` link, the stub library that exports them instead
+    /// ([`EXPORT_STUB_ENV`]).
+    pub export_stub: Option<PathBuf>,
     /// Whether the executable can be position-independent.
     pub pie: bool,
 }
@@ -81,6 +90,7 @@ impl HostLink {
         })?;
         Ok(HostLink {
             exports: PathBuf::from(exports),
+            export_stub: std::env::var_os(EXPORT_STUB_ENV).map(PathBuf::from),
             pie: std::env::var(PIE_ENV).map_or(true, |v| v != "0"),
         })
     }
@@ -306,10 +316,19 @@ pub fn cargo_directives(report: &BuildReport, link: &HostLink) -> Vec<String> {
     ));
     // Extension modules resolve Py* (and the bundled sqlite3_*) symbols against the
     // executable; nothing else is exported (pykiln's build.rs).
-    lines.push(format!(
-        "cargo:rustc-link-arg-bins=-Wl,--dynamic-list={}",
-        link.exports.display()
-    ));
+    match link.export_stub.as_deref() {
+        Some(stub) => {
+            // Linked only for its references: --as-needed keeps it out of NEEDED.
+            let dir = stub.parent().unwrap_or(Path::new("."));
+            lines.push(format!("cargo:rustc-link-arg-bins=-L{}", dir.display()));
+            lines.push("cargo:rustc-link-arg-bins=-Wl,--as-needed".to_string());
+            lines.push("cargo:rustc-link-arg-bins=-lpykiln-export-stub".to_string());
+        }
+        None => lines.push(format!(
+            "cargo:rustc-link-arg-bins=-Wl,--dynamic-list={}",
+            link.exports.display()
+        )),
+    }
     if !link.pie {
         lines.push("cargo:rustc-link-arg-bins=-no-pie".to_string());
     }

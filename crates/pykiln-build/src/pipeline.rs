@@ -383,6 +383,7 @@ fn stage(
     let site = install::stage_dependencies(
         &python.interpreter,
         &python.version,
+        python.portable.as_ref().map(|p| p.glibc.as_str()),
         &project,
         &options.cache_dir,
         options.refresh,
@@ -769,7 +770,12 @@ fn add_natives(
                 .filter_map(|l| l.static_archive),
         )
         .collect();
-    let prediction = glibc::predict(&linked, native_floor, cache).map_err(native_err)?;
+    let prediction = match &staged.python.portable {
+        Some(p) => glibc::linked_against(&p.glibc, native_floor)
+            .with_context(|| format!("the interpreter's record names glibc {:?}", p.glibc)),
+        None => glibc::predict(&linked, native_floor, cache),
+    }
+    .map_err(native_err)?;
     let from_wheels: BTreeSet<PathBuf> = collected
         .vendored
         .values()

@@ -268,7 +268,7 @@ impl pykiln_build::Progress for Progress {
 /// Run `pykiln build`.
 pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     let plan = args.plan()?;
-    let python = crate::python::resolve(args.python.as_deref())?;
+    let python = crate::python::resolve(args.python.as_deref(), args.cache_dir.as_deref())?;
     // The same layering as build.rs users: the environment, then what was given.
     let mut app = App::new(plan.source).options(plan.tool);
     if let Some(c) = &args.cache_dir {

@@ -51,6 +51,8 @@ enum Command {
     Dist(dist::DistArgs),
     /// Print the path of the runner for an interpreter, building it if needed.
     Runner(RunnerArgs),
+    /// pykiln's own CPython, for binaries that run on glibc 2.17+: install, list, find.
+    Python(python::PythonArgs),
 }
 
 #[derive(Args)]
@@ -79,6 +81,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Dist(args) => dist::run(args),
         Command::Runner(args) => runner_command(args),
+        Command::Python(args) => python::run(args),
     };
     match result {
         Ok(code) => code,
@@ -90,12 +93,12 @@ fn main() -> ExitCode {
 }
 
 fn runner_command(args: RunnerArgs) -> anyhow::Result<ExitCode> {
-    let python = python::resolve(args.python.as_deref())?;
-    let config = pykiln_pyconfig::PythonConfig::probe(&python)?;
     let cache = match args.cache_dir {
         Some(c) => c,
         None => pykiln_build::default_cache_dir()?,
     };
+    let python = python::resolve(args.python.as_deref(), Some(&cache))?;
+    let config = pykiln_pyconfig::PythonConfig::probe(&python)?;
     let r = runner::runner_for(&config, &cache, &mut |what| eprintln!("pykiln: {what}"))?;
     if let Some(t) = r.built_in {
         eprintln!("pykiln: built the runner in {:.0} s", t.as_secs_f64());

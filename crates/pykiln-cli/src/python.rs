@@ -1,14 +1,18 @@
-//! `--python PATH|3.12`: which interpreter to embed.
+//! `--python PATH|3.12`: which interpreter to embed; `pykiln python …`: pykiln's own
+//! interpreters (pykiln-python).
 
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::bail;
+use clap::{Args, Subcommand};
 
 /// The interpreter `spec` names: a path (or command), or a version (`3.12`,
-/// `3.12.7`) looked up in pyenv's versions, then on PATH, then in /usr/bin and
+/// `3.12.7`) looked up among the interpreters `pykiln python install` built (under
+/// `cache`), then in pyenv's versions, then on PATH, then in /usr/bin and
 /// /usr/local/bin. Without `spec`, the one pyo3 would pick (`PYO3_PYTHON`, an active
 /// virtualenv, `python3`).
-pub fn resolve(spec: Option<&str>) -> anyhow::Result<PathBuf> {
+pub fn resolve(spec: Option<&str>, cache: Option<&Path>) -> anyhow::Result<PathBuf> {
     let Some(spec) = spec else {
         return Ok(pykiln_pyconfig::select_interpreter());
     };
@@ -18,6 +22,19 @@ pub fn resolve(spec: Option<&str>) -> anyhow::Result<PathBuf> {
     let minor: String = spec.split('.').take(2).collect::<Vec<_>>().join(".");
     let command = format!("python{minor}");
     let mut looked = Vec::new();
+    // pykiln's own first, as uv prefers the Pythons it manages.
+    let cache = match cache {
+        Some(c) => Some(c.to_path_buf()),
+        None => pykiln_build::default_cache_dir().ok(),
+    };
+    if let Some(cache) = cache {
+        let root = pykiln_python::root(&cache);
+        let host = pykiln_python::toolchain::target(None).map(|t| t.rust);
+        if let Some(found) = host.ok().and_then(|t| pykiln_python::find(&root, spec, t)) {
+            return Ok(found.python());
+        }
+        looked.push(format!("{} (pykiln python install {spec})", root.display()));
+    }
     let pyenv = std::env::var_os("PYENV_ROOT")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".pyenv")));
@@ -52,9 +69,213 @@ pub fn resolve(spec: Option<&str>) -> anyhow::Result<PathBuf> {
     }
     looked.push(format!("{command} on PATH, /usr/local/bin, /usr/bin"));
     bail!(
-        "no Python {spec} found (looked in {}); install one with its static library (pyenv install {minor}) or pass --python /path/to/python3",
+        "no Python {spec} found (looked in {}); build pykiln's own with `pykiln python install {minor}`, install one with its static library (pyenv install {minor}), or pass --python /path/to/python3",
         looked.join("; ")
     )
+}
+
+/// `pykiln python`.
+#[derive(Args)]
+pub struct PythonArgs {
+    #[command(subcommand)]
+    command: PythonCommand,
+    /// Cache directory (default: $PYKILN_CACHE_DIR, else ~/.cache/pykiln).
+    #[arg(long, global = true)]
+    cache_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum PythonCommand {
+    /// Build pykiln's own CPython (glibc 2.17, C libraries linked in) and install it
+    /// under the cache; `pykiln build --python 3.11` then uses it.
+    Install {
+        /// Version: 3.11 or 3.11.2.
+        version: String,
+        /// Directory holding the source archives (repeatable; `pykiln python sources`
+        /// lists them).
+        #[arg(long = "sources", value_name = "DIR")]
+        sources: Vec<PathBuf>,
+        /// Rust target triple (default: this machine's).
+        #[arg(long)]
+        target: Option<String>,
+        /// Parallel compile jobs (default: the number of CPUs).
+        #[arg(long, short)]
+        jobs: Option<usize>,
+        /// Build again even when this exact interpreter is installed.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List the interpreters pykiln built.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the path of an installed interpreter (for PYO3_PYTHON).
+    Find {
+        /// Version: 3.11 or 3.11.2.
+        version: String,
+        /// Rust target triple (default: this machine's).
+        #[arg(long)]
+        target: Option<String>,
+    },
+    /// Print shell `export` lines that make `cargo zigbuild` build a Rust project on an
+    /// installed interpreter (`eval "$(pykiln python env 3.11)"`): PYO3_PYTHON, and its
+    /// toolchain's `zig` and `cargo-zigbuild` first on PATH.
+    Env {
+        /// Version: 3.11 or 3.11.2.
+        version: String,
+        /// Rust target triple (default: this machine's).
+        #[arg(long)]
+        target: Option<String>,
+    },
+    /// List the source archives a build needs, with their SHA-256 and where to get them.
+    Sources {
+        /// Instead, check that these directories hold them all (exit status 1 if not).
+        #[arg(long, value_name = "DIR")]
+        check: Vec<PathBuf>,
+    },
+}
+
+/// Run `pykiln python …`.
+pub fn run(args: PythonArgs) -> anyhow::Result<ExitCode> {
+    let cache = match args.cache_dir {
+        Some(c) => c,
+        None => pykiln_build::default_cache_dir()?,
+    };
+    let root = pykiln_python::root(&cache);
+    match args.command {
+        PythonCommand::Install {
+            version,
+            sources,
+            target,
+            jobs,
+            force,
+        } => {
+            let target = pykiln_python::toolchain::target(target.as_deref())?;
+            let mut dirs = sources;
+            if let Some(d) = std::env::var_os("PYKILN_PYTHON_SOURCES").filter(|d| !d.is_empty()) {
+                dirs.push(PathBuf::from(d));
+            }
+            let req = pykiln_python::recipe::Request {
+                version,
+                target,
+                sources: dirs,
+                cache,
+                jobs: jobs
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+                force,
+            };
+            let out =
+                pykiln_python::recipe::install(&req, &mut |what| eprintln!("pykiln: {what}"))?;
+            match out.built_in {
+                Some(t) => eprintln!(
+                    "pykiln: built Python {} for {} (glibc {}+) in {:.0} s",
+                    out.installation.portable.version,
+                    out.installation.portable.target,
+                    out.installation.portable.glibc,
+                    t.as_secs_f64()
+                ),
+                None => eprintln!(
+                    "pykiln: Python {} is already installed",
+                    out.installation.portable.version
+                ),
+            }
+            println!("{}", out.installation.python().display());
+        }
+        PythonCommand::List { json } => {
+            let all = pykiln_python::installed(&root);
+            if json {
+                let items: Vec<serde_json::Value> = all
+                    .iter()
+                    .map(|i| {
+                        serde_json::json!({
+                            "version": i.portable.version,
+                            "target": i.portable.target,
+                            "glibc": i.portable.glibc,
+                            "python": i.python(),
+                            "key": i.portable.key,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&items)?);
+            } else if all.is_empty() {
+                eprintln!(
+                    "pykiln: no interpreters in {} (pykiln python install 3.11)",
+                    root.display()
+                );
+            } else {
+                for i in all {
+                    println!(
+                        "cpython {:<8} {:<26} glibc {}+  {}",
+                        i.portable.version,
+                        i.portable.target,
+                        i.portable.glibc,
+                        i.python().display()
+                    );
+                }
+            }
+        }
+        PythonCommand::Find { version, target } => {
+            let target = pykiln_python::toolchain::target(target.as_deref())?;
+            match pykiln_python::find(&root, &version, target.rust) {
+                Some(i) => println!("{}", i.python().display()),
+                None => bail!(
+                    "no pykiln Python {version} for {} in {} (pykiln python install {version})",
+                    target.rust,
+                    root.display()
+                ),
+            }
+        }
+        PythonCommand::Env { version, target } => {
+            let target = pykiln_python::toolchain::target(target.as_deref())?;
+            let Some(i) = pykiln_python::find(&root, &version, target.rust) else {
+                bail!(
+                    "no pykiln Python {version} for {} in {} (pykiln python install {version})",
+                    target.rust,
+                    root.display()
+                );
+            };
+            pykiln_python::toolchain::Toolchain {
+                dir: i.portable.toolchain.clone(),
+            }
+            .ensure_shims()?;
+            let quote = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', "'\\''"));
+            println!("export PYO3_PYTHON={}", quote(&i.python()));
+            println!(
+                "export PATH={}:\"$PATH\"",
+                quote(&i.portable.toolchain.join("shims"))
+            );
+            eprintln!(
+                "pykiln: then: cargo zigbuild --release --target {}",
+                i.portable.zig_target()
+            );
+        }
+        PythonCommand::Sources { check } if !check.is_empty() => {
+            let mut pins: Vec<&pykiln_python::sources::Pin> =
+                pykiln_python::sources::CPYTHON.iter().collect();
+            pins.extend(pykiln_python::sources::LIBRARIES);
+            for path in pykiln_python::sources::locate(&pins, &check)? {
+                println!("{}", path.display());
+            }
+        }
+        PythonCommand::Sources { .. } => {
+            for pin in pykiln_python::sources::CPYTHON
+                .iter()
+                .chain(pykiln_python::sources::LIBRARIES)
+            {
+                println!(
+                    "{:<8} {:<7} {}  {}  {}",
+                    pin.name,
+                    pin.version,
+                    pin.sha256,
+                    pin.files.join(" | "),
+                    pin.url
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn is_version(s: &str) -> bool {
@@ -80,10 +301,10 @@ mod tests {
             assert!(!is_version(not), "{not}");
         }
         assert_eq!(
-            resolve(Some("/opt/py/bin/python3")).unwrap(),
+            resolve(Some("/opt/py/bin/python3"), None).unwrap(),
             PathBuf::from("/opt/py/bin/python3")
         );
-        let err = resolve(Some("3.99")).unwrap_err().to_string();
+        let err = resolve(Some("3.99"), None).unwrap_err().to_string();
         assert!(err.contains("no Python 3.99 found"), "{err}");
     }
 }

@@ -218,7 +218,24 @@ pub fn runner_for(
     let log = dir.join("build.log");
     let log_file =
         std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    // An interpreter pykiln built is linked as it was: by zig, against its old glibc
+    // (cargo-zigbuild, from the interpreter's toolchain).
+    let zig = python.portable.as_ref();
+    let mut cmd = match zig {
+        Some(p) => {
+            pykiln_python::toolchain::Toolchain {
+                dir: p.toolchain.clone(),
+            }
+            .ensure_shims()?;
+            let mut c = Command::new(p.toolchain.join("shims").join("cargo-zigbuild"));
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            let paths =
+                std::iter::once(p.toolchain.join("shims")).chain(std::env::split_paths(&path));
+            c.env("PATH", std::env::join_paths(paths)?);
+            c
+        }
+        None => Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())),
+    };
     // The same profile as the workspace's release profile, also for a crates.io build
     // (which does not see it).
     let profile = [
@@ -229,9 +246,12 @@ pub fn runner_for(
         "--config",
         "profile.release.debug=false",
     ];
+    let target_args: Vec<String> = zig
+        .map(|p| vec!["--target".to_string(), p.zig_target()])
+        .unwrap_or_default();
     let built = match &checkout {
         Some(runner_dir) => {
-            cmd.arg("build")
+            cmd.arg(if zig.is_some() { "zigbuild" } else { "build" })
                 .args(profile)
                 .args([
                     "--release",
@@ -241,15 +261,21 @@ pub fn runner_for(
                     "--manifest-path",
                 ])
                 .arg(runner_dir.join("Cargo.toml"))
+                .args(&target_args)
                 .arg("--target-dir")
                 .arg(&target_dir);
-            target_dir.join("release").join("pykiln-runner")
+            match zig {
+                Some(p) => target_dir.join(&p.target).join("release"),
+                None => target_dir.join("release"),
+            }
+            .join("pykiln-runner")
         }
         None => {
             cmd.arg("install")
                 .args(profile)
                 .args(["pykiln-runner", "--locked", "--force", "--version"])
                 .arg(format!("={}", env!("CARGO_PKG_VERSION")))
+                .args(&target_args)
                 .arg("--root")
                 .arg(dir.join("install"))
                 .arg("--target-dir")

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Environment variables that select the interpreter; build scripts should
 /// `rerun-if-env-changed` on each.
@@ -98,6 +98,42 @@ pub struct LinkLib {
     pub static_archive: Option<PathBuf>,
 }
 
+/// File beside an interpreter `pykiln python install` built (in its `sys.base_prefix`).
+pub const PORTABLE_FILE: &str = "pykiln-python.json";
+
+/// What `pykiln python install` recorded about an interpreter it built: binaries that
+/// embed it are linked with the same toolchain, against the same old glibc.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Portable {
+    /// `platform.python_version()` of the interpreter.
+    pub version: String,
+    /// Rust target triple of the code (`x86_64-unknown-linux-gnu`).
+    pub target: String,
+    /// The glibc it was linked against, and the oldest it runs on (`2.17`).
+    pub glibc: String,
+    /// The toolchain's directory: `bin/` holds `cargo-zigbuild` and the `python` that
+    /// has `ziglang`.
+    pub toolchain: PathBuf,
+    /// Hash of the recipe, the pinned sources and the toolchain it was built from.
+    pub key: String,
+    /// Each source archive it was built from, with its SHA-256.
+    pub sources: std::collections::BTreeMap<String, String>,
+}
+
+impl Portable {
+    /// Read [`PORTABLE_FILE`] in `prefix`, if there is one.
+    pub fn read(prefix: &Path) -> Option<Result<Self, String>> {
+        let path = prefix.join(PORTABLE_FILE);
+        let bytes = std::fs::read(&path).ok()?;
+        Some(serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display())))
+    }
+
+    /// cargo-zigbuild's target: the triple with the glibc version appended.
+    pub fn zig_target(&self) -> String {
+        format!("{}.{}", self.target, self.glibc)
+    }
+}
+
 /// What pykiln needs to know about the interpreter.
 #[derive(Debug, Clone, Deserialize)]
 pub struct PythonConfig {
@@ -143,6 +179,12 @@ pub struct PythonConfig {
     /// launcher such as a pyenv shim (which picks a version from the environment).
     #[serde(default)]
     pub executable: PathBuf,
+    /// `sys.base_prefix`: where the installation is.
+    #[serde(default)]
+    pub base_prefix: PathBuf,
+    /// Set when pykiln built this interpreter ([`PORTABLE_FILE`]).
+    #[serde(skip)]
+    pub portable: Option<Portable>,
 }
 
 const PROBE: &str = r#"
@@ -179,6 +221,7 @@ print(json.dumps({
     "gil_disabled": bool(v("Py_GIL_DISABLED")),
     "openssl_paths": _ssl_paths(),
     "executable": sys.executable or "",
+    "base_prefix": sys.base_prefix,
 }))
 "#;
 
@@ -226,6 +269,11 @@ impl PythonConfig {
                 detail: e.to_string(),
             })?;
         cfg.interpreter = interpreter.to_path_buf();
+        cfg.portable = match Portable::read(&cfg.base_prefix) {
+            Some(Ok(p)) => Some(p),
+            Some(Err(detail)) => return Err(PyConfigError::Probe { path, detail }),
+            None => None,
+        };
         if cfg.implementation != "cpython" || cfg.major != 3 || cfg.minor < MIN_MINOR {
             return Err(PyConfigError::Unsupported {
                 path,
@@ -306,6 +354,63 @@ impl PythonConfig {
     }
 }
 
+/// The symbols an executable linking `bytes` (a static library) must export to the
+/// extension modules it loads: the global, default-visibility definitions whose names
+/// start with one of `prefixes` (`Py`, `_Py`). Hidden ones are internal to libpython.
+pub fn exported_definitions(bytes: &[u8], prefixes: &[&str]) -> Result<Vec<String>, String> {
+    use goblin::elf::{Elf, sym};
+    let archive = goblin::archive::Archive::parse(bytes).map_err(|e| e.to_string())?;
+    let mut out = std::collections::BTreeSet::new();
+    for member in archive.members() {
+        let data = archive
+            .extract(member, bytes)
+            .map_err(|e| format!("member {member}: {e}"))?;
+        if !data.starts_with(b"\x7fELF") {
+            continue;
+        }
+        let elf = Elf::parse(data).map_err(|e| format!("member {member}: {e}"))?;
+        for s in elf.syms.iter() {
+            let global = matches!(s.st_bind(), sym::STB_GLOBAL | sym::STB_WEAK);
+            if !global || s.st_shndx == 0 || s.st_visibility() != sym::STV_DEFAULT {
+                continue;
+            }
+            if let Some(name) = elf.strtab.get_at(s.st_name) {
+                if prefixes.iter().any(|p| name.starts_with(p)) {
+                    out.insert(name.to_string());
+                }
+            }
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
+/// The functions and variables `sqlite3.h` declares (`SQLITE_API … sqlite3_x(` or
+/// `sqlite3_x[]`), without the types it names on the same lines.
+pub fn sqlite_api(header: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in header.lines().filter(|l| l.starts_with("SQLITE_API")) {
+        let bytes = line.as_bytes();
+        let mut i = 0;
+        while let Some(at) = line[i..].find("sqlite3_") {
+            let start = i + at;
+            let mut end = start;
+            while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_') {
+                end += 1;
+            }
+            let before_ok = start == 0
+                || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+            let next = line[end..].trim_start().chars().next();
+            if before_ok && matches!(next, Some('(' | '[' | ';')) {
+                out.push(line[start..end].to_string());
+            }
+            i = end.max(start + 1);
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// See [`PythonConfig::static_library_is_pic`]: false as soon as one x86-64 object of
 /// the archive holds an absolute 32-bit relocation (`R_X86_64_32`/`32S`), which the
 /// compiler emits only for position-dependent code.
@@ -359,6 +464,8 @@ mod tests {
             gil_disabled: false,
             openssl_paths: vec![],
             executable: PathBuf::new(),
+            base_prefix: PathBuf::new(),
+            portable: None,
         }
     }
 
@@ -416,6 +523,25 @@ mod tests {
             );
         }
         assert!(archive_is_pic(b"!<arch>\nbroken").is_err());
+    }
+
+    #[test]
+    fn sqlite_api_names_functions_and_variables_not_types() {
+        let header = "SQLITE_API int sqlite3_open(const char*, sqlite3**);\n\
+                      SQLITE_API sqlite3_int64 sqlite3_last_insert_rowid(sqlite3*);\n\
+                      SQLITE_API SQLITE_EXTERN const char sqlite3_version[];\n\
+                      SQLITE_API SQLITE_EXTERN char *sqlite3_temp_directory;\n\
+                      typedef struct sqlite3_stmt sqlite3_stmt;\n\
+                      int sqlite3_not_api(void);\n";
+        assert_eq!(
+            sqlite_api(header),
+            [
+                "sqlite3_last_insert_rowid",
+                "sqlite3_open",
+                "sqlite3_temp_directory",
+                "sqlite3_version"
+            ]
+        );
     }
 
     #[test]

@@ -338,8 +338,10 @@ pub fn memfd_entry(entry: &Entry<'_>) -> Result<OwnedFd, NativeError> {
     };
     let cname = std::ffi::CString::new(name.replace('\0', "_"))
         .map_err(|e| stage(std::io::Error::other(e)))?;
+    // The system call, not glibc's wrapper (glibc 2.27+): binaries run on glibc 2.17.
     // SAFETY: plain syscall with a valid NUL-terminated name.
-    let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+    let fd = unsafe { libc::syscall(libc::SYS_memfd_create, cname.as_ptr(), libc::MFD_CLOEXEC) }
+        as libc::c_int;
     if fd < 0 {
         return Err(stage(std::io::Error::last_os_error()));
     }

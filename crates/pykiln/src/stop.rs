@@ -367,8 +367,9 @@ fn set_wakeup_fd(py: Python<'_>, fd: RawFd, warn_on_full_buffer: bool) -> PyResu
         });
     }
     // The checks and messages of CPython's own.
-    // SAFETY: gettid/getpid cannot fail; the main thread's id is the process id.
-    if unsafe { libc::gettid() != libc::getpid() } {
+    // SAFETY: gettid/getpid cannot fail; the main thread's id is the process id. The
+    // system call, not glibc's wrapper (2.30+): binaries run on glibc 2.17.
+    if unsafe { libc::syscall(libc::SYS_gettid) != libc::getpid() as libc::c_long } {
         return Err(pyo3::exceptions::PyValueError::new_err(
             "set_wakeup_fd only works in main thread of the main interpreter",
         ));

@@ -1,0 +1,123 @@
+//! pykiln's own CPython: built from pinned sources with every C dependency of the
+//! standard library linked in statically, against glibc 2.17 (so that binaries
+//! embedding it run on any Linux since 2014), and installed under the cache.
+//!
+//! - [`sources`]: the pinned archives and where they are found.
+//! - [`toolchain`]: zig and cargo-zigbuild, the compilers that target the old glibc.
+//! - [`recipe`]: the build itself.
+//! - this module: the installed interpreters (`pykiln python install/list/find`).
+
+pub mod recipe;
+pub mod sources;
+pub mod toolchain;
+
+use std::path::{Path, PathBuf};
+
+pub use pykiln_pyconfig::{PORTABLE_FILE, Portable};
+
+/// An interpreter pykiln built.
+#[derive(Debug, Clone)]
+pub struct Installation {
+    /// Its prefix.
+    pub dir: PathBuf,
+    /// What was recorded about it.
+    pub portable: Portable,
+}
+
+impl Installation {
+    /// The interpreter executable (`bin/python3.X`).
+    pub fn python(&self) -> PathBuf {
+        let minor: Vec<&str> = self.portable.version.split('.').take(2).collect();
+        self.dir
+            .join("bin")
+            .join(format!("python{}", minor.join(".")))
+    }
+}
+
+/// Where interpreters are installed: `<cache>/python`.
+pub fn root(cache: &Path) -> PathBuf {
+    cache.join("python")
+}
+
+/// Every complete installation under `root`, newest version first.
+pub fn installed(root: &Path) -> Vec<Installation> {
+    let mut out: Vec<Installation> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter_map(|e| {
+            let portable = Portable::read(&e.path())?.ok()?;
+            Some(Installation {
+                dir: e.path(),
+                portable,
+            })
+        })
+        .filter(|i| i.python().is_file())
+        .collect();
+    out.sort_by(|a, b| {
+        version_key(&b.portable.version)
+            .cmp(&version_key(&a.portable.version))
+            .then_with(|| a.dir.cmp(&b.dir))
+    });
+    out
+}
+
+/// The newest installation matching `request` (`3.11`, `3.11.2`) for `target`.
+pub fn find(root: &Path, request: &str, target: &str) -> Option<Installation> {
+    installed(root).into_iter().find(|i| {
+        i.portable.target == target
+            && (i.portable.version == request
+                || i.portable
+                    .version
+                    .strip_prefix(request)
+                    .is_some_and(|r| r.starts_with('.')))
+    })
+}
+
+fn version_key(v: &str) -> Vec<u32> {
+    v.split('.').filter_map(|p| p.parse().ok()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake(root: &Path, name: &str, version: &str, target: &str) {
+        let dir = root.join(name);
+        std::fs::create_dir_all(dir.join("bin")).unwrap();
+        let minor: Vec<&str> = version.split('.').take(2).collect();
+        std::fs::write(
+            dir.join("bin").join(format!("python{}", minor.join("."))),
+            b"",
+        )
+        .unwrap();
+        let p = Portable {
+            version: version.into(),
+            target: target.into(),
+            glibc: "2.17".into(),
+            toolchain: PathBuf::from("/t"),
+            key: name.into(),
+            sources: Default::default(),
+        };
+        std::fs::write(dir.join(PORTABLE_FILE), serde_json::to_vec(&p).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn requests_find_the_newest_matching_complete_installation() {
+        let dir = tempfile::tempdir().unwrap();
+        let x86 = "x86_64-unknown-linux-gnu";
+        fake(dir.path(), "a", "3.11.2", x86);
+        fake(dir.path(), "b", "3.11.10", x86);
+        fake(dir.path(), "c", "3.12.1", "aarch64-unknown-linux-gnu");
+        // Being built: no record yet.
+        std::fs::create_dir_all(dir.path().join(".build-x")).unwrap();
+        std::fs::create_dir_all(dir.path().join("d/bin")).unwrap();
+        let found = |r: &str, t: &str| find(dir.path(), r, t).map(|i| i.portable.version);
+        assert_eq!(found("3.11", x86).as_deref(), Some("3.11.10"));
+        assert_eq!(found("3.11.2", x86).as_deref(), Some("3.11.2"));
+        assert_eq!(found("3.1", x86), None);
+        assert_eq!(found("3.12", x86), None);
+        assert_eq!(installed(dir.path()).len(), 3);
+    }
+}

@@ -1,0 +1,670 @@
+//! The build of pykiln's CPython: the C libraries, then CPython with every standard
+//! library extension module built into `libpython` (binaries load none of them from a
+//! native cache at start), except `_sqlite3`, which stays a shared module so that
+//! binaries can give it the runtime's own SQLite.
+//!
+//! Everything is compiled by `zig cc` for glibc 2.17 ([`crate::toolchain`]); only what
+//! is built here is linked (zig does not search the host's library directories), so
+//! nothing of the build machine ends up in a binary. Each step logs to its own file; a
+//! failing step is named with the end of its log.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use sha2::{Digest as _, Sha256};
+
+use crate::sources::{self, Pin};
+use crate::toolchain::{self, GLIBC, Target, Toolchain, Wrappers};
+use crate::{Installation, Portable};
+
+/// Changes whenever the recipe changes what it builds: part of the installation key.
+const RECIPE: &str = "pykiln-python recipe 1";
+
+/// Modules not built: they need libraries pykiln does not build (terminal UI, Tk, dbm,
+/// NIS, libcrypt, libuuid: `uuid` falls back to its pure-Python code) or exist only
+/// for CPython's own tests.
+const NOT_BUILT: &[&str] = &[
+    "_curses",
+    "_curses_panel",
+    "readline",
+    "_tkinter",
+    "_dbm",
+    "_gdbm",
+    "nis",
+    "_crypt",
+    "_uuid",
+    "ossaudiodev",
+    "spwd",
+    "xxlimited",
+    "xxlimited_35",
+];
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// `3.11` or `3.11.2`.
+    pub version: String,
+    /// For which target.
+    pub target: Target,
+    /// Directories holding the source archives.
+    pub sources: Vec<PathBuf>,
+    /// pykiln's cache directory.
+    pub cache: PathBuf,
+    /// Parallel compile jobs.
+    pub jobs: usize,
+    /// Build again even if this exact installation exists.
+    pub force: bool,
+}
+
+/// An installation, and whether this call built it.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The installation.
+    pub installation: Installation,
+    /// How long the build took; None when it was already installed.
+    pub built_in: Option<Duration>,
+}
+
+/// The key of an installation: the recipe, target, toolchain and every source's hash.
+fn key(python: &Pin, target: &Target) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        RECIPE,
+        target.rust,
+        toolchain::ZIG,
+        toolchain::CARGO_ZIGBUILD,
+        GLIBC,
+        sources::LIBSQLITE3_SYS,
+        python.sha256,
+    ] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    for lib in sources::LIBRARIES {
+        h.update(lib.sha256.as_bytes());
+    }
+    h.finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Build and install the interpreter `req` asks for, or return the one installed.
+pub fn install(req: &Request, say: &mut dyn FnMut(&str)) -> anyhow::Result<Outcome> {
+    let pin = sources::cpython(&req.version).with_context(|| {
+        let known: Vec<&str> = sources::CPYTHON.iter().map(|p| p.version).collect();
+        format!(
+            "pykiln cannot build Python {} (it can build: {})",
+            req.version,
+            known.join(", ")
+        )
+    })?;
+    let key = key(pin, &req.target);
+    let root = crate::root(&req.cache);
+    let name = format!("cpython-{}-{}.{GLIBC}-{key}", pin.version, req.target.zig);
+    let prefix = root.join(&name);
+    if !req.force {
+        if let Some(Ok(portable)) = Portable::read(&prefix) {
+            let installation = Installation {
+                dir: prefix.clone(),
+                portable,
+            };
+            if installation.python().is_file() {
+                return Ok(Outcome {
+                    installation,
+                    built_in: None,
+                });
+            }
+        }
+    }
+    let mut wanted: Vec<&Pin> = vec![pin];
+    wanted.extend(sources::LIBRARIES);
+    let archives = sources::locate(&wanted, &req.sources)?;
+    let sqlite = sources::sqlite_source()?;
+    let started = Instant::now();
+    let tools = Toolchain::ensure(&req.cache, say)?;
+    let wrappers = tools.wrappers(&req.target)?;
+    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    let work = root.join(format!(".build-{key}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    let build = Build {
+        work: work.clone(),
+        deps: work.join("deps"),
+        logs: work.join("logs"),
+        cc: wrappers,
+        jobs: req.jobs.max(1).to_string(),
+        target: req.target,
+        step: 0,
+    };
+    let result = build.run(
+        say,
+        &archives,
+        pin,
+        &sqlite,
+        &prefix,
+        &Portable {
+            version: pin.version.to_string(),
+            target: req.target.rust.to_string(),
+            glibc: GLIBC.to_string(),
+            toolchain: tools.dir.clone(),
+            key: key.clone(),
+            sources: wanted
+                .iter()
+                .map(|p| (format!("{} {}", p.name, p.version), p.sha256.to_string()))
+                .collect(),
+        },
+    );
+    match result {
+        Ok(()) => {
+            let _ = std::fs::remove_dir_all(&work);
+        }
+        Err(e) => {
+            return Err(e.context(format!(
+                "building Python {} failed; the build directory {} is kept for inspection",
+                pin.version,
+                work.display()
+            )));
+        }
+    }
+    let portable = Portable::read(&prefix)
+        .context("the installation has no record")?
+        .map_err(anyhow::Error::msg)?;
+    Ok(Outcome {
+        installation: Installation {
+            dir: prefix,
+            portable,
+        },
+        built_in: Some(started.elapsed()),
+    })
+}
+
+struct Build {
+    work: PathBuf,
+    deps: PathBuf,
+    logs: PathBuf,
+    cc: Wrappers,
+    jobs: String,
+    target: Target,
+    step: usize,
+}
+
+impl Build {
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        mut self,
+        say: &mut dyn FnMut(&str),
+        archives: &[PathBuf],
+        pin: &Pin,
+        sqlite: &Path,
+        prefix: &Path,
+        record: &Portable,
+    ) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.logs)
+            .with_context(|| format!("creating {}", self.logs.display()))?;
+        let [python_src, zlib, bzip2, xz, libffi, openssl] =
+            <[&PathBuf; 6]>::try_from(archives.iter().collect::<Vec<_>>())
+                .map_err(|_| anyhow::anyhow!("expected six source archives"))?;
+        let deps = self.deps.clone();
+        let lib = deps.join("lib");
+        let include = deps.join("include");
+        std::fs::create_dir_all(&lib)?;
+        std::fs::create_dir_all(&include)?;
+        let prefix_arg = format!("--prefix={}", deps.display());
+        let cflags = "-O2 -fPIC";
+
+        say("building zlib");
+        let dir = self.extract(zlib, "zlib")?;
+        self.sh(
+            &dir,
+            "zlib-configure",
+            &["./configure", "--static", &prefix_arg],
+            cflags,
+        )?;
+        self.make(&dir, "zlib-make", &[])?;
+        self.make(&dir, "zlib-install", &["install"])?;
+
+        say("building bzip2");
+        let dir = self.extract(bzip2, "bzip2")?;
+        let (cc, ar, ranlib) = (
+            format!("CC={}", self.cc.cc.display()),
+            format!("AR={}", self.cc.ar.display()),
+            format!("RANLIB={}", self.cc.ranlib.display()),
+        );
+        let bz_flags = format!("CFLAGS={cflags} -D_FILE_OFFSET_BITS=64");
+        self.make(
+            &dir,
+            "bzip2-make",
+            &["libbz2.a", &cc, &ar, &ranlib, &bz_flags],
+        )?;
+        copy(&dir.join("libbz2.a"), &lib.join("libbz2.a"))?;
+        copy(&dir.join("bzlib.h"), &include.join("bzlib.h"))?;
+
+        say("building xz");
+        let dir = self.extract(xz, "xz")?;
+        self.sh(
+            &dir,
+            "xz-configure",
+            &[
+                "./configure",
+                &prefix_arg,
+                "--disable-shared",
+                "--enable-static",
+                "--disable-xz",
+                "--disable-xzdec",
+                "--disable-lzmadec",
+                "--disable-lzmainfo",
+                "--disable-scripts",
+                "--disable-doc",
+                "--disable-nls",
+            ],
+            cflags,
+        )?;
+        self.make(&dir, "xz-make", &[])?;
+        self.make(&dir, "xz-install", &["install"])?;
+
+        say("building libffi");
+        let dir = self.extract(libffi, "libffi")?;
+        // libffi 3.4.4 calls a function it declares later; clang 16+ makes that an error.
+        let ffi_flags = format!("{cflags} -Wno-error=implicit-function-declaration");
+        self.sh(
+            &dir,
+            "libffi-configure",
+            &[
+                "./configure",
+                &prefix_arg,
+                "--disable-shared",
+                "--enable-static",
+                "--disable-docs",
+                "--disable-multi-os-directory",
+            ],
+            &ffi_flags,
+        )?;
+        self.make(&dir, "libffi-make", &[])?;
+        self.make(&dir, "libffi-install", &["install"])?;
+
+        say("building OpenSSL");
+        let dir = self.extract(openssl, "openssl")?;
+        self.sh(
+            &dir,
+            "openssl-configure",
+            &[
+                "./Configure",
+                self.target.openssl,
+                "no-shared",
+                "no-tests",
+                "no-engine",
+                "no-module",
+                "no-legacy",
+                &prefix_arg,
+                "--libdir=lib",
+                // Where distributions keep CA certificates; the runtime also looks at
+                // the other usual places (pykiln's openssl_default_paths).
+                "--openssldir=/etc/ssl",
+                "-fPIC",
+                "-O2",
+            ],
+            "",
+        )?;
+        self.make(&dir, "openssl-make", &["build_libs"])?;
+        self.make(&dir, "openssl-install", &["install_dev"])?;
+
+        say("building SQLite (the runtime's amalgamation, for the interpreter's own use)");
+        let so = lib.join("libsqlite3.so.0");
+        let mut cmd = Command::new(&self.cc.cc);
+        cmd.args([
+            "-O2",
+            "-fPIC",
+            "-shared",
+            "-DSQLITE_ENABLE_MATH_FUNCTIONS",
+            "-DSQLITE_THREADSAFE=1",
+            "-DSQLITE_ENABLE_FTS5",
+            "-DSQLITE_ENABLE_RTREE",
+            "-Wl,-soname,libsqlite3.so.0",
+            "-o",
+        ])
+        .arg(&so)
+        .arg(sqlite.join("sqlite3.c"))
+        .args(["-lm", "-lpthread"]);
+        self.exec(&mut cmd, "sqlite")?;
+        std::os::unix::fs::symlink("libsqlite3.so.0", lib.join("libsqlite3.so"))
+            .context("linking libsqlite3.so")?;
+        for h in ["sqlite3.h", "sqlite3ext.h"] {
+            copy(&sqlite.join(h), &include.join(h))?;
+        }
+
+        say(&format!("building CPython {}", pin.version));
+        let dir = self.extract(python_src, "cpython")?;
+        let inc = format!("-I{}", include.display());
+        let libdir = format!("-L{}", lib.display());
+        let mut configure = Command::new("./configure");
+        configure
+            .current_dir(&dir)
+            .arg(format!("--prefix={}", prefix.display()))
+            .args([
+                "--disable-shared",
+                "--with-ensurepip=install",
+                "--without-readline",
+                "--disable-test-modules",
+            ])
+            .arg(format!("--with-openssl={}", deps.display()))
+            .env("CC", &self.cc.cc)
+            .env("CXX", &self.cc.cxx)
+            .env("AR", &self.cc.ar)
+            .env("RANLIB", &self.cc.ranlib)
+            .env("CFLAGS", "-fPIC")
+            .env("CPPFLAGS", &inc)
+            .env("LDFLAGS", &libdir)
+            // Only what is built here: never the host's .pc files.
+            .env("PKG_CONFIG_LIBDIR", lib.join("pkgconfig"))
+            .env("PKG_CONFIG_PATH", "")
+            .env("LIBFFI_CFLAGS", &inc)
+            .env("LIBFFI_LIBS", format!("{libdir} -lffi"))
+            .env("LIBSQLITE3_CFLAGS", &inc)
+            // _sqlite3 finds libsqlite3.so.0 in <prefix>/lib from lib-dynload.
+            .env(
+                "LIBSQLITE3_LIBS",
+                format!("{libdir} -lsqlite3 -Wl,-rpath,\\$$ORIGIN/../.."),
+            )
+            // Declared by glibc's headers (zig's are the newest) but absent from 2.17;
+            // configure only compiles its test, so it must be told.
+            .env("ac_cv_func_memfd_create", "no");
+        self.exec(&mut configure, "cpython-configure")?;
+        write_setup_local(&dir, &inc, &libdir)?;
+        self.make(&dir, "cpython-make", &[])?;
+        let stage = self.work.join("stage");
+        self.make(
+            &dir,
+            "cpython-install",
+            &["install", &format!("DESTDIR={}", stage.display())],
+        )?;
+
+        say("finishing the installation");
+        let staged = stage.join(prefix.strip_prefix("/").unwrap_or(prefix));
+        let minor: Vec<&str> = pin.version.split('.').take(2).collect();
+        let minor = minor.join(".");
+        let config = std::fs::read_dir(staged.join("lib").join(format!("python{minor}")))
+            .with_context(|| format!("reading {}", staged.display()))?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&format!("config-{minor}")))
+            })
+            .context("the installation has no config directory")?;
+        let libpython = config.join(format!("libpython{minor}.a"));
+        // libmpdec and expat are built as archives of their own that CPython's link
+        // line names by path; the embedding link names libraries by -l only.
+        let merge = self.work.join("merge");
+        std::fs::create_dir_all(&merge)?;
+        for inner in [
+            "Modules/_decimal/libmpdec/libmpdec.a",
+            "Modules/expat/libexpat.a",
+        ] {
+            let mut x = Command::new(&self.cc.ar);
+            x.current_dir(&merge).arg("x").arg(dir.join(inner));
+            self.exec(&mut x, "merge-extract")?;
+        }
+        let mut objects: Vec<PathBuf> = std::fs::read_dir(&merge)?
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        objects.sort();
+        let mut q = Command::new(&self.cc.ar);
+        q.arg("q").arg(&libpython).args(&objects);
+        self.exec(&mut q, "merge-add")?;
+        let mut r = Command::new(&self.cc.ranlib);
+        r.arg(&libpython);
+        self.exec(&mut r, "merge-index")?;
+        // The static libraries libpython's built-in modules need, where the embedding
+        // link looks first (LIBDIR), and the SQLite `_sqlite3` loads.
+        for entry in std::fs::read_dir(&lib)?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let target = staged.join("lib").join(&name);
+            if name.ends_with(".a") {
+                copy(&entry.path(), &target)?;
+            } else if name.starts_with("libsqlite3.so") {
+                let _ = std::fs::remove_file(&target);
+                if entry.file_type()?.is_symlink() {
+                    std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &target)?;
+                } else {
+                    copy(&entry.path(), &target)?;
+                }
+            }
+        }
+        check(&staged, &minor)?;
+        let json = serde_json::to_vec_pretty(record)?;
+        std::fs::write(staged.join(crate::PORTABLE_FILE), json)?;
+        if prefix.exists() {
+            std::fs::remove_dir_all(prefix)
+                .with_context(|| format!("removing the old {}", prefix.display()))?;
+        }
+        std::fs::rename(&staged, prefix)
+            .with_context(|| format!("moving {} to {}", staged.display(), prefix.display()))?;
+        Ok(())
+    }
+
+    /// Unpack `archive` into its own directory; the directory it holds.
+    fn extract(&mut self, archive: &Path, name: &str) -> anyhow::Result<PathBuf> {
+        let into = self.work.join("src").join(name);
+        std::fs::create_dir_all(&into)?;
+        let mut tar = Command::new("tar");
+        tar.arg("xf").arg(archive).arg("-C").arg(&into);
+        self.exec(&mut tar, &format!("{name}-extract"))?;
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(&into)?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect();
+        match (dirs.pop(), dirs.is_empty()) {
+            (Some(d), true) => Ok(d),
+            _ => bail!(
+                "{} does not hold exactly one top directory",
+                archive.display()
+            ),
+        }
+    }
+
+    /// A configure-style step with the toolchain in the environment.
+    fn sh(&mut self, dir: &Path, step: &str, args: &[&str], cflags: &str) -> anyhow::Result<()> {
+        let mut cmd = Command::new(args[0]);
+        cmd.current_dir(dir)
+            .args(&args[1..])
+            .env("CC", &self.cc.cc)
+            .env("AR", &self.cc.ar)
+            .env("RANLIB", &self.cc.ranlib);
+        if !cflags.is_empty() {
+            cmd.env("CFLAGS", cflags);
+        }
+        self.exec(&mut cmd, step)
+    }
+
+    fn make(&mut self, dir: &Path, step: &str, args: &[&str]) -> anyhow::Result<()> {
+        let mut cmd = Command::new("make");
+        cmd.current_dir(dir)
+            .arg(format!("-j{}", self.jobs))
+            .args(args)
+            .env("CC", &self.cc.cc)
+            .env("AR", &self.cc.ar)
+            .env("RANLIB", &self.cc.ranlib);
+        self.exec(&mut cmd, step)
+    }
+
+    /// Run one step, its output to `logs/NN-step.log`.
+    fn exec(&mut self, cmd: &mut Command, step: &str) -> anyhow::Result<()> {
+        self.step += 1;
+        let log = self.logs.join(format!("{:02}-{step}.log", self.step));
+        let file =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        // Nothing the build machine sets for its own compilers leaks in.
+        for var in [
+            "CFLAGS",
+            "CPPFLAGS",
+            "LDFLAGS",
+            "CXXFLAGS",
+            "LIBS",
+            "MAKEFLAGS",
+        ] {
+            if cmd.get_envs().all(|(k, _)| k != var) {
+                cmd.env_remove(var);
+            }
+        }
+        let status = cmd
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .status()
+            .with_context(|| format!("step {step}: cannot start {:?}", cmd.get_program()))?;
+        if !status.success() {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(20).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            bail!(
+                "step {step} failed ({status}); the end of {}:\n  {}",
+                log.display(),
+                tail.join("\n  ")
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `Modules/Setup.local`: every module configure found, built into libpython, except
+/// `_sqlite3` (shared, see the module doc) and [`NOT_BUILT`]. `_ctypes` is listed by
+/// hand: CPython 3.11 builds it with setup.py, which adds the host's include
+/// directories.
+fn write_setup_local(dir: &Path, inc: &str, libdir: &str) -> anyhow::Result<()> {
+    let stdlib = dir.join("Modules").join("Setup.stdlib");
+    let text = std::fs::read_to_string(&stdlib)
+        .with_context(|| format!("reading {}", stdlib.display()))?;
+    let mut builtin = Vec::new();
+    let mut shared = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with('*') {
+            continue;
+        }
+        let name = line.split_whitespace().next().unwrap_or_default();
+        if name.starts_with("_test") || name.starts_with("xx") || NOT_BUILT.contains(&name) {
+            continue;
+        }
+        if name == "_sqlite3" {
+            shared.push(line.to_string());
+        } else {
+            builtin.push(line.to_string());
+        }
+    }
+    // makesetup reads a line with `=` as a variable: defines carry no value.
+    builtin.push(format!(
+        "_ctypes _ctypes/_ctypes.c _ctypes/callbacks.c _ctypes/callproc.c _ctypes/stgdict.c _ctypes/cfield.c -DHAVE_FFI_PREP_CIF_VAR -DHAVE_FFI_PREP_CLOSURE_LOC -DHAVE_FFI_CLOSURE_ALLOC {inc} {libdir} -lffi"
+    ));
+    let mut out = String::from("*static*\n");
+    out.push_str(&builtin.join("\n"));
+    out.push_str("\n*shared*\n");
+    out.push_str(&shared.join("\n"));
+    out.push_str("\n*disabled*\n");
+    out.push_str(&NOT_BUILT.join("\n"));
+    out.push('\n');
+    let path = dir.join("Modules").join("Setup.local");
+    std::fs::write(&path, out).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The installed interpreter imports what binaries need, and nothing it holds needs a
+/// glibc newer than [`GLIBC`].
+fn check(staged: &Path, minor: &str) -> anyhow::Result<()> {
+    let python = staged.join("bin").join(format!("python{minor}"));
+    let out = Command::new(&python)
+        .args([
+            "-I",
+            "-c",
+            "import ssl, sqlite3, ctypes, zlib, bz2, lzma, decimal, json, hashlib, pyexpat, _asyncio; \
+             ssl.create_default_context(); sqlite3.connect(':memory:').execute('select 1'); \
+             ctypes.CDLL(None)",
+        ])
+        .env_remove("PYTHONHOME")
+        .env_remove("PYTHONPATH")
+        .output()
+        .with_context(|| format!("running {}", python.display()))?;
+    if !out.status.success() {
+        bail!(
+            "the built interpreter {} fails its import check:\n{}",
+            python.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let floor = pykiln_glibc::GlibcVersion::from_tag(&format!("GLIBC_{GLIBC}"))
+        .context("the glibc floor is a version")?;
+    let mut files = vec![python];
+    let mut stack = vec![staged.join("lib")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "so")
+                || p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().contains(".so."))
+            {
+                files.push(p);
+            }
+        }
+    }
+    for f in files {
+        if std::fs::symlink_metadata(&f).is_ok_and(|m| m.file_type().is_symlink()) {
+            continue;
+        }
+        let bytes = std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
+        if let Ok(Some(v)) = pykiln_glibc::required(&bytes) {
+            if v > floor {
+                bail!("{} needs glibc {v}, above the floor {GLIBC}", f.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn copy(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::copy(from, to)
+        .map(|_| ())
+        .with_context(|| format!("copying {} to {}", from.display(), to.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setup_local_builds_modules_in_but_sqlite_and_the_unbuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("Modules")).unwrap();
+        std::fs::write(
+            dir.path().join("Modules/Setup.stdlib"),
+            "# comment\n*shared*\n_json _json.c\n_sqlite3 _sqlite/module.c\n_testcapi _testcapimodule.c\nspwd spwdmodule.c\n_ssl _ssl.c\n",
+        )
+        .unwrap();
+        write_setup_local(dir.path(), "-I/d/include", "-L/d/lib").unwrap();
+        let text = std::fs::read_to_string(dir.path().join("Modules/Setup.local")).unwrap();
+        let (builtin, rest) = text.split_once("*shared*").unwrap();
+        assert!(builtin.contains("_json _json.c") && builtin.contains("_ssl _ssl.c"));
+        assert!(
+            builtin.contains("_ctypes ") && !builtin.contains('='),
+            "{builtin}"
+        );
+        let (shared, disabled) = rest.split_once("*disabled*").unwrap();
+        assert_eq!(shared.trim(), "_sqlite3 _sqlite/module.c");
+        assert!(!text.contains("_testcapi"));
+        assert!(disabled.lines().any(|l| l == "spwd"));
+    }
+
+    #[test]
+    fn the_key_follows_every_source() {
+        let t = toolchain::TARGETS[0];
+        let a = key(&sources::CPYTHON[0], &t);
+        let mut other = sources::CPYTHON[0];
+        other.sha256 = "00";
+        assert_ne!(a, key(&other, &t));
+        assert_eq!(a, key(&sources::CPYTHON[0], &t));
+    }
+}

@@ -1,0 +1,241 @@
+//! The pinned source archives: what a build of pykiln's CPython is made from.
+//!
+//! Each archive is named by the file names it is published under and checked against
+//! one SHA-256. The pins are the upstream releases that Debian's source packages carry
+//! (`apt-get source --download-only python3.11 zlib bzip2 xz-utils libffi openssl`
+//! fetches all of them); each is the release tarball byte for byte except zlib's, which
+//! Debian repacks (`.dfsg`) without the contrib directory nothing here builds.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::bail;
+use sha2::{Digest as _, Sha256};
+
+/// One pinned source archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pin {
+    /// Project name (`openssl`).
+    pub name: &'static str,
+    /// Its version.
+    pub version: &'static str,
+    /// The file names it is published under (upstream first, then Debian's).
+    pub files: &'static [&'static str],
+    /// SHA-256 of the archive, lower-case hex.
+    pub sha256: &'static str,
+    /// Where to get it.
+    pub url: &'static str,
+}
+
+/// CPython releases pykiln builds, newest first.
+pub const CPYTHON: &[Pin] = &[Pin {
+    name: "cpython",
+    version: "3.11.2",
+    files: &["Python-3.11.2.tgz", "python3.11_3.11.2.orig.tar.gz"],
+    sha256: "2411c74bda5bbcfcddaf4531f66d1adc73f247f529aee981b029513aefdbf849",
+    url: "https://www.python.org/ftp/python/3.11.2/Python-3.11.2.tgz",
+}];
+
+/// The C libraries of the standard library's extension modules, linked statically.
+/// SQLite is not among them: binaries use the runtime's own (libsqlite3-sys), and the
+/// interpreter's `_sqlite3` is built against the same amalgamation ([`sqlite_source`]).
+pub const LIBRARIES: &[Pin] = &[
+    Pin {
+        name: "zlib",
+        version: "1.2.13",
+        files: &["zlib_1.2.13.dfsg.orig.tar.bz2"],
+        sha256: "71feb7947e3c00ef125f83b79a4e529bde31171e5babe48b391f06758d1ab0a1",
+        url: "https://deb.debian.org/debian/pool/main/z/zlib/zlib_1.2.13.dfsg.orig.tar.bz2",
+    },
+    Pin {
+        name: "bzip2",
+        version: "1.0.8",
+        files: &["bzip2-1.0.8.tar.gz", "bzip2_1.0.8.orig.tar.gz"],
+        sha256: "ab5a03176ee106d3f0fa90e381da478ddae405918153cca248e682cd0c4a2269",
+        url: "https://sourceware.org/pub/bzip2/bzip2-1.0.8.tar.gz",
+    },
+    Pin {
+        name: "xz",
+        version: "5.4.1",
+        files: &["xz-5.4.1.tar.xz", "xz-utils_5.4.1.orig.tar.xz"],
+        sha256: "5d9827aa1875b21c288f78864bb26d2650b436ea8d2cad364e4921eb6266a5a5",
+        url: "https://deb.debian.org/debian/pool/main/x/xz-utils/xz-utils_5.4.1.orig.tar.xz",
+    },
+    Pin {
+        name: "libffi",
+        version: "3.4.4",
+        files: &["libffi-3.4.4.tar.gz", "libffi_3.4.4.orig.tar.gz"],
+        sha256: "d66c56ad259a82cf2a9dfc408b32bf5da52371500b84745f7fb8b645712df676",
+        url: "https://deb.debian.org/debian/pool/main/libf/libffi/libffi_3.4.4.orig.tar.gz",
+    },
+    Pin {
+        name: "openssl",
+        version: "3.0.20",
+        files: &["openssl-3.0.20.tar.gz", "openssl_3.0.20.orig.tar.gz"],
+        sha256: "c80a01dfc70ece4dc21168932c37739042d404d46ccc81a5986dd75314ecda6f",
+        url: "https://deb.debian.org/debian/pool/main/o/openssl/openssl_3.0.20.orig.tar.gz",
+    },
+];
+
+/// The CPython pin for a request (`3.11` or `3.11.2`).
+pub fn cpython(request: &str) -> Option<&'static Pin> {
+    CPYTHON.iter().find(|p| {
+        p.version == request
+            || p.version
+                .strip_prefix(request)
+                .is_some_and(|rest| rest.starts_with('.'))
+    })
+}
+
+/// Lower-case hex SHA-256 of a file.
+pub fn file_sha256(path: &Path) -> anyhow::Result<String> {
+    use std::io::Read as _;
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Find each pin's archive in `dirs` under any of its names and check its hash. All
+/// missing archives are named at once, with where to get them.
+pub fn locate(pins: &[&Pin], dirs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    for pin in pins {
+        let hit = dirs
+            .iter()
+            .flat_map(|d| pin.files.iter().map(move |f| d.join(f)))
+            .find(|p| p.is_file());
+        match hit {
+            Some(path) => {
+                let got = file_sha256(&path)?;
+                if got != pin.sha256 {
+                    bail!(
+                        "{} is not {} {}: its SHA-256 is {got}, the pinned one {}",
+                        path.display(),
+                        pin.name,
+                        pin.version,
+                        pin.sha256
+                    );
+                }
+                found.push(path);
+            }
+            None => missing.push(format!(
+                "  {} {} ({}; {})",
+                pin.name,
+                pin.version,
+                pin.files.join(" or "),
+                pin.url
+            )),
+        }
+    }
+    if !missing.is_empty() {
+        let looked: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+        bail!(
+            "source archives missing (looked in {}):\n{}\nput them in a directory and pass --sources DIR; on Debian or Ubuntu with a deb-src line, `apt-get source --download-only python3.11 zlib bzip2 xz-utils libffi openssl` fetches them",
+            if looked.is_empty() {
+                "no directory: pass --sources".to_string()
+            } else {
+                looked.join(", ")
+            },
+            missing.join("\n")
+        );
+    }
+    Ok(found)
+}
+
+/// The libsqlite3-sys release whose SQLite amalgamation the runtime links (Cargo.lock).
+pub const LIBSQLITE3_SYS: &str = "0.40.0";
+
+/// The directory holding libsqlite3-sys's `sqlite3.c` and `sqlite3.h`, from cargo's
+/// registry (where building a runner or `cargo fetch` puts it).
+pub fn sqlite_source() -> anyhow::Result<PathBuf> {
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
+        .unwrap_or_default();
+    let registry = cargo_home.join("registry").join("src");
+    let crate_dir = format!("libsqlite3-sys-{LIBSQLITE3_SYS}");
+    for index in std::fs::read_dir(&registry).into_iter().flatten().flatten() {
+        let dir = index.path().join(&crate_dir).join("sqlite3");
+        if dir.join("sqlite3.c").is_file() && dir.join("sqlite3.h").is_file() {
+            return Ok(dir);
+        }
+    }
+    bail!(
+        "libsqlite3-sys {LIBSQLITE3_SYS} is not in cargo's registry ({}): run `cargo fetch` in a project that depends on it (pykiln's checkout does), or build any pykiln binary once",
+        registry.display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_match_whole_version_parts() {
+        assert_eq!(cpython("3.11").map(|p| p.version), Some("3.11.2"));
+        assert_eq!(cpython("3.11.2").map(|p| p.version), Some("3.11.2"));
+        assert!(cpython("3.1").is_none());
+        assert!(cpython("3.11.20").is_none());
+    }
+
+    #[test]
+    fn pins_are_well_formed() {
+        for pin in CPYTHON.iter().chain(LIBRARIES) {
+            assert_eq!(pin.sha256.len(), 64, "{}", pin.name);
+            assert!(
+                pin.sha256
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            );
+            assert!(!pin.files.is_empty() && pin.files.iter().all(|f| f.contains(pin.version)));
+        }
+    }
+
+    /// The amalgamation the interpreter is built against is the one the runtime links.
+    #[test]
+    fn the_sqlite_pin_follows_cargo_lock() {
+        let lock =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.lock"))
+                .expect("Cargo.lock");
+        let entry = lock
+            .split("[[package]]")
+            .find(|p| p.contains("name = \"libsqlite3-sys\""))
+            .expect("libsqlite3-sys in Cargo.lock");
+        assert!(
+            entry.contains(&format!("version = \"{LIBSQLITE3_SYS}\"")),
+            "{entry}"
+        );
+    }
+
+    #[test]
+    fn a_wrong_or_missing_archive_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let pin = &LIBRARIES[0];
+        let err = locate(&[pin], &[dir.path().to_path_buf()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("zlib 1.2.13") && err.contains(pin.files[0]),
+            "{err}"
+        );
+        std::fs::write(dir.path().join(pin.files[0]), b"not zlib").unwrap();
+        let err = locate(&[pin], &[dir.path().to_path_buf()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("is not zlib 1.2.13") && err.contains(pin.sha256),
+            "{err}"
+        );
+    }
+}

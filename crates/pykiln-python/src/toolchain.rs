@@ -1,0 +1,200 @@
+//! The toolchain that targets an old glibc: zig (`zig cc`, from PyPI's `ziglang`) for C
+//! and cargo-zigbuild for Rust links, in a virtual environment under the cache.
+//!
+//! `zig cc -target x86_64-linux-gnu.2.17` compiles against glibc's headers and links
+//! against stubs of glibc 2.17's symbol versions, so what it links runs on 2.17 and
+//! later. The environment is made with the host's `python3` and pip (PyPI, or the
+//! index pip is configured for).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context as _, bail};
+
+/// `ziglang` release on PyPI.
+pub const ZIG: &str = "0.13.0";
+/// `cargo-zigbuild` release on PyPI.
+pub const CARGO_ZIGBUILD: &str = "0.24.1";
+/// The oldest glibc binaries are linked against.
+pub const GLIBC: &str = "2.17";
+
+/// An installed toolchain.
+#[derive(Debug, Clone)]
+pub struct Toolchain {
+    /// The virtual environment.
+    pub dir: PathBuf,
+}
+
+/// A target the toolchain builds for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    /// Rust's triple.
+    pub rust: &'static str,
+    /// zig's triple, without the glibc version.
+    pub zig: &'static str,
+    /// OpenSSL's `Configure` target.
+    pub openssl: &'static str,
+}
+
+/// The targets pykiln builds interpreters for.
+pub const TARGETS: &[Target] = &[Target {
+    rust: "x86_64-unknown-linux-gnu",
+    zig: "x86_64-linux-gnu",
+    openssl: "linux-x86_64",
+}];
+
+/// The target for a Rust triple (default: this machine's).
+pub fn target(rust: Option<&str>) -> anyhow::Result<Target> {
+    let want = rust.unwrap_or(match std::env::consts::ARCH {
+        "aarch64" => "aarch64-unknown-linux-gnu",
+        _ => "x86_64-unknown-linux-gnu",
+    });
+    TARGETS
+        .iter()
+        .copied()
+        .find(|t| t.rust == want)
+        .with_context(|| {
+            let known: Vec<&str> = TARGETS.iter().map(|t| t.rust).collect();
+            format!(
+                "pykiln cannot build an interpreter for {want} yet (it can for: {})",
+                known.join(", ")
+            )
+        })
+}
+
+impl Toolchain {
+    /// The toolchain under `cache`, installed now if it is not there.
+    pub fn ensure(cache: &Path, say: &mut dyn FnMut(&str)) -> anyhow::Result<Self> {
+        let dir = cache
+            .join("toolchain")
+            .join(format!("zig-{ZIG}-cargo-zigbuild-{CARGO_ZIGBUILD}"));
+        let me = Toolchain { dir };
+        if me.dir.join("ready").is_file() {
+            me.ensure_shims()?;
+            return Ok(me);
+        }
+        say(&format!(
+            "installing zig {ZIG} and cargo-zigbuild {CARGO_ZIGBUILD} from PyPI into {}",
+            me.dir.display()
+        ));
+        let _ = std::fs::remove_dir_all(&me.dir);
+        std::fs::create_dir_all(&me.dir)
+            .with_context(|| format!("creating {}", me.dir.display()))?;
+        let host = std::env::var_os("PYKILN_HOST_PYTHON").unwrap_or_else(|| "python3".into());
+        run(
+            Command::new(&host).args(["-m", "venv"]).arg(&me.dir),
+            "creating the toolchain's virtual environment (python3 -m venv)",
+        )?;
+        run(
+            Command::new(me.dir.join("bin").join("python")).args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--quiet",
+                &format!("ziglang=={ZIG}"),
+                &format!("cargo-zigbuild=={CARGO_ZIGBUILD}"),
+            ]),
+            "installing ziglang and cargo-zigbuild with pip",
+        )?;
+        me.ensure_shims()?;
+        std::fs::write(me.dir.join("ready"), b"")
+            .with_context(|| format!("writing {}", me.dir.display()))?;
+        Ok(me)
+    }
+
+    /// The environment's `bin/`.
+    pub fn bin(&self) -> PathBuf {
+        self.dir.join("bin")
+    }
+
+    /// `shims/`: `zig` and `cargo-zigbuild` alone, to put first on PATH (the
+    /// environment's `bin/` would also shadow the user's `python3`).
+    pub fn shims(&self) -> PathBuf {
+        self.dir.join("shims")
+    }
+
+    /// Write [`Self::shims`] unless they are there.
+    pub fn ensure_shims(&self) -> anyhow::Result<()> {
+        if self.shims().join("zig").is_file() && self.shims().join("cargo-zigbuild").exists() {
+            return Ok(());
+        }
+        use std::os::unix::fs::PermissionsExt as _;
+        let shims = self.shims();
+        std::fs::create_dir_all(&shims).with_context(|| format!("creating {}", shims.display()))?;
+        let zig = shims.join("zig");
+        let script = format!(
+            "#!/bin/sh\nexec '{}' -m ziglang \"$@\"\n",
+            self.bin().join("python").display()
+        );
+        std::fs::write(&zig, script).with_context(|| format!("writing {}", zig.display()))?;
+        std::fs::set_permissions(&zig, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("making {} executable", zig.display()))?;
+        let link = shims.join("cargo-zigbuild");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(self.bin().join("cargo-zigbuild"), &link)
+            .with_context(|| format!("linking {}", link.display()))
+    }
+
+    /// Write `bin/<zig target>.<glibc>-{cc,ar,ranlib}`: commands a configure script or
+    /// Makefile can take as CC, AR and RANLIB. They stay (the interpreter's sysconfig
+    /// names its CC, which pip uses to build a source distribution's C code).
+    pub fn wrappers(&self, target: &Target) -> anyhow::Result<Wrappers> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let python = self.bin().join("python");
+        let triple = format!("{}.{GLIBC}", target.zig);
+        let mut paths = Vec::new();
+        for (tool, command) in [
+            ("cc", format!("cc -target {triple}")),
+            ("c++", format!("c++ -target {triple}")),
+            ("ar", "ar".to_string()),
+            ("ranlib", "ranlib".to_string()),
+        ] {
+            let path = self.bin().join(format!("{triple}-{tool}"));
+            let script = format!(
+                "#!/bin/sh\nexec '{}' -m ziglang {command} \"$@\"\n",
+                python.display()
+            );
+            std::fs::write(&path, script).with_context(|| format!("writing {}", path.display()))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                .with_context(|| format!("making {} executable", path.display()))?;
+            paths.push(path);
+        }
+        let [cc, cxx, ar, ranlib] = <[PathBuf; 4]>::try_from(paths)
+            .map_err(|_| anyhow::anyhow!("four wrappers were written"))?;
+        Ok(Wrappers {
+            cc,
+            cxx,
+            ar,
+            ranlib,
+        })
+    }
+}
+
+/// The C toolchain's commands for one target.
+#[derive(Debug, Clone)]
+pub struct Wrappers {
+    /// C compiler.
+    pub cc: PathBuf,
+    /// C++ compiler.
+    pub cxx: PathBuf,
+    /// Archiver.
+    pub ar: PathBuf,
+    /// Archive indexer.
+    pub ranlib: PathBuf,
+}
+
+fn run(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("{what}: cannot start {:?}", cmd.get_program()))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
