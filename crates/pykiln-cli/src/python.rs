@@ -91,8 +91,8 @@ enum PythonCommand {
     Install {
         /// Version: 3.11 or 3.11.2.
         version: String,
-        /// Directory holding the source archives (repeatable; `pykiln python sources`
-        /// lists them).
+        /// Directory holding source archives (repeatable; `pykiln python sources` lists
+        /// them); the others are downloaded into the cache.
         #[arg(long = "sources", value_name = "DIR")]
         sources: Vec<PathBuf>,
         /// Rust target triple (default: this machine's).
@@ -104,6 +104,9 @@ enum PythonCommand {
         /// Build again even when this exact interpreter is installed.
         #[arg(long)]
         force: bool,
+        /// Never download: every archive must be in a --sources directory.
+        #[arg(long)]
+        offline: bool,
     },
     /// List the interpreters pykiln built.
     List {
@@ -151,6 +154,7 @@ pub fn run(args: PythonArgs) -> anyhow::Result<ExitCode> {
             target,
             jobs,
             force,
+            offline,
         } => {
             let target = pykiln_python::toolchain::target(target.as_deref())?;
             let mut dirs = sources;
@@ -165,6 +169,7 @@ pub fn run(args: PythonArgs) -> anyhow::Result<ExitCode> {
                 jobs: jobs
                     .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
                 force,
+                download: !offline,
             };
             let out =
                 pykiln_python::recipe::install(&req, &mut |what| eprintln!("pykiln: {what}"))?;
@@ -270,7 +275,7 @@ pub fn run(args: PythonArgs) -> anyhow::Result<ExitCode> {
                     pin.version,
                     pin.sha256,
                     pin.files.join(" | "),
-                    pin.url
+                    pin.urls.join(" | ")
                 );
             }
         }

@@ -56,6 +56,8 @@ pub struct Request {
     pub jobs: usize,
     /// Build again even if this exact installation exists.
     pub force: bool,
+    /// Download the archives not found in [`Self::sources`] (into the cache).
+    pub download: bool,
 }
 
 /// An installation, and whether this call built it.
@@ -122,12 +124,28 @@ pub fn install(req: &Request, say: &mut dyn FnMut(&str)) -> anyhow::Result<Outco
     }
     let mut wanted: Vec<&Pin> = vec![pin];
     wanted.extend(sources::LIBRARIES);
-    let archives = sources::locate(&wanted, &req.sources)?;
+    let downloads = root.join("sources");
+    let mut dirs = req.sources.clone();
+    dirs.push(downloads.clone());
+    let archives = match sources::locate(&wanted, &dirs) {
+        Ok(found) => found,
+        Err(_) if req.download => {
+            let missing: Vec<&Pin> = wanted
+                .iter()
+                .copied()
+                .filter(|p| sources::locate(&[p], &dirs).is_err())
+                .collect();
+            sources::download(&missing, &downloads, say)?;
+            sources::locate(&wanted, &dirs)?
+        }
+        Err(e) => return Err(e),
+    };
     let sqlite = sources::sqlite_source()?;
     let started = Instant::now();
     let tools = Toolchain::ensure(&req.cache, say)?;
     let wrappers = tools.wrappers(&req.target)?;
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    sweep_abandoned_builds(&root);
     let work = root.join(format!(".build-{key}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     let build = Build {
@@ -179,6 +197,24 @@ pub fn install(req: &Request, say: &mut dyn FnMut(&str)) -> anyhow::Result<Outco
         },
         built_in: Some(started.elapsed()),
     })
+}
+
+/// Remove the build directories of builds whose process is gone (interrupted), which
+/// failed builds keep for inspection only while nothing newer runs.
+fn sweep_abandoned_builds(root: &Path) {
+    for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(".build-")
+            .and_then(|r| r.rsplit('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 struct Build {

@@ -22,8 +22,9 @@ pub struct Pin {
     pub files: &'static [&'static str],
     /// SHA-256 of the archive, lower-case hex.
     pub sha256: &'static str,
-    /// Where to get it.
-    pub url: &'static str,
+    /// Where to download it, tried in order (upstream first, then Debian's pool, which
+    /// serves a release's copy while it is current in Debian 12).
+    pub urls: &'static [&'static str],
 }
 
 /// CPython releases pykiln builds, newest first.
@@ -32,7 +33,10 @@ pub const CPYTHON: &[Pin] = &[Pin {
     version: "3.11.2",
     files: &["Python-3.11.2.tgz", "python3.11_3.11.2.orig.tar.gz"],
     sha256: "2411c74bda5bbcfcddaf4531f66d1adc73f247f529aee981b029513aefdbf849",
-    url: "https://www.python.org/ftp/python/3.11.2/Python-3.11.2.tgz",
+    urls: &[
+        "https://www.python.org/ftp/python/3.11.2/Python-3.11.2.tgz",
+        "https://deb.debian.org/debian/pool/main/p/python3.11/python3.11_3.11.2.orig.tar.gz",
+    ],
 }];
 
 /// The C libraries of the standard library's extension modules, linked statically.
@@ -44,35 +48,47 @@ pub const LIBRARIES: &[Pin] = &[
         version: "1.2.13",
         files: &["zlib_1.2.13.dfsg.orig.tar.bz2"],
         sha256: "71feb7947e3c00ef125f83b79a4e529bde31171e5babe48b391f06758d1ab0a1",
-        url: "https://deb.debian.org/debian/pool/main/z/zlib/zlib_1.2.13.dfsg.orig.tar.bz2",
+        urls: &["https://deb.debian.org/debian/pool/main/z/zlib/zlib_1.2.13.dfsg.orig.tar.bz2"],
     },
     Pin {
         name: "bzip2",
         version: "1.0.8",
         files: &["bzip2-1.0.8.tar.gz", "bzip2_1.0.8.orig.tar.gz"],
         sha256: "ab5a03176ee106d3f0fa90e381da478ddae405918153cca248e682cd0c4a2269",
-        url: "https://sourceware.org/pub/bzip2/bzip2-1.0.8.tar.gz",
+        urls: &[
+            "https://sourceware.org/pub/bzip2/bzip2-1.0.8.tar.gz",
+            "https://deb.debian.org/debian/pool/main/b/bzip2/bzip2_1.0.8.orig.tar.gz",
+        ],
     },
     Pin {
         name: "xz",
         version: "5.4.1",
         files: &["xz-5.4.1.tar.xz", "xz-utils_5.4.1.orig.tar.xz"],
         sha256: "5d9827aa1875b21c288f78864bb26d2650b436ea8d2cad364e4921eb6266a5a5",
-        url: "https://deb.debian.org/debian/pool/main/x/xz-utils/xz-utils_5.4.1.orig.tar.xz",
+        urls: &[
+            "https://github.com/tukaani-project/xz/releases/download/v5.4.1/xz-5.4.1.tar.xz",
+            "https://deb.debian.org/debian/pool/main/x/xz-utils/xz-utils_5.4.1.orig.tar.xz",
+        ],
     },
     Pin {
         name: "libffi",
         version: "3.4.4",
         files: &["libffi-3.4.4.tar.gz", "libffi_3.4.4.orig.tar.gz"],
         sha256: "d66c56ad259a82cf2a9dfc408b32bf5da52371500b84745f7fb8b645712df676",
-        url: "https://deb.debian.org/debian/pool/main/libf/libffi/libffi_3.4.4.orig.tar.gz",
+        urls: &[
+            "https://github.com/libffi/libffi/releases/download/v3.4.4/libffi-3.4.4.tar.gz",
+            "https://deb.debian.org/debian/pool/main/libf/libffi/libffi_3.4.4.orig.tar.gz",
+        ],
     },
     Pin {
         name: "openssl",
         version: "3.0.20",
         files: &["openssl-3.0.20.tar.gz", "openssl_3.0.20.orig.tar.gz"],
         sha256: "c80a01dfc70ece4dc21168932c37739042d404d46ccc81a5986dd75314ecda6f",
-        url: "https://deb.debian.org/debian/pool/main/o/openssl/openssl_3.0.20.orig.tar.gz",
+        urls: &[
+            "https://github.com/openssl/openssl/releases/download/openssl-3.0.20/openssl-3.0.20.tar.gz",
+            "https://deb.debian.org/debian/pool/main/o/openssl/openssl_3.0.20.orig.tar.gz",
+        ],
     },
 ];
 
@@ -134,7 +150,7 @@ pub fn locate(pins: &[&Pin], dirs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
                 pin.name,
                 pin.version,
                 pin.files.join(" or "),
-                pin.url
+                pin.urls.join(" or ")
             )),
         }
     }
@@ -151,6 +167,69 @@ pub fn locate(pins: &[&Pin], dirs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
         );
     }
     Ok(found)
+}
+
+/// Download the archives of `pins` that `into` does not hold yet, each from the first
+/// of its URLs that answers, checking its hash before it gets its final name. The
+/// download runs in the host's `python3` (urllib: proxies and CA settings as Python
+/// has them), which pykiln needs anyway.
+pub fn download(pins: &[&Pin], into: &Path, say: &mut dyn FnMut(&str)) -> anyhow::Result<()> {
+    std::fs::create_dir_all(into)
+        .map_err(|e| anyhow::anyhow!("creating {}: {e}", into.display()))?;
+    const FETCH: &str = "import sys, urllib.request\n\
+        with urllib.request.urlopen(sys.argv[1], timeout=60) as r, open(sys.argv[2], 'wb') as f:\n    \
+            while True:\n        \
+                b = r.read(1 << 16)\n        \
+                if not b: break\n        \
+                f.write(b)\n";
+    let host = std::env::var_os("PYKILN_HOST_PYTHON").unwrap_or_else(|| "python3".into());
+    for pin in pins {
+        if locate(&[pin], &[into.to_path_buf()]).is_ok() {
+            continue;
+        }
+        let mut tried = Vec::new();
+        let mut done = false;
+        for url in pin.urls {
+            let name = url.rsplit('/').next().unwrap_or(pin.files[0]);
+            let part = into.join(format!(".part-{name}"));
+            say(&format!("downloading {url}"));
+            let out = std::process::Command::new(&host)
+                .args(["-I", "-c", FETCH, url])
+                .arg(&part)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .map_err(|e| anyhow::anyhow!("running {}: {e}", Path::new(&host).display()))?;
+            if !out.status.success() {
+                let err = String::from_utf8_lossy(&out.stderr);
+                let last = err.lines().last().unwrap_or("failed").to_string();
+                tried.push(format!("{url}: {last}"));
+                let _ = std::fs::remove_file(&part);
+                continue;
+            }
+            let got = file_sha256(&part)?;
+            if got != pin.sha256 {
+                tried.push(format!(
+                    "{url}: SHA-256 {got}, not the pinned {}",
+                    pin.sha256
+                ));
+                let _ = std::fs::remove_file(&part);
+                continue;
+            }
+            std::fs::rename(&part, into.join(name))
+                .map_err(|e| anyhow::anyhow!("naming {}: {e}", part.display()))?;
+            done = true;
+            break;
+        }
+        if !done {
+            bail!(
+                "cannot download {} {}:\n  {}\nput the archive in a directory and pass --sources DIR",
+                pin.name,
+                pin.version,
+                tried.join("\n  ")
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The libsqlite3-sys release whose SQLite amalgamation the runtime links (Cargo.lock).
@@ -199,6 +278,11 @@ mod tests {
                     .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
             );
             assert!(!pin.files.is_empty() && pin.files.iter().all(|f| f.contains(pin.version)));
+            // A download is saved under its URL's name, which must be one `locate` finds.
+            for url in pin.urls {
+                let name = url.rsplit('/').next().unwrap();
+                assert!(pin.files.contains(&name), "{url}");
+            }
         }
     }
 
