@@ -64,6 +64,7 @@ FIRST = "pykiln, first start (empty native cache)"
 CLI = "pykiln CLI (runner + appended archive)"
 OPT = "pykiln, optimized CPython"
 OPT_VENV = "venv, optimized CPython"
+PORTABLE = "pykiln CLI, own CPython (glibc 2.17)"
 
 SERVERS = {
     "pykiln-notes": {
@@ -442,6 +443,22 @@ def main():
         kind = CLI if server in CARGO_SERVERS else "pykiln"
         builds[server, kind] = timed(cli + what + ["-o", str(out)], env=env_build)
         bins[server, kind] = [str(out)]
+    # The same servers on pykiln's own interpreter of that minor version, when
+    # `pykiln python install` has built one: the binaries that run on glibc 2.17.
+    minor = subprocess.check_output([args.python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                                    text=True).strip()
+    own = subprocess.run([str(target / "release" / "pykiln"), "python", "find", minor],
+                         capture_output=True, text=True, env=env_build)
+    if own.returncode == 0:
+        own_cli = [str(target / "release" / "pykiln"), "build", "-q", "--python", own.stdout.strip()]
+        for server, what in cli_args.items():
+            out = cli_out / f"{server}-own-cpython"
+            sh(own_cli + what + ["-o", str(out)], env=env_build)
+            builds[server, PORTABLE] = timed(own_cli + what + ["-o", str(out)], env=env_build)
+            bins[server, PORTABLE] = [str(out)]
+    else:
+        print(f"note: no pykiln-built Python {minor} (pykiln python install {minor}): no '{PORTABLE}' rows",
+              file=sys.stderr)
     if opt_py:
         # The same servers embedding the optimized interpreter (own target dir: pyo3's
         # configuration differs), and a venv of it: what `uvx`-style users run.
@@ -600,7 +617,7 @@ def main():
         "own memory cgroup (page cache included where the run first read it).",
         "",
     ]
-    kinds = ("pykiln", CLI, NO_PREFETCH, NOT_PRECOMPILED, IN_MEMORY, FIRST, OPT, "venv", OPT_VENV,
+    kinds = ("pykiln", CLI, PORTABLE, NO_PREFETCH, NOT_PRECOMPILED, IN_MEMORY, FIRST, OPT, "venv", OPT_VENV,
              "pyinstaller onefile", "pyinstaller onedir")
     for server in SERVERS:
         v = med[server, "venv"]
@@ -652,6 +669,9 @@ def main():
             c_size, c_init = sizes[server, CLI], med[server, CLI][0]
             note += (f"; CLI-built / cargo-built: size {c_size / p_size:.3f}, "
                      f"spawn→initialize {c_init / med[server, 'pykiln'][0]:.3f}")
+        if (server, PORTABLE) in med and (server, CLI) in med:
+            note += (f"; own CPython / host CPython, both CLI-built: spawn→initialize "
+                     f"{med[server, PORTABLE][0] / med[server, CLI][0]:.3f}")
         if (server, OPT) in med:
             note += (f"; pykiln on the optimized CPython / a venv of it: spawn→initialize "
                      f"{med[server, OPT][0] / med[server, OPT_VENV][0]:.2f}")
