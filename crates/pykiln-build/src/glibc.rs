@@ -94,10 +94,13 @@ impl Prediction {
     pub fn describe(&self) -> Option<String> {
         let mut parts = Vec::new();
         if let Some(e) = &self.executable {
-            let mut s = format!(
-                "the binary needs glibc >= {} (newest versioned symbol: {})",
-                e.version, e.needed_by
-            );
+            // A link against an old glibc's symbols names no one symbol.
+            let why = if e.needed_by.starts_with(LINKED_AGAINST) {
+                e.needed_by.clone()
+            } else {
+                format!("newest versioned symbol: {}", e.needed_by)
+            };
+            let mut s = format!("the binary needs glibc >= {} ({why})", e.version);
             let out = e.rules_out(None);
             if !out.is_empty() {
                 s.push_str(&format!("; it will not start on {}", out.join(", ")));
@@ -119,6 +122,9 @@ impl Prediction {
     }
 }
 
+/// How [`linked_against`] names what needs its floor.
+const LINKED_AGAINST: &str = "linked against";
+
 /// The prediction for an executable linked by zig against glibc `linked_against`
 /// (pykiln's own interpreter, pykiln-python): that version is the floor by
 /// construction, since the link sees only the symbols that version has.
@@ -127,7 +133,7 @@ pub fn linked_against(linked_against: &str, natives: Natives) -> Option<Predicti
     Some(Prediction {
         executable: Some(Floor {
             version,
-            needed_by: format!("linked against glibc {linked_against}"),
+            needed_by: format!("{LINKED_AGAINST} glibc {linked_against} by zig"),
         }),
         natives: natives.0,
     })
@@ -237,6 +243,16 @@ fn host_library(name: &str) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_zig_link_is_described_by_its_floor() {
+        let p = linked_against("2.17", Natives::default()).unwrap();
+        assert_eq!(
+            p.describe().unwrap(),
+            "the binary needs glibc >= 2.17 (linked against glibc 2.17 by zig)"
+        );
+        assert!(linked_against("seventeen", Natives::default()).is_none());
+    }
 
     #[test]
     fn the_libpython_part_is_remembered() {
