@@ -618,3 +618,48 @@ fn start_up_source_strings_come_from_the_archive_and_change_nothing() {
         assert!(events.iter().any(|e| e == name), "{name}: {events:?}");
     }
 }
+
+/// `pykiln python`'s answers that need no build: what is missing, and where it looked.
+#[test]
+fn own_interpreter_commands_name_what_is_missing() {
+    let d = tempfile::tempdir().unwrap();
+    let cache = d.path().join("cache");
+    let empty = d.path().join("sources");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = run(pykiln().args(["python", "sources", "--check"]).arg(&empty));
+    fails_with(&out, &["cpython 3.11.2", "openssl 3.0.20", "--sources DIR"]);
+    // A wrong archive under a pinned name is named with both hashes.
+    std::fs::write(empty.join("Python-3.11.2.tgz"), b"not python").unwrap();
+    let out = run(pykiln().args(["python", "sources", "--check"]).arg(&empty));
+    fails_with(
+        &out,
+        &["Python-3.11.2.tgz is not cpython 3.11.2", "2411c74b"],
+    );
+    let out = run(pykiln()
+        .args(["python", "find", "3.11", "--cache-dir"])
+        .arg(&cache));
+    fails_with(
+        &out,
+        &["no pykiln Python 3.11", "pykiln python install 3.11"],
+    );
+    let out = run(pykiln()
+        .args(["python", "install", "3.9", "--offline", "--cache-dir"])
+        .arg(&cache));
+    fails_with(&out, &["cannot build Python 3.9", "3.11.2"]);
+    // Offline with nothing to build from: every missing archive is named, nothing built.
+    let out = run(pykiln()
+        .args(["python", "install", "3.11", "--offline", "--sources"])
+        .arg(&empty)
+        .arg("--cache-dir")
+        .arg(&cache));
+    fails_with(&out, &["Python-3.11.2.tgz is not cpython 3.11.2"]);
+    assert!(
+        !cache.join("toolchain").exists(),
+        "nothing is installed before the sources are there"
+    );
+    let out = run(pykiln()
+        .args(["python", "list", "--json", "--cache-dir"])
+        .arg(&cache));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+}
