@@ -240,6 +240,7 @@ impl Build {
     ) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.logs)
             .with_context(|| format!("creating {}", self.logs.display()))?;
+        // In the order `install` asked for them: CPython, then sources::LIBRARIES.
         let [python_src, zlib, bzip2, xz, libffi, openssl] =
             <[&PathBuf; 6]>::try_from(archives.iter().collect::<Vec<_>>())
                 .map_err(|_| anyhow::anyhow!("expected six source archives"))?;
