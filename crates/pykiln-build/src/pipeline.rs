@@ -761,19 +761,21 @@ fn add_natives(
     for (soname, lib) in &libs {
         native_floor.note(soname, &lib.bytes);
     }
-    let linked: Vec<PathBuf> = std::iter::once(staged.python.static_library())
-        .chain(
-            staged
-                .python
-                .link_plan()
-                .into_iter()
-                .filter_map(|l| l.static_archive),
-        )
-        .collect();
     let prediction = match &staged.python.portable {
         Some(p) => glibc::linked_against(&p.glibc, native_floor)
             .with_context(|| format!("the interpreter's record names glibc {:?}", p.glibc)),
-        None => glibc::predict(&linked, native_floor, cache),
+        None => {
+            let linked: Vec<PathBuf> = std::iter::once(staged.python.static_library())
+                .chain(
+                    staged
+                        .python
+                        .link_plan()
+                        .into_iter()
+                        .filter_map(|l| l.static_archive),
+                )
+                .collect();
+            glibc::predict(&linked, native_floor, cache)
+        }
     }
     .map_err(native_err)?;
     let from_wheels: BTreeSet<PathBuf> = collected

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 
 /// The interpreter `spec` names: a path (or command), or a version (`3.12`,
@@ -222,35 +222,17 @@ pub fn run(args: PythonArgs) -> anyhow::Result<ExitCode> {
             }
         }
         PythonCommand::Find { version, target } => {
-            let target = pykiln_python::toolchain::target(target.as_deref())?;
-            match pykiln_python::find(&root, &version, target.rust) {
-                Some(i) => println!("{}", i.python().display()),
-                None => bail!(
-                    "no pykiln Python {version} for {} in {} (pykiln python install {version})",
-                    target.rust,
-                    root.display()
-                ),
-            }
+            println!("{}", installed(&root, &version, target)?.python().display());
         }
         PythonCommand::Env { version, target } => {
-            let target = pykiln_python::toolchain::target(target.as_deref())?;
-            let Some(i) = pykiln_python::find(&root, &version, target.rust) else {
-                bail!(
-                    "no pykiln Python {version} for {} in {} (pykiln python install {version})",
-                    target.rust,
-                    root.display()
-                );
-            };
-            pykiln_python::toolchain::Toolchain {
+            let i = installed(&root, &version, target)?;
+            let tools = pykiln_python::toolchain::Toolchain {
                 dir: i.portable.toolchain.clone(),
-            }
-            .ensure_shims()?;
+            };
+            tools.ensure_shims()?;
             let quote = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', "'\\''"));
             println!("export PYO3_PYTHON={}", quote(&i.python()));
-            println!(
-                "export PATH={}:\"$PATH\"",
-                quote(&i.portable.toolchain.join("shims"))
-            );
+            println!("export PATH={}:\"$PATH\"", quote(&tools.shims()));
             eprintln!(
                 "pykiln: then: cargo zigbuild --release --target {}",
                 i.portable.zig_target()
@@ -281,6 +263,23 @@ pub fn run(args: PythonArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The installed interpreter for `version` and `target` (default: this machine's), or
+/// an error saying how to install it.
+fn installed(
+    root: &Path,
+    version: &str,
+    target: Option<String>,
+) -> anyhow::Result<pykiln_python::Installation> {
+    let target = pykiln_python::toolchain::target(target.as_deref())?;
+    pykiln_python::find(root, version, target.rust).with_context(|| {
+        format!(
+            "no pykiln Python {version} for {} in {} (pykiln python install {version})",
+            target.rust,
+            root.display()
+        )
+    })
 }
 
 fn is_version(s: &str) -> bool {

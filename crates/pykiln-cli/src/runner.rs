@@ -93,13 +93,6 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn file_sha256(path: &Path) -> anyhow::Result<String> {
-    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).with_context(|| format!("reading {}", path.display()))?;
-    Ok(hex(&h.finalize()))
-}
-
 /// What identifies an interpreter, however it was named (`python3`, `python3.11`,
 /// `--python 3.11`, a symlink, a pyenv shim's target): its resolved executable.
 fn interpreter_identity(python: &PythonConfig) -> PathBuf {
@@ -188,7 +181,7 @@ pub fn runner_for(
     let exe = dir.join("pykiln-runner");
     let stamp = dir.join("pykiln-runner.sha256");
     if let (Ok(want), true) = (std::fs::read_to_string(&stamp), exe.is_file()) {
-        if file_sha256(&exe)? == want.trim() {
+        if pykiln_python::sources::file_sha256(&exe)? == want.trim() {
             // Last use, for pruning.
             let _ = std::fs::File::options()
                 .write(true)
@@ -223,14 +216,13 @@ pub fn runner_for(
     let zig = python.portable.as_ref();
     let mut cmd = match zig {
         Some(p) => {
-            pykiln_python::toolchain::Toolchain {
+            let tools = pykiln_python::toolchain::Toolchain {
                 dir: p.toolchain.clone(),
-            }
-            .ensure_shims()?;
-            let mut c = Command::new(p.toolchain.join("shims").join("cargo-zigbuild"));
+            };
+            tools.ensure_shims()?;
+            let mut c = Command::new(tools.shims().join("cargo-zigbuild"));
             let path = std::env::var_os("PATH").unwrap_or_default();
-            let paths =
-                std::iter::once(p.toolchain.join("shims")).chain(std::env::split_paths(&path));
+            let paths = std::iter::once(tools.shims()).chain(std::env::split_paths(&path));
             c.env("PATH", std::env::join_paths(paths)?);
             c
         }

@@ -127,19 +127,21 @@ pub fn install(req: &Request, say: &mut dyn FnMut(&str)) -> anyhow::Result<Outco
     let downloads = root.join("sources");
     let mut dirs = req.sources.clone();
     dirs.push(downloads.clone());
-    let archives = match sources::locate(&wanted, &dirs) {
-        Ok(found) => found,
-        Err(_) if req.download => {
-            let missing: Vec<&Pin> = wanted
-                .iter()
-                .copied()
-                .filter(|p| sources::locate(&[p], &dirs).is_err())
-                .collect();
-            sources::download(&missing, &downloads, say)?;
-            sources::locate(&wanted, &dirs)?
+    let mut archives = Vec::new();
+    let mut missing = Vec::new();
+    for pin in &wanted {
+        match sources::find(pin, &dirs)? {
+            Some(path) => archives.push(path),
+            None => missing.push(*pin),
         }
-        Err(e) => return Err(e),
-    };
+    }
+    if !missing.is_empty() {
+        if req.download {
+            sources::download(&missing, &downloads, say)?;
+        }
+        // Every archive now, or all the missing ones named.
+        archives = sources::locate(&wanted, &dirs)?;
+    }
     let sqlite = sources::sqlite_source()?;
     let started = Instant::now();
     let tools = Toolchain::ensure(&req.cache, say)?;
@@ -157,43 +159,29 @@ pub fn install(req: &Request, say: &mut dyn FnMut(&str)) -> anyhow::Result<Outco
         target: req.target,
         step: 0,
     };
-    let result = build.run(
-        say,
-        &archives,
-        pin,
-        &sqlite,
-        &prefix,
-        &Portable {
-            version: pin.version.to_string(),
-            target: req.target.rust.to_string(),
-            glibc: GLIBC.to_string(),
-            toolchain: tools.dir.clone(),
-            key: key.clone(),
-            sources: wanted
-                .iter()
-                .map(|p| (format!("{} {}", p.name, p.version), p.sha256.to_string()))
-                .collect(),
-        },
-    );
-    match result {
-        Ok(()) => {
-            let _ = std::fs::remove_dir_all(&work);
-        }
-        Err(e) => {
-            return Err(e.context(format!(
-                "building Python {} failed; the build directory {} is kept for inspection",
-                pin.version,
-                work.display()
-            )));
-        }
+    let record = Portable {
+        version: pin.version.to_string(),
+        target: req.target.rust.to_string(),
+        glibc: GLIBC.to_string(),
+        toolchain: tools.dir.clone(),
+        key: key.clone(),
+        sources: wanted
+            .iter()
+            .map(|p| (format!("{} {}", p.name, p.version), p.sha256.to_string()))
+            .collect(),
+    };
+    if let Err(e) = build.run(say, &archives, pin, &sqlite, &prefix, &record) {
+        return Err(e.context(format!(
+            "building Python {} failed; the build directory {} is kept for inspection",
+            pin.version,
+            work.display()
+        )));
     }
-    let portable = Portable::read(&prefix)
-        .context("the installation has no record")?
-        .map_err(anyhow::Error::msg)?;
+    let _ = std::fs::remove_dir_all(&work);
     Ok(Outcome {
         installation: Installation {
             dir: prefix,
-            portable,
+            portable: record,
         },
         built_in: Some(started.elapsed()),
     })
@@ -253,15 +241,7 @@ impl Build {
         let cflags = "-O2 -fPIC";
 
         say("building zlib");
-        let dir = self.extract(zlib, "zlib")?;
-        self.sh(
-            &dir,
-            "zlib-configure",
-            &["./configure", "--static", &prefix_arg],
-            cflags,
-        )?;
-        self.make(&dir, "zlib-make", &[])?;
-        self.make(&dir, "zlib-install", &["install"])?;
+        self.configure_make_install(zlib, "zlib", &["--static", &prefix_arg], cflags)?;
 
         say("building bzip2");
         let dir = self.extract(bzip2, "bzip2")?;
@@ -280,12 +260,10 @@ impl Build {
         copy(&dir.join("bzlib.h"), &include.join("bzlib.h"))?;
 
         say("building xz");
-        let dir = self.extract(xz, "xz")?;
-        self.sh(
-            &dir,
-            "xz-configure",
+        self.configure_make_install(
+            xz,
+            "xz",
             &[
-                "./configure",
                 &prefix_arg,
                 "--disable-shared",
                 "--enable-static",
@@ -299,18 +277,14 @@ impl Build {
             ],
             cflags,
         )?;
-        self.make(&dir, "xz-make", &[])?;
-        self.make(&dir, "xz-install", &["install"])?;
 
         say("building libffi");
-        let dir = self.extract(libffi, "libffi")?;
         // libffi 3.4.4 calls a function it declares later; clang 16+ makes that an error.
         let ffi_flags = format!("{cflags} -Wno-error=implicit-function-declaration");
-        self.sh(
-            &dir,
-            "libffi-configure",
+        self.configure_make_install(
+            libffi,
+            "libffi",
             &[
-                "./configure",
                 &prefix_arg,
                 "--disable-shared",
                 "--enable-static",
@@ -319,8 +293,6 @@ impl Build {
             ],
             &ffi_flags,
         )?;
-        self.make(&dir, "libffi-make", &[])?;
-        self.make(&dir, "libffi-install", &["install"])?;
 
         say("building OpenSSL");
         let dir = self.extract(openssl, "openssl")?;
@@ -481,6 +453,22 @@ impl Build {
         std::fs::rename(&staged, prefix)
             .with_context(|| format!("moving {} to {}", staged.display(), prefix.display()))?;
         Ok(())
+    }
+
+    /// Unpack `archive`, then `./configure ARGS`, `make`, `make install` in it.
+    fn configure_make_install(
+        &mut self,
+        archive: &Path,
+        name: &str,
+        args: &[&str],
+        cflags: &str,
+    ) -> anyhow::Result<()> {
+        let dir = self.extract(archive, name)?;
+        let mut configure = vec!["./configure"];
+        configure.extend_from_slice(args);
+        self.sh(&dir, &format!("{name}-configure"), &configure, cflags)?;
+        self.make(&dir, &format!("{name}-make"), &[])?;
+        self.make(&dir, &format!("{name}-install"), &["install"])
     }
 
     /// Unpack `archive` into its own directory; the directory it holds.

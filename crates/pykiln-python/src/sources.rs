@@ -104,21 +104,33 @@ pub fn cpython(request: &str) -> Option<&'static Pin> {
 
 /// Lower-case hex SHA-256 of a file.
 pub fn file_sha256(path: &Path) -> anyhow::Result<String> {
-    use std::io::Read as _;
     let mut f = std::fs::File::open(path)
         .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
     let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f
-            .read(&mut buf)
-            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
+    std::io::copy(&mut f, &mut h)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// `pin`'s archive in `dirs` under any of its names, its hash checked; None when no
+/// directory holds one.
+pub fn find(pin: &Pin, dirs: &[PathBuf]) -> anyhow::Result<Option<PathBuf>> {
+    let hit = dirs
+        .iter()
+        .flat_map(|d| pin.files.iter().map(move |f| d.join(f)))
+        .find(|p| p.is_file());
+    let Some(path) = hit else { return Ok(None) };
+    let got = file_sha256(&path)?;
+    if got != pin.sha256 {
+        bail!(
+            "{} is not {} {}: its SHA-256 is {got}, the pinned one {}",
+            path.display(),
+            pin.name,
+            pin.version,
+            pin.sha256
+        );
+    }
+    Ok(Some(path))
 }
 
 /// Find each pin's archive in `dirs` under any of its names and check its hash. All
@@ -127,24 +139,8 @@ pub fn locate(pins: &[&Pin], dirs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     let mut found = Vec::new();
     let mut missing = Vec::new();
     for pin in pins {
-        let hit = dirs
-            .iter()
-            .flat_map(|d| pin.files.iter().map(move |f| d.join(f)))
-            .find(|p| p.is_file());
-        match hit {
-            Some(path) => {
-                let got = file_sha256(&path)?;
-                if got != pin.sha256 {
-                    bail!(
-                        "{} is not {} {}: its SHA-256 is {got}, the pinned one {}",
-                        path.display(),
-                        pin.name,
-                        pin.version,
-                        pin.sha256
-                    );
-                }
-                found.push(path);
-            }
+        match find(pin, dirs)? {
+            Some(path) => found.push(path),
             None => missing.push(format!(
                 "  {} {} ({}; {})",
                 pin.name,
@@ -184,7 +180,7 @@ pub fn download(pins: &[&Pin], into: &Path, say: &mut dyn FnMut(&str)) -> anyhow
                 f.write(b)\n";
     let host = std::env::var_os("PYKILN_HOST_PYTHON").unwrap_or_else(|| "python3".into());
     for pin in pins {
-        if locate(&[pin], &[into.to_path_buf()]).is_ok() {
+        if find(pin, &[into.to_path_buf()])?.is_some() {
             continue;
         }
         let mut tried = Vec::new();
