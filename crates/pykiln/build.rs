@@ -216,7 +216,14 @@ fn compile_support(python: &std::path::Path) {
                   src = open(sys.argv[1], encoding='utf-8').read()\n\
                   code = compile(src, '<pykiln>/_pykiln_support.py', 'exec', dont_inherit=True)\n\
                   open(sys.argv[2], 'wb').write(marshal.dumps(code))\n";
-    let status = std::process::Command::new(python)
+    let mut cmd = match pykiln_pyconfig::foreign::command(python) {
+        Ok(cmd) => cmd,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    };
+    let status = cmd
         .args(["-I", "-S", "-c", script, SOURCE])
         .arg(&out)
         .status();

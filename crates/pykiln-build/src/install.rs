@@ -250,7 +250,9 @@ pub fn stage_dependencies(
 
     if project.requirements.is_some() || !specs.is_empty() {
         let pip = |hook: Option<&Path>| -> anyhow::Result<std::process::Output> {
-            let mut cmd = Command::new(python);
+            // pip on the target's interpreter (under qemu-user for another CPU) picks
+            // the target's wheels.
+            let mut cmd = pykiln_pyconfig::foreign::command(python)?;
             // pip runs third-party code too (sdists' build backends): a scratch home like
             // every build-time child, plus what pip needs from the user's environment.
             let scratch = crate::pyrun::Scratch::new(cache)?;

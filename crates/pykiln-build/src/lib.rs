@@ -375,8 +375,14 @@ fn distribution_of(metadata: &[u8]) -> Option<Distribution> {
 
 /// An empty shared library whose only content is its SONAME: it satisfies `DT_NEEDED`
 /// for libraries whose symbols the executable exports (the bundled SQLite).
-fn placeholder_library(soname: &str, cache: &Path, cc: &str) -> anyhow::Result<Vec<u8>> {
-    let dir = cache.join("placeholders");
+/// `cc` compiles for `arch` (empty: this machine's).
+fn placeholder_library(
+    soname: &str,
+    cache: &Path,
+    cc: &str,
+    arch: &str,
+) -> anyhow::Result<Vec<u8>> {
+    let dir = cache.join("placeholders").join(arch);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join(soname);
     if let Ok(bytes) = std::fs::read(&path) {

@@ -28,6 +28,8 @@ pub struct ElfInfo {
     pub needed: Vec<String>,
     /// `DT_RUNPATH` / `DT_RPATH` directories with `$ORIGIN` expanded.
     pub search: Vec<PathBuf>,
+    /// `e_machine`: the CPU it is for.
+    pub machine: u16,
 }
 
 /// Parse the dynamic section of the ELF file at `path`.
@@ -54,6 +56,7 @@ pub fn elf_info(path: &Path, bytes: &[u8]) -> anyhow::Result<ElfInfo> {
         soname: elf.soname.map(str::to_string),
         needed: elf.libraries.iter().map(|s| s.to_string()).collect(),
         search,
+        machine: elf.header.e_machine,
     })
 }
 
@@ -144,13 +147,13 @@ pub fn closure(
 ) -> anyhow::Result<BTreeMap<String, PackedLib>> {
     let system_dirs = system_search_dirs();
     let mut out: BTreeMap<String, PackedLib> = BTreeMap::new();
-    let mut work: Vec<(String, PathBuf, Vec<PathBuf>)> = Vec::new();
+    let mut work: Vec<(String, PathBuf, Vec<PathBuf>, u16)> = Vec::new();
     for (path, info) in roots {
         for n in &info.needed {
-            work.push((n.clone(), path.clone(), info.search.clone()));
+            work.push((n.clone(), path.clone(), info.search.clone(), info.machine));
         }
     }
-    while let Some((soname, wanted_by, search)) = work.pop() {
+    while let Some((soname, wanted_by, search, machine)) = work.pop() {
         if is_system_library(&soname)
             || provided_by_executable(&soname)
             || out.contains_key(&soname)
@@ -162,7 +165,9 @@ pub fn closure(
                 .iter()
                 .chain(system_dirs.iter())
                 .map(|d| d.join(&soname))
-                .find(|p| p.is_file())
+                // As ld.so does: a library for another CPU (the build machine's, in a
+                // cross build) is passed over.
+                .find(|p| p.is_file() && machine_of(p).is_none_or(|m| m == machine))
         });
         let Some(path) = found else {
             bail!(
@@ -182,7 +187,7 @@ pub fn closure(
             );
         }
         for n in &info.needed {
-            work.push((n.clone(), real.clone(), info.search.clone()));
+            work.push((n.clone(), real.clone(), info.search.clone(), info.machine));
         }
         let needed = info
             .needed
@@ -200,6 +205,14 @@ pub fn closure(
         );
     }
     Ok(out)
+}
+
+/// The `e_machine` of an ELF file, from its header.
+fn machine_of(path: &Path) -> Option<u16> {
+    use std::io::Read as _;
+    let mut head = [0u8; 64];
+    std::fs::File::open(path).ok()?.read_exact(&mut head).ok()?;
+    Elf::parse_header(&head).ok().map(|h| h.e_machine)
 }
 
 #[cfg(test)]
@@ -232,11 +245,42 @@ mod tests {
     }
 
     #[test]
+    fn a_library_for_another_cpu_is_passed_over() {
+        // A cross build's search reaches the build machine's libraries: as ld.so does,
+        // one of another architecture does not satisfy the need.
+        let dir = tempfile::tempdir().unwrap();
+        let mut head = vec![0u8; 64];
+        head[..4].copy_from_slice(b"\x7fELF");
+        head[4] = 2;
+        head[5] = 1;
+        head[6] = 1;
+        head[16] = 3;
+        head[18..20].copy_from_slice(&goblin::elf::header::EM_X86_64.to_le_bytes());
+        head[20] = 1;
+        head[52] = 64;
+        std::fs::write(dir.path().join("libother.so.1"), &head).unwrap();
+        let info = ElfInfo {
+            soname: None,
+            needed: vec!["libother.so.1".into()],
+            search: vec![dir.path().to_path_buf()],
+            machine: goblin::elf::header::EM_AARCH64,
+        };
+        let err = closure(&[(PathBuf::from("/x/_ext.so"), info)], &BTreeMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("needs shared library libother.so.1, which was found neither"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn a_missing_library_names_who_needs_it() {
         let info = ElfInfo {
             soname: None,
             needed: vec!["libdoesnotexist.so.9".into()],
             search: vec![],
+            machine: 0,
         };
         let err = closure(&[(PathBuf::from("/x/_ext.so"), info)], &BTreeMap::new())
             .unwrap_err()

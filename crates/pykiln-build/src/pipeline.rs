@@ -690,6 +690,27 @@ fn native_policy(
     })
 }
 
+/// The C compiler for placeholder libraries, and the cache directory they go to: for
+/// another CPU's interpreter (a cross build), its toolchain's compiler for its target.
+fn placeholder_compiler(
+    python: &PythonConfig,
+    options: &BuildOptions,
+) -> anyhow::Result<(String, &'static str)> {
+    let Some(p) = python
+        .portable
+        .as_ref()
+        .filter(|_| pykiln_pyconfig::foreign::foreign_arch(&python.interpreter).is_some())
+    else {
+        return Ok((options.cc.clone(), ""));
+    };
+    let target = pykiln_python::toolchain::target(Some(&p.target))?;
+    let tools = pykiln_python::toolchain::Toolchain {
+        dir: p.toolchain.clone(),
+    };
+    let cc = tools.wrappers(&target)?.cc;
+    Ok((cc.display().to_string(), target.arch()))
+}
+
 /// Extension modules, the closure of the non-system libraries they need, and
 /// placeholders for those the executable provides; returns the glibc prediction, the
 /// libraries packed from the system's directories (soname, path, bytes) and the
@@ -825,8 +846,9 @@ fn add_natives(
         .map(String::as_str)
         .filter(|n| native::provided_by_executable(n))
         .collect();
+    let (cc, arch) = placeholder_compiler(&staged.python, options).map_err(native_err)?;
     for soname in placeholders {
-        let lib = crate::placeholder_library(soname, cache, &options.cc).map_err(native_err)?;
+        let lib = crate::placeholder_library(soname, cache, &cc, arch).map_err(native_err)?;
         let packed = strip_elf(lib);
         file_backed.extend(policy.place(&[placement::Image {
             key: pykiln_archive::file_backed_key(pykiln_archive::EntryKind::SharedLib, soname),

@@ -71,7 +71,8 @@ fn spawn(
     scratch: &Scratch,
 ) -> anyhow::Result<Child> {
     let input = serde_json::to_vec(input)?;
-    let mut cmd = Command::new(python);
+    // Another CPU's interpreter (a cross build) runs under qemu-user.
+    let mut cmd = pykiln_pyconfig::foreign::command(python)?;
     scratch.isolate(&mut cmd)?;
     let mut child = cmd
         .args(flags)

@@ -42,6 +42,12 @@ pub struct BuildArgs {
     #[arg(long, value_name = "PATH|VERSION")]
     python: Option<String>,
 
+    /// Build for another target, e.g. aarch64-unknown-linux-gnu: embeds pykiln's own
+    /// interpreter for it (`pykiln python install 3.11 --target …`); the build runs it
+    /// under qemu-user.
+    #[arg(long, value_name = "TRIPLE")]
+    target: Option<String>,
+
     /// Where to write the executable (default: ./NAME, NAME being the console script;
     /// with --tauri-sidecar and no -o, only the sidecar is written).
     #[arg(short, long, value_name = "PATH")]
@@ -268,7 +274,11 @@ impl pykiln_build::Progress for Progress {
 /// Run `pykiln build`.
 pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     let plan = args.plan()?;
-    let python = crate::python::resolve(args.python.as_deref(), args.cache_dir.as_deref())?;
+    let python = crate::python::resolve_for(
+        args.python.as_deref(),
+        args.cache_dir.as_deref(),
+        args.target.as_deref(),
+    )?;
     // The same layering as build.rs users: the environment, then what was given.
     let mut app = App::new(plan.source).options(plan.tool);
     if let Some(c) = &args.cache_dir {
@@ -392,7 +402,12 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         written.push(absolute(output));
     }
     if let Some(dir) = &args.tauri_sidecar {
-        let path = dir.join(format!("{}-{TARGET}", report.binary_name));
+        // Tauri names a sidecar by the target it runs on.
+        let target = config
+            .portable
+            .as_ref()
+            .map_or(TARGET, |p| p.target.as_str());
+        let path = dir.join(format!("{}-{target}", report.binary_name));
         write_executable(&path, &runner_map, &archive)?;
         written.push(absolute(&path));
     }

@@ -36,9 +36,19 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         i.app.as_ref().map_or("?", |a| a.name.as_str()),
         i.app.as_ref().map_or("?", |a| a.version.as_str())
     );
+    // A binary for another CPU (`pykiln build --target`) runs under qemu-user, and so
+    // does the server its selftest starts.
+    let run = || -> anyhow::Result<Command> {
+        let mut cmd = pykiln_pyconfig::foreign::command(&bin)?;
+        let program = cmd.get_program().to_owned();
+        if program != bin.as_os_str() {
+            cmd.env("PYKILN_SELFTEST_EMULATOR", program);
+        }
+        Ok(cmd)
+    };
     let mut failed = Vec::new();
     if !args.no_verify {
-        let status = Command::new(&bin)
+        let status = run()?
             .args(["--pykiln", "verify"])
             .status()
             .with_context(|| format!("running {} --pykiln verify", bin.display()))?;
@@ -46,7 +56,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
             failed.push(format!("verify ({status})"));
         }
     }
-    let status = Command::new(&bin)
+    let status = run()?
         .args(["--pykiln", "selftest", "--timeout"])
         .arg(args.timeout.to_string())
         .arg("--")

@@ -46,6 +46,8 @@ pub struct Inspection {
     pub file_backed_native: Vec<FileBacked>,
     /// Oldest glibc it starts on.
     pub glibc: Option<Glibc>,
+    /// The Rust target triple it runs on (from its ELF header).
+    pub target: Option<&'static str>,
 }
 
 /// A native image served file-backed from the per-user cache.
@@ -132,6 +134,7 @@ pub fn inspect(path: &Path) -> anyhow::Result<Inspection> {
         on_disk: manifest.on_disk.clone(),
         file_backed_native: file_backed(&archive, &manifest),
         glibc,
+        target: crate::release::target_triple(bytes),
     })
 }
 
@@ -419,8 +422,10 @@ pub fn render(i: &Inspection, top: usize) -> String {
     if let Some(g) = &i.glibc {
         let _ = writeln!(
             s,
-            "  glibc         >= {} (needed by {})",
-            g.minimum, g.needed_by
+            "  glibc         >= {} (needed by {}){}",
+            g.minimum,
+            g.needed_by,
+            i.target.map(|t| format!(", {t}")).unwrap_or_default()
         );
     }
     let n = |k: &str| i.counts.get(k).copied().unwrap_or(0);

@@ -74,6 +74,55 @@ pub fn resolve(spec: Option<&str>, cache: Option<&Path>) -> anyhow::Result<PathB
     )
 }
 
+/// [`resolve`] for a target: for another CPU, only pykiln's own interpreters built for
+/// it (`pykiln python install VERSION --target TRIPLE`) or a path to one.
+pub fn resolve_for(
+    spec: Option<&str>,
+    cache: Option<&Path>,
+    target: Option<&str>,
+) -> anyhow::Result<PathBuf> {
+    let target = match target {
+        None => return resolve(spec, cache),
+        Some(t) => pykiln_python::toolchain::target(Some(t))?,
+    };
+    if target.is_host() {
+        return resolve(spec, cache);
+    }
+    if let Some(path) = spec.filter(|s| !is_version(s)) {
+        let arch = pykiln_pyconfig::foreign::elf_arch(Path::new(path));
+        if arch != Some(target.arch()) {
+            bail!(
+                "--python {path} is not an interpreter for {} (its architecture: {})",
+                target.rust,
+                arch.unwrap_or("unknown")
+            );
+        }
+        return Ok(PathBuf::from(path));
+    }
+    let cache = match cache {
+        Some(c) => c.to_path_buf(),
+        None => pykiln_build::default_cache_dir()?,
+    };
+    let root = pykiln_python::root(&cache);
+    let found = match spec {
+        Some(v) => pykiln_python::find(&root, v, target.rust),
+        None => pykiln_python::installed(&root)
+            .into_iter()
+            .find(|i| i.portable.target == target.rust),
+    };
+    match found {
+        Some(i) => Ok(i.python()),
+        None => bail!(
+            "no pykiln Python {}for {} in {}: build one with `pykiln python install {} --target {}`",
+            spec.map(|v| format!("{v} ")).unwrap_or_default(),
+            target.rust,
+            root.display(),
+            spec.unwrap_or("3.11"),
+            target.rust
+        ),
+    }
+}
+
 /// `pykiln python`.
 #[derive(Args)]
 pub struct PythonArgs {
@@ -233,6 +282,12 @@ pub fn run(args: PythonArgs) -> anyhow::Result<ExitCode> {
             let quote = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', "'\\''"));
             println!("export PYO3_PYTHON={}", quote(&i.python()));
             println!("export PATH={}:\"$PATH\"", quote(&tools.shims()));
+            if !pykiln_python::toolchain::target(Some(&i.portable.target))?.is_host() {
+                // pyo3 cannot run another CPU's interpreter: it configures itself from
+                // the version (pykiln's build script probes it under qemu-user).
+                let minor: Vec<&str> = i.portable.version.split('.').take(2).collect();
+                println!("export PYO3_CROSS_PYTHON_VERSION={}", minor.join("."));
+            }
             eprintln!(
                 "pykiln: then: cargo zigbuild --release --target {}",
                 i.portable.zig_target()

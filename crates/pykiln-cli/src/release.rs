@@ -178,7 +178,7 @@ fn check_user_config_refs(mcpb: &pykiln_archive::McpbConfig) -> anyhow::Result<(
 }
 
 /// The Rust target triple of an ELF executable, from its machine field.
-fn target_triple(elf: &[u8]) -> Option<&'static str> {
+pub(crate) fn target_triple(elf: &[u8]) -> Option<&'static str> {
     if elf.get(..4)? != b"\x7fELF" {
         return None;
     }

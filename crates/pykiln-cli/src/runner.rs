@@ -158,6 +158,55 @@ pub fn linked_crates() -> anyhow::Result<Option<Vec<pykiln_build::RustCrate>>> {
     pykiln_build::rust_crates(Path::new(&cargo), &manifest, Some(TARGET)).map(Some)
 }
 
+/// The architecture of `python` when it is not this machine's (a cross build).
+fn foreign_arch(python: &PythonConfig) -> Option<&'static str> {
+    pykiln_pyconfig::foreign::foreign_arch(&python.executable)
+}
+
+/// pyo3's configuration file (`PYO3_CONFIG_FILE`) for `python`, as pyo3 would have
+/// found it by running it: static CPython, linked by pykiln's build script.
+fn pyo3_config(python: &PythonConfig) -> String {
+    format!(
+        "implementation=CPython\nversion={}.{}\nshared=false\nabi3=false\nlib_name={}\n\
+         lib_dir={}\nexecutable={}\npointer_width=64\nbuild_flags=\n\
+         suppress_build_script_link_lines=true\n",
+        python.major,
+        python.minor,
+        python.link_name(),
+        python.libpl.display(),
+        python.executable.display(),
+    )
+}
+
+/// Cargo can build for `target` only with that target's standard library: name what
+/// to install when the toolchain has none (rustup's default has only the host's).
+fn check_rust_std(target: &str) -> anyhow::Result<()> {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let out = Command::new(&rustc)
+        .args(["--print", "target-libdir", "--target", target])
+        .output()
+        .with_context(|| format!("running {}", Path::new(&rustc).display()))?;
+    let libdir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let has_std = std::fs::read_dir(&libdir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with("libstd-"));
+    if !out.status.success() || !has_std {
+        bail!(
+            "the Rust toolchain ({}) has no standard library for {target}: `rustup target add \
+             {target}`, or set RUSTC to a rustc that has one (Debian 12: rustc-web with \
+             libstd-rust-web-dev:{}, then RUSTC=/usr/bin/rustc)",
+            Path::new(&rustc).display(),
+            match target {
+                "aarch64-unknown-linux-gnu" => "arm64",
+                other => other,
+            }
+        );
+    }
+    Ok(())
+}
+
 /// Whether runners come from crates.io (this CLI was not built from a checkout that
 /// is still there).
 pub fn from_registry() -> bool {
@@ -288,6 +337,15 @@ pub fn runner_for(
         .stdin(Stdio::null())
         .stdout(log_file.try_clone()?)
         .stderr(log_file);
+    if let Some(p) = zig.filter(|_| foreign_arch(python).is_some()) {
+        check_rust_std(&p.target)?;
+        // pyo3 cannot run another CPU's interpreter to learn its configuration (pykiln's
+        // own build script can: under qemu-user), so it is written out for it.
+        let config = dir.join("pyo3-config.txt");
+        std::fs::write(&config, pyo3_config(python))
+            .with_context(|| format!("writing {}", config.display()))?;
+        cmd.env("PYO3_CONFIG_FILE", &config);
+    }
     let status = cmd
         .status()
         .context("running cargo to build the runner (is Rust installed? https://rustup.rs)")?;

@@ -662,4 +662,36 @@ fn own_interpreter_commands_name_what_is_missing() {
         .arg(&cache));
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+    // Another CPU: only pykiln's own interpreter for it will do, and the error says how
+    // to build one; a target pykiln has no recipe for is refused by name.
+    let out = run(pykiln()
+        .args([
+            "build",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/notes-server"),
+            "--python",
+            "3.11",
+            "--target",
+            "aarch64-unknown-linux-gnu",
+            "--cache-dir",
+        ])
+        .arg(&cache));
+    fails_with(
+        &out,
+        &["pykiln python install 3.11 --target aarch64-unknown-linux-gnu"],
+    );
+    let out = run(pykiln()
+        .args([
+            "python",
+            "install",
+            "3.11",
+            "--offline",
+            "--target",
+            "riscv64gc-unknown-linux-gnu",
+            "--cache-dir",
+        ])
+        .arg(&cache));
+    fails_with(
+        &out,
+        &["riscv64gc-unknown-linux-gnu", "aarch64-unknown-linux-gnu"],
+    );
 }

@@ -7,9 +7,10 @@
 //! (stdlib collection and bytecode compilation).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde::{Deserialize, Serialize};
+
+pub mod foreign;
 
 /// Environment variables that select the interpreter; build scripts should
 /// `rerun-if-env-changed` on each.
@@ -248,7 +249,11 @@ impl PythonConfig {
     /// Probe a given interpreter and check that pykiln can embed it.
     pub fn probe(interpreter: &Path) -> Result<Self, PyConfigError> {
         let path = interpreter.display().to_string();
-        let out = Command::new(interpreter)
+        let mut cmd = foreign::command(interpreter).map_err(|e| PyConfigError::Probe {
+            path: path.clone(),
+            detail: e.to_string(),
+        })?;
+        let out = cmd
             .args(["-I", "-c", PROBE])
             .env_remove("PYTHONHOME")
             .env_remove("PYTHONPATH")
@@ -504,13 +509,13 @@ mod tests {
         for (flag, pic) in [("-fPIC", true), ("-fno-pic", false)] {
             let obj = dir.path().join(format!("m{flag}.o"));
             let lib = dir.path().join(format!("lib{flag}.a"));
-            let cc = Command::new("cc")
+            let cc = std::process::Command::new("cc")
                 .args(["-O2", "-c", flag, "-o"])
                 .arg(&obj)
                 .arg(&src)
                 .status_within(support::TIMEOUT);
             assert!(cc.success());
-            let ar = Command::new("ar")
+            let ar = std::process::Command::new("ar")
                 .arg("rcs")
                 .arg(&lib)
                 .arg(&obj)

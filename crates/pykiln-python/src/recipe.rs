@@ -22,6 +22,9 @@ use crate::{Installation, Portable};
 /// Changes whenever the recipe changes what it builds: part of the installation key.
 const RECIPE: &str = "pykiln-python recipe 1";
 
+/// The same for what only a cross build does (in the key of other CPUs' builds only).
+const CROSS_RECIPE: &str = "pykiln-python cross recipe 1";
+
 /// Modules not built: they need libraries pykiln does not build (terminal UI, Tk, dbm,
 /// NIS, libcrypt, libuuid: `uuid` falls back to its pure-Python code) or exist only
 /// for CPython's own tests.
@@ -87,6 +90,9 @@ fn key(python: &Pin, target: &Target) -> String {
     for lib in sources::LIBRARIES {
         h.update(lib.sha256.as_bytes());
     }
+    if !target.is_host() {
+        h.update(CROSS_RECIPE.as_bytes());
+    }
     h.finalize()
         .iter()
         .take(8)
@@ -144,6 +150,21 @@ pub fn install(req: &Request, say: &mut dyn FnMut(&str)) -> anyhow::Result<Outco
     }
     let sqlite = sources::sqlite_source()?;
     let started = Instant::now();
+    // A cross build runs the same CPython of this machine during its build (to compile
+    // the standard library and run ensurepip): pykiln's own, built first if needed.
+    let build_python = if req.target.is_host() {
+        None
+    } else {
+        let host = Request {
+            target: toolchain::host()?,
+            ..req.clone()
+        };
+        say(&format!(
+            "a build for {} needs the same Python for this machine first",
+            req.target.rust
+        ));
+        Some(install(&host, say)?.installation.python())
+    };
     let tools = Toolchain::ensure(&req.cache, say)?;
     let wrappers = tools.wrappers(&req.target)?;
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
@@ -157,6 +178,7 @@ pub fn install(req: &Request, say: &mut dyn FnMut(&str)) -> anyhow::Result<Outco
         cc: wrappers,
         jobs: req.jobs.max(1).to_string(),
         target: req.target,
+        build_python,
         step: 0,
     };
     let record = Portable {
@@ -212,6 +234,8 @@ struct Build {
     cc: Wrappers,
     jobs: String,
     target: Target,
+    /// This machine's interpreter of the same version, for a cross build.
+    build_python: Option<PathBuf>,
     step: usize,
 }
 
@@ -239,6 +263,15 @@ impl Build {
         std::fs::create_dir_all(&include)?;
         let prefix_arg = format!("--prefix={}", deps.display());
         let cflags = "-O2 -fPIC";
+        // autoconf's cross-compilation switches (zig's triple is one config.sub knows).
+        let cross: Vec<String> = match self.build_python {
+            Some(_) => vec![
+                format!("--host={}", self.target.zig),
+                format!("--build={}-pc-linux-gnu", std::env::consts::ARCH),
+            ],
+            None => Vec::new(),
+        };
+        let cross: Vec<&str> = cross.iter().map(String::as_str).collect();
 
         say("building zlib");
         self.configure_make_install(zlib, "zlib", &["--static", &prefix_arg], cflags)?;
@@ -264,17 +297,21 @@ impl Build {
             xz,
             "xz",
             &[
-                &prefix_arg,
-                "--disable-shared",
-                "--enable-static",
-                "--disable-xz",
-                "--disable-xzdec",
-                "--disable-lzmadec",
-                "--disable-lzmainfo",
-                "--disable-scripts",
-                "--disable-doc",
-                "--disable-nls",
-            ],
+                &cross[..],
+                &[
+                    &prefix_arg,
+                    "--disable-shared",
+                    "--enable-static",
+                    "--disable-xz",
+                    "--disable-xzdec",
+                    "--disable-lzmadec",
+                    "--disable-lzmainfo",
+                    "--disable-scripts",
+                    "--disable-doc",
+                    "--disable-nls",
+                ],
+            ]
+            .concat(),
             cflags,
         )?;
 
@@ -285,12 +322,16 @@ impl Build {
             libffi,
             "libffi",
             &[
-                &prefix_arg,
-                "--disable-shared",
-                "--enable-static",
-                "--disable-docs",
-                "--disable-multi-os-directory",
-            ],
+                &cross[..],
+                &[
+                    &prefix_arg,
+                    "--disable-shared",
+                    "--enable-static",
+                    "--disable-docs",
+                    "--disable-multi-os-directory",
+                ],
+            ]
+            .concat(),
             &ffi_flags,
         )?;
 
@@ -380,6 +421,27 @@ impl Build {
             // Declared by glibc's headers (zig's are the newest) but absent from 2.17;
             // configure only compiles its test, so it must be told.
             .env("ac_cv_func_memfd_create", "no");
+        if let Some(build_python) = &self.build_python {
+            // configure cannot look at the target's /dev in a cross build: the answers
+            // for Linux.
+            let site = self.work.join("config.site");
+            std::fs::write(
+                &site,
+                "ac_cv_file__dev_ptmx=yes\nac_cv_file__dev_ptc=no\nac_cv_buggy_getaddrinfo=no\n",
+            )
+            .with_context(|| format!("writing {}", site.display()))?;
+            configure
+                .args(&cross)
+                .arg(format!("--with-build-python={}", build_python.display()))
+                .env("CONFIG_SITE", &site)
+                // configure insists on a readelf named by path in a cross build (GNU
+                // readelf reads every architecture); it is only used by checks.
+                .env(
+                    "READELF",
+                    pykiln_pyconfig::foreign::find_on_path("readelf".as_ref())
+                        .unwrap_or_else(|| "/bin/true".into()),
+                );
+        }
         self.exec(&mut configure, "cpython-configure")?;
         write_setup_local(&dir, &inc, &libdir)?;
         self.make(&dir, "cpython-make", &[])?;
@@ -443,7 +505,10 @@ impl Build {
                 }
             }
         }
-        check(&staged, &minor)?;
+        if let Some(build_python) = self.build_python.clone() {
+            self.install_pip(&build_python, &staged, &minor)?;
+        }
+        check(&staged, &minor, say)?;
         let json = serde_json::to_vec_pretty(record)?;
         std::fs::write(staged.join(crate::PORTABLE_FILE), json)?;
         if prefix.exists() {
@@ -453,6 +518,35 @@ impl Build {
         std::fs::rename(&staged, prefix)
             .with_context(|| format!("moving {} to {}", staged.display(), prefix.display()))?;
         Ok(())
+    }
+
+    /// pip (and setuptools) from the wheels the standard library bundles, into the
+    /// staged site-packages. A cross build's `make install` runs ensurepip on the build
+    /// machine's interpreter, which installs them under that interpreter's prefix; pip
+    /// is pure Python, so the build machine's pip installs it for the target.
+    fn install_pip(
+        &mut self,
+        build_python: &Path,
+        staged: &Path,
+        minor: &str,
+    ) -> anyhow::Result<()> {
+        let lib = staged.join("lib").join(format!("python{minor}"));
+        let mut cmd = Command::new(build_python);
+        cmd.args([
+            "-I",
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--no-index",
+            "--no-compile",
+            "--find-links",
+        ])
+        .arg(lib.join("ensurepip").join("_bundled"))
+        .arg("--target")
+        .arg(lib.join("site-packages"))
+        .args(["pip", "setuptools"]);
+        self.exec(&mut cmd, "cross-pip")
     }
 
     /// Unpack `archive`, then `./configure ARGS`, `make`, `make install` in it.
@@ -598,26 +692,11 @@ fn write_setup_local(dir: &Path, inc: &str, libdir: &str) -> anyhow::Result<()> 
 
 /// The installed interpreter imports what binaries need, and nothing it holds needs a
 /// glibc newer than [`GLIBC`].
-fn check(staged: &Path, minor: &str) -> anyhow::Result<()> {
+fn check(staged: &Path, minor: &str, say: &mut dyn FnMut(&str)) -> anyhow::Result<()> {
     let python = staged.join("bin").join(format!("python{minor}"));
-    let out = Command::new(&python)
-        .args([
-            "-I",
-            "-c",
-            "import ssl, sqlite3, ctypes, zlib, bz2, lzma, decimal, json, hashlib, pyexpat, _asyncio; \
-             ssl.create_default_context(); sqlite3.connect(':memory:').execute('select 1'); \
-             ctypes.CDLL(None)",
-        ])
-        .env_remove("PYTHONHOME")
-        .env_remove("PYTHONPATH")
-        .output()
-        .with_context(|| format!("running {}", python.display()))?;
-    if !out.status.success() {
-        bail!(
-            "the built interpreter {} fails its import check:\n{}",
-            python.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+    match pykiln_pyconfig::foreign::command(&python) {
+        Ok(cmd) => import_check(cmd, &python)?,
+        Err(e) => say(&format!("import check skipped: {e}")),
     }
     let floor = pykiln_glibc::GlibcVersion::from_tag(&format!("GLIBC_{GLIBC}"))
         .context("the glibc floor is a version")?;
@@ -646,6 +725,31 @@ fn check(staged: &Path, minor: &str) -> anyhow::Result<()> {
                 bail!("{} needs glibc {v}, above the floor {GLIBC}", f.display());
             }
         }
+    }
+    Ok(())
+}
+
+/// The interpreter starts and imports what binaries need (ssl's certificates, SQLite,
+/// libffi).
+fn import_check(mut cmd: Command, python: &Path) -> anyhow::Result<()> {
+    let out = cmd
+        .args([
+            "-I",
+            "-c",
+            "import ssl, sqlite3, ctypes, zlib, bz2, lzma, decimal, json, hashlib, pyexpat, _asyncio; \
+             ssl.create_default_context(); sqlite3.connect(':memory:').execute('select 1'); \
+             ctypes.CDLL(None)",
+        ])
+        .env_remove("PYTHONHOME")
+        .env_remove("PYTHONPATH")
+        .output()
+        .with_context(|| format!("running {}", python.display()))?;
+    if !out.status.success() {
+        bail!(
+            "the built interpreter {} fails its import check:\n{}",
+            python.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }

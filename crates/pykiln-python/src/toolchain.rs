@@ -37,11 +37,35 @@ pub struct Target {
 }
 
 /// The targets pykiln builds interpreters for.
-pub const TARGETS: &[Target] = &[Target {
-    rust: "x86_64-unknown-linux-gnu",
-    zig: "x86_64-linux-gnu",
-    openssl: "linux-x86_64",
-}];
+pub const TARGETS: &[Target] = &[
+    Target {
+        rust: "x86_64-unknown-linux-gnu",
+        zig: "x86_64-linux-gnu",
+        openssl: "linux-x86_64",
+    },
+    Target {
+        rust: "aarch64-unknown-linux-gnu",
+        zig: "aarch64-linux-gnu",
+        openssl: "linux-aarch64",
+    },
+];
+
+impl Target {
+    /// The CPU architecture (`x86_64`, `aarch64`).
+    pub fn arch(&self) -> &'static str {
+        self.zig.split('-').next().unwrap_or(self.zig)
+    }
+
+    /// Whether this machine runs the target's programs natively.
+    pub fn is_host(&self) -> bool {
+        self.arch() == std::env::consts::ARCH
+    }
+}
+
+/// The target of this machine.
+pub fn host() -> anyhow::Result<Target> {
+    target(None)
+}
 
 /// The target for a Rust triple (default: this machine's).
 pub fn target(rust: Option<&str>) -> anyhow::Result<Target> {

@@ -197,6 +197,10 @@ fn names(items: &[Value], key: &str) -> String {
     }
 }
 
+/// The emulator to start the server under (set by `pykiln check` for a binary built
+/// for another CPU, which it runs under qemu-user).
+pub const EMULATOR_ENV: &str = "PYKILN_SELFTEST_EMULATOR";
+
 fn ms(d: Duration) -> String {
     format!("{:>6.0} ms", d.as_secs_f64() * 1e3)
 }
@@ -208,7 +212,17 @@ fn check(
     out: &mut impl std::io::Write,
 ) -> anyhow::Result<()> {
     let start = Instant::now();
-    let mut child = Command::new(exe)
+    // Under qemu-user (`pykiln check` of a binary for another CPU) this binary cannot
+    // exec itself directly: the emulator it runs under is named here.
+    let mut command = match std::env::var_os(EMULATOR_ENV).filter(|e| !e.is_empty()) {
+        Some(emulator) => {
+            let mut c = Command::new(emulator);
+            c.arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    };
+    let mut child = command
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

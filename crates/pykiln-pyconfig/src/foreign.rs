@@ -1,0 +1,151 @@
+//! Running an interpreter built for another CPU (an aarch64 CPython on an x86_64 build
+//! machine): under qemu-user, which runs a foreign Linux program as a process of this
+//! machine. The build needs to run the target's interpreter (the probe, pip's wheel
+//! choice, the import run) so that what it observes is what the target will do.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The CPU architecture an ELF file is built for (`x86_64`, `aarch64`, …), read from
+/// its header; None for anything else (a script, a missing file).
+pub fn elf_arch(path: &Path) -> Option<&'static str> {
+    let mut head = [0u8; 64];
+    let mut file = std::fs::File::open(path).ok()?;
+    file.read_exact(&mut head).ok()?;
+    let header = goblin::elf::Elf::parse_header(&head).ok()?;
+    Some(match header.e_machine {
+        goblin::elf::header::EM_X86_64 => "x86_64",
+        goblin::elf::header::EM_AARCH64 => "aarch64",
+        goblin::elf::header::EM_386 => "x86",
+        goblin::elf::header::EM_ARM => "arm",
+        goblin::elf::header::EM_RISCV => "riscv64",
+        goblin::elf::header::EM_PPC64 => "powerpc64",
+        goblin::elf::header::EM_S390 => "s390x",
+        _ => "unknown",
+    })
+}
+
+/// The architecture of `program` when this machine cannot run it natively.
+pub fn foreign_arch(program: &Path) -> Option<&'static str> {
+    // A program given by name is looked up where Command would find it.
+    let resolved = if program.components().count() == 1 {
+        find_on_path(program.as_os_str())?
+    } else {
+        program.to_path_buf()
+    };
+    elf_arch(&resolved).filter(|a| *a != std::env::consts::ARCH)
+}
+
+/// qemu-user for `arch`: `PYKILN_QEMU_<ARCH>` if set, else `qemu-<arch>-static` or
+/// `qemu-<arch>` on PATH (Debian's qemu-user-static and qemu-user).
+pub fn emulator(arch: &str) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(format!("PYKILN_QEMU_{}", arch.to_uppercase())) {
+        return Some(PathBuf::from(p));
+    }
+    [format!("qemu-{arch}-static"), format!("qemu-{arch}")]
+        .iter()
+        .find_map(|name| find_on_path(name.as_ref()))
+}
+
+/// A program that cannot run here.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{program} is built for {arch} and this machine is {host}: running it needs qemu-user \
+     (Debian and Ubuntu: `apt install qemu-user-static`; or set PYKILN_QEMU_{upper} to an emulator)"
+)]
+pub struct NoEmulator {
+    /// The program.
+    pub program: String,
+    /// Its architecture.
+    pub arch: String,
+    /// This machine's.
+    pub host: &'static str,
+    /// `arch` in capitals, for the variable's name.
+    pub upper: String,
+}
+
+/// A command that runs `program`: directly, or under qemu-user when it is built for
+/// another architecture.
+pub fn command(program: &Path) -> Result<Command, NoEmulator> {
+    match foreign_arch(program) {
+        None => Ok(Command::new(program)),
+        Some(arch) => {
+            let qemu = emulator(arch).ok_or_else(|| NoEmulator {
+                program: program.display().to_string(),
+                arch: arch.to_string(),
+                host: std::env::consts::ARCH,
+                upper: arch.to_uppercase(),
+            })?;
+            let mut cmd = Command::new(qemu);
+            cmd.arg(program);
+            Ok(cmd)
+        }
+    }
+}
+
+/// `name` in one of PATH's directories.
+pub fn find_on_path(name: &std::ffi::OsStr) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn elf(machine: u16) -> Vec<u8> {
+        let mut b = vec![0u8; 64];
+        b[..4].copy_from_slice(b"\x7fELF");
+        b[4] = 2; // 64-bit
+        b[5] = 1; // little-endian
+        b[6] = 1;
+        b[16] = 2; // ET_EXEC
+        b[18..20].copy_from_slice(&machine.to_le_bytes());
+        b[20] = 1;
+        b[52] = 64; // e_ehsize
+        b
+    }
+
+    #[test]
+    fn the_architecture_comes_from_the_elf_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let arm = dir.path().join("arm");
+        std::fs::write(&arm, elf(goblin::elf::header::EM_AARCH64)).unwrap();
+        let script = dir.path().join("script");
+        std::fs::write(&script, "#!/bin/sh\n".repeat(10)).unwrap();
+        assert_eq!(elf_arch(&arm), Some("aarch64"));
+        assert_eq!(elf_arch(&script), None);
+        assert_eq!(elf_arch(&dir.path().join("missing")), None);
+        // This test binary runs here.
+        let me = std::env::current_exe().unwrap();
+        assert_eq!(elf_arch(&me), Some(std::env::consts::ARCH));
+        assert_eq!(foreign_arch(&me), None);
+    }
+
+    #[test]
+    fn a_foreign_program_runs_under_the_named_emulator_or_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = if std::env::consts::ARCH == "aarch64" {
+            goblin::elf::header::EM_X86_64
+        } else {
+            goblin::elf::header::EM_AARCH64
+        };
+        let prog = dir.path().join("python3.11");
+        std::fs::write(&prog, elf(other)).unwrap();
+        let arch = foreign_arch(&prog).unwrap();
+        let var = format!("PYKILN_QEMU_{}", arch.to_uppercase());
+        // SAFETY: this test alone reads or writes this variable.
+        unsafe { std::env::set_var(&var, "/opt/qemu") };
+        let cmd = command(&prog).unwrap();
+        assert_eq!(cmd.get_program(), "/opt/qemu");
+        assert_eq!(cmd.get_args().collect::<Vec<_>>(), [prog.as_os_str()]);
+        unsafe { std::env::remove_var(&var) };
+        if emulator(arch).is_none() {
+            let err = command(&prog).unwrap_err().to_string();
+            assert!(err.contains("python3.11") && err.contains("qemu"), "{err}");
+        }
+    }
+}
