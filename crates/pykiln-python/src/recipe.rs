@@ -466,23 +466,25 @@ impl Build {
             })
             .context("the installation has no config directory")?;
         let libpython = config.join(format!("libpython{minor}.a"));
-        // libmpdec and expat are built as archives of their own that CPython's link
-        // line names by path; the embedding link names libraries by -l only.
+        // Bundled libraries (libmpdec, expat, HACL*'s SHA-2 since 3.12) are built as
+        // archives of their own under Modules/ that CPython's link line names by path;
+        // the embedding link names libraries by -l only, so their objects join libpython.
         let merge = self.work.join("merge");
-        std::fs::create_dir_all(&merge)?;
-        for inner in [
-            "Modules/_decimal/libmpdec/libmpdec.a",
-            "Modules/expat/libexpat.a",
-        ] {
+        let mut objects: Vec<PathBuf> = Vec::new();
+        for (i, inner) in archives_under(&dir.join("Modules")).iter().enumerate() {
+            // One directory each: members of different archives may share a name.
+            let into = merge.join(i.to_string());
+            std::fs::create_dir_all(&into)?;
             let mut x = Command::new(&self.cc.ar);
-            x.current_dir(&merge).arg("x").arg(dir.join(inner));
+            x.current_dir(&into).arg("x").arg(inner);
             self.exec(&mut x, "merge-extract")?;
+            let mut these: Vec<PathBuf> = std::fs::read_dir(&into)?
+                .flatten()
+                .map(|e| e.path())
+                .collect();
+            these.sort();
+            objects.extend(these);
         }
-        let mut objects: Vec<PathBuf> = std::fs::read_dir(&merge)?
-            .flatten()
-            .map(|e| e.path())
-            .collect();
-        objects.sort();
         let mut q = Command::new(&self.cc.ar);
         q.arg("q").arg(&libpython).args(&objects);
         self.exec(&mut q, "merge-add")?;
@@ -675,10 +677,13 @@ fn write_setup_local(dir: &Path, inc: &str, libdir: &str) -> anyhow::Result<()> 
             builtin.push(line.to_string());
         }
     }
-    // makesetup reads a line with `=` as a variable: defines carry no value.
-    builtin.push(format!(
+    // makesetup reads a line with `=` as a variable: defines carry no value. From 3.12
+    // on, Setup.stdlib has its own line.
+    if !builtin.iter().any(|l| l.starts_with("_ctypes ")) {
+        builtin.push(format!(
         "_ctypes _ctypes/_ctypes.c _ctypes/callbacks.c _ctypes/callproc.c _ctypes/stgdict.c _ctypes/cfield.c -DHAVE_FFI_PREP_CIF_VAR -DHAVE_FFI_PREP_CLOSURE_LOC -DHAVE_FFI_CLOSURE_ALLOC {inc} {libdir} -lffi"
-    ));
+        ));
+    }
     let mut out = String::from("*static*\n");
     out.push_str(&builtin.join("\n"));
     out.push_str("\n*shared*\n");
@@ -754,6 +759,24 @@ fn import_check(mut cmd: Command, python: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Every `*.a` under `dir`, sorted.
+fn archives_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "a") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 fn copy(from: &Path, to: &Path) -> anyhow::Result<()> {
     std::fs::copy(from, to)
         .map(|_| ())
@@ -785,6 +808,49 @@ mod tests {
         assert_eq!(shared.trim(), "_sqlite3 _sqlite/module.c");
         assert!(!text.contains("_testcapi"));
         assert!(disabled.lines().any(|l| l == "spwd"));
+    }
+
+    #[test]
+    fn setup_local_keeps_the_ctypes_line_of_312_and_later() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("Modules")).unwrap();
+        std::fs::write(
+            dir.path().join("Modules/Setup.stdlib"),
+            "*static*\n_ctypes _ctypes/_ctypes.c _ctypes/callbacks.c -DUSING_MALLOC_CLOSURE_DOT_C\n",
+        )
+        .unwrap();
+        write_setup_local(dir.path(), "-I/d/include", "-L/d/lib").unwrap();
+        let text = std::fs::read_to_string(dir.path().join("Modules/Setup.local")).unwrap();
+        let ctypes: Vec<&str> = text.lines().filter(|l| l.starts_with("_ctypes ")).collect();
+        assert_eq!(ctypes.len(), 1, "{text}");
+        assert!(ctypes[0].contains("USING_MALLOC_CLOSURE_DOT_C"), "{text}");
+    }
+
+    #[test]
+    fn bundled_archives_are_found_at_any_depth() {
+        let dir = tempfile::tempdir().unwrap();
+        for p in [
+            "_decimal/libmpdec/libmpdec.a",
+            "expat/libexpat.a",
+            "_hacl/libHacl_Hash_SHA2.a",
+        ] {
+            let path = dir.path().join(p);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, b"!<arch>\n").unwrap();
+        }
+        std::fs::write(dir.path().join("config.c"), b"").unwrap();
+        let found: Vec<String> = archives_under(dir.path())
+            .iter()
+            .map(|p| p.strip_prefix(dir.path()).unwrap().display().to_string())
+            .collect();
+        assert_eq!(
+            found,
+            [
+                "_decimal/libmpdec/libmpdec.a",
+                "_hacl/libHacl_Hash_SHA2.a",
+                "expat/libexpat.a"
+            ]
+        );
     }
 
     #[test]

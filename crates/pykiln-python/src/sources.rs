@@ -27,17 +27,30 @@ pub struct Pin {
     pub urls: &'static [&'static str],
 }
 
-/// CPython releases pykiln builds, newest first.
-pub const CPYTHON: &[Pin] = &[Pin {
-    name: "cpython",
-    version: "3.11.2",
-    files: &["Python-3.11.2.tgz", "python3.11_3.11.2.orig.tar.gz"],
-    sha256: "2411c74bda5bbcfcddaf4531f66d1adc73f247f529aee981b029513aefdbf849",
-    urls: &[
-        "https://www.python.org/ftp/python/3.11.2/Python-3.11.2.tgz",
-        "https://deb.debian.org/debian/pool/main/p/python3.11/python3.11_3.11.2.orig.tar.gz",
-    ],
-}];
+/// CPython releases pykiln builds, newest first: the ones Debian 13 (3.13.5) and
+/// Debian 12 (3.11.2) ship, whose source packages carry the release tarballs.
+pub const CPYTHON: &[Pin] = &[
+    Pin {
+        name: "cpython",
+        version: "3.13.5",
+        files: &["Python-3.13.5.tar.xz", "python3.13_3.13.5.orig.tar.xz"],
+        sha256: "93e583f243454e6e9e4588ca2c2662206ad961659863277afcdb96801647d640",
+        urls: &[
+            "https://www.python.org/ftp/python/3.13.5/Python-3.13.5.tar.xz",
+            "https://deb.debian.org/debian/pool/main/p/python3.13/python3.13_3.13.5.orig.tar.xz",
+        ],
+    },
+    Pin {
+        name: "cpython",
+        version: "3.11.2",
+        files: &["Python-3.11.2.tgz", "python3.11_3.11.2.orig.tar.gz"],
+        sha256: "2411c74bda5bbcfcddaf4531f66d1adc73f247f529aee981b029513aefdbf849",
+        urls: &[
+            "https://www.python.org/ftp/python/3.11.2/Python-3.11.2.tgz",
+            "https://deb.debian.org/debian/pool/main/p/python3.11/python3.11_3.11.2.orig.tar.gz",
+        ],
+    },
+];
 
 /// The C libraries of the standard library's extension modules, linked statically.
 /// SQLite is not among them: binaries use the runtime's own (libsqlite3-sys), and the
@@ -260,6 +273,7 @@ mod tests {
     fn requests_match_whole_version_parts() {
         assert_eq!(cpython("3.11").map(|p| p.version), Some("3.11.2"));
         assert_eq!(cpython("3.11.2").map(|p| p.version), Some("3.11.2"));
+        assert_eq!(cpython("3.13").map(|p| p.version), Some("3.13.5"));
         assert!(cpython("3.1").is_none());
         assert!(cpython("3.11.20").is_none());
     }
