@@ -133,7 +133,10 @@ fn verify_command(corrupt: &[(String, String)], import_timeout: f64) -> anyhow::
 /// the `try` that also covers the import: a stop during the import or the run ends the
 /// program quietly — `KeyboardInterrupt`, `SystemExit`, `CancelledError` (anyio's
 /// runner on 3.10) are what a stop looks like — and the runtime's exit hook then ends
-/// the process by the signal, whatever status the program gave.
+/// the process by the signal, whatever status the program gave. A stop during the
+/// import whose `KeyboardInterrupt` was swallowed on the way (raised inside a weakref
+/// callback of the import system's module locks, which CPython reports as "Exception
+/// ignored" and goes on) still keeps the server from starting.
 ///
 /// `stdout_guard` (`[tool.pykiln] stdout-guard`): before anything of the server runs,
 /// `sys.stdout` becomes a text stream that writes to stderr (one warning line first);
@@ -185,6 +188,8 @@ fn app_command(entry_point: &str, stdout_guard: bool) -> anyhow::Result<String> 
          \x20       _pykiln_gc.enable()\n\
          \x20       for _pykiln_f in sys.meta_path:\n\
          \x20           getattr(_pykiln_f, '_release_pages', lambda: None)()\n\
+         \x20   if _pykiln_runtime.stop_signal():\n\
+         \x20       raise SystemExit(128 + _pykiln_runtime.stop_signal())\n\
          \x20   _pykiln_status = _pykiln_entry()\n\
          except BaseException as _pykiln_e:\n\
          \x20   _pykiln_cancelled = getattr(sys.modules.get('asyncio'), 'CancelledError', ())\n\

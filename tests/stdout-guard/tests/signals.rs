@@ -2,7 +2,8 @@
 //! `loop.add_signal_handler` (anyio's `open_signal_receiver`), which replaces the
 //! signal wakeup fd: its handler still gets every signal, what it sees of the wakeup fd
 //! is what a venv shows, and the runtime still ends its stdio session on the signal, so
-//! the process ends by it (issue 30).
+//! the process ends by it (issue 30). And a stop whose `KeyboardInterrupt` is swallowed
+//! during the import still ends the process.
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::os::unix::process::ExitStatusExt as _;
@@ -80,4 +81,57 @@ fn an_app_that_sets_its_own_wakeup_fd_still_stops_and_sees_its_signals() {
             );
         }
     }
+}
+
+/// CPython can swallow the `KeyboardInterrupt` of a stop that lands during the import
+/// (inside a weakref callback of the import system it prints "Exception ignored" and
+/// goes on); the import then completes as if nothing happened. The stop must still
+/// keep the server from starting, so that the process ends by the signal at once rather
+/// than run until the grace period.
+#[test]
+fn a_stop_swallowed_during_the_import_still_ends_the_process() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_swallow-server"))
+        .env_clear()
+        .default_stop_signals()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn swallow-server");
+    let stdin = child.stdin.take().expect("piped stdin");
+    let (tx, rx) = channel();
+    let stderr = BufReader::new(child.stderr.take().expect("piped stderr"));
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(line.clone());
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let deadline = Instant::now() + support::TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains("swallow-server: importing") => break,
+            Ok(_) => {}
+            Err(_) => {
+                let state = support::threads(child.id());
+                let _ = child.kill();
+                panic!("the server never started its import:\n{state}");
+            }
+        }
+    }
+    support::kill(child.id(), libc::SIGINT);
+    let status = support::wait_within(&mut child, support::TIMEOUT, "swallow-server after SIGINT");
+    drop(stdin);
+    let stderr = reader.join().unwrap_or_default();
+    assert!(stderr.contains("swallowed a KeyboardInterrupt"), "{stderr}");
+    assert_eq!(status.signal(), Some(libc::SIGINT), "{status:?}\n{stderr}");
+    assert!(!stderr.contains("swallow-server: serving"), "{stderr}");
+    assert!(
+        !stderr.contains("still running"),
+        "the grace period ended it:\n{stderr}"
+    );
 }
