@@ -167,7 +167,10 @@ pub fn closure(
                 .map(|d| d.join(&soname))
                 // As ld.so does: a library for another CPU (the build machine's, in a
                 // cross build) is passed over.
-                .find(|p| p.is_file() && machine_of(p).is_none_or(|m| m == machine))
+                .find(|p| {
+                    p.is_file()
+                        && pykiln_pyconfig::foreign::elf_machine(p).is_none_or(|m| m == machine)
+                })
         });
         let Some(path) = found else {
             bail!(
@@ -205,14 +208,6 @@ pub fn closure(
         );
     }
     Ok(out)
-}
-
-/// The `e_machine` of an ELF file, from its header.
-fn machine_of(path: &Path) -> Option<u16> {
-    use std::io::Read as _;
-    let mut head = [0u8; 64];
-    std::fs::File::open(path).ok()?.read_exact(&mut head).ok()?;
-    Elf::parse_header(&head).ok().map(|h| h.e_machine)
 }
 
 #[cfg(test)]

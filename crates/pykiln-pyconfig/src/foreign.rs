@@ -10,11 +10,7 @@ use std::process::Command;
 /// The CPU architecture an ELF file is built for (`x86_64`, `aarch64`, …), read from
 /// its header; None for anything else (a script, a missing file).
 pub fn elf_arch(path: &Path) -> Option<&'static str> {
-    let mut head = [0u8; 64];
-    let mut file = std::fs::File::open(path).ok()?;
-    file.read_exact(&mut head).ok()?;
-    let header = goblin::elf::Elf::parse_header(&head).ok()?;
-    Some(match header.e_machine {
+    Some(match elf_machine(path)? {
         goblin::elf::header::EM_X86_64 => "x86_64",
         goblin::elf::header::EM_AARCH64 => "aarch64",
         goblin::elf::header::EM_386 => "x86",
@@ -24,6 +20,15 @@ pub fn elf_arch(path: &Path) -> Option<&'static str> {
         goblin::elf::header::EM_S390 => "s390x",
         _ => "unknown",
     })
+}
+
+/// The `e_machine` field of an ELF file's header; None for anything else.
+pub fn elf_machine(path: &Path) -> Option<u16> {
+    let mut head = [0u8; 64];
+    std::fs::File::open(path).ok()?.read_exact(&mut head).ok()?;
+    goblin::elf::Elf::parse_header(&head)
+        .ok()
+        .map(|h| h.e_machine)
 }
 
 /// The architecture of `program` when this machine cannot run it natively.

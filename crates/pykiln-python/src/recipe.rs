@@ -706,20 +706,11 @@ fn check(staged: &Path, minor: &str, say: &mut dyn FnMut(&str)) -> anyhow::Resul
     let floor = pykiln_glibc::GlibcVersion::from_tag(&format!("GLIBC_{GLIBC}"))
         .context("the glibc floor is a version")?;
     let mut files = vec![python];
-    let mut stack = vec![staged.join("lib")];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "so")
-                || p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().contains(".so."))
-            {
-                files.push(p);
-            }
-        }
-    }
+    files.extend(files_under(&staged.join("lib")).into_iter().filter(|p| {
+        p.extension().is_some_and(|x| x == "so")
+            || p.file_name()
+                .is_some_and(|n| n.to_string_lossy().contains(".so."))
+    }));
     for f in files {
         if std::fs::symlink_metadata(&f).is_ok_and(|m| m.file_type().is_symlink()) {
             continue;
@@ -761,19 +752,27 @@ fn import_check(mut cmd: Command, python: &Path) -> anyhow::Result<()> {
 
 /// Every `*.a` under `dir`, sorted.
 fn archives_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = files_under(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "a"))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Every file under `dir`, at any depth (symbolic links included, not followed).
+fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
             if e.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "a") {
-                out.push(p);
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
             }
         }
     }
-    out.sort();
     out
 }
 

@@ -13,45 +13,71 @@ use std::time::Instant;
 
 use pykiln_test_support::{self as support, CommandExt as _};
 
+/// A server started with piped stdio, its stderr read line by line by a thread that
+/// also keeps all of it (`reader`'s result).
+struct Started {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    reader: std::thread::JoinHandle<String>,
+}
+
+/// Start `exe` and wait until its stderr shows a line containing `ready`; on a time-out,
+/// kill it and fail with `never` and its threads' state.
+fn start(exe: &str, ready: &str, never: &str) -> Started {
+    let mut child = Command::new(exe)
+        .env_clear()
+        .default_stop_signals()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {exe}: {e}"));
+    let stdin = child.stdin.take().expect("piped stdin");
+    let (tx, rx) = channel();
+    let stderr = BufReader::new(child.stderr.take().expect("piped stderr"));
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(line.clone());
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let deadline = Instant::now() + support::TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains(ready) => break,
+            Ok(_) => {}
+            Err(_) => {
+                let state = support::threads(child.id());
+                let _ = child.kill();
+                panic!("{never}:\n{state}");
+            }
+        }
+    }
+    Started {
+        child,
+        stdin,
+        reader,
+    }
+}
+
 #[test]
 fn an_app_that_sets_its_own_wakeup_fd_still_stops_and_sees_its_signals() {
     for signal in [libc::SIGTERM, libc::SIGINT] {
         for initialize in [false, true] {
-            let mut child = Command::new(env!("CARGO_BIN_EXE_signal-server"))
-                .env_clear()
-                .default_stop_signals()
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn signal-server");
-            let mut stdin = child.stdin.take().expect("piped stdin");
-            // stderr line by line, so that the signal goes only once the app's handler
-            // is in place (it says so).
-            let (tx, rx) = channel();
-            let stderr = BufReader::new(child.stderr.take().expect("piped stderr"));
-            let reader = std::thread::spawn(move || {
-                let mut all = String::new();
-                for line in stderr.lines().map_while(Result::ok) {
-                    let _ = tx.send(line.clone());
-                    all.push_str(&line);
-                    all.push('\n');
-                }
-                all
-            });
-            let deadline = Instant::now() + support::TIMEOUT;
-            loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match rx.recv_timeout(left) {
-                    Ok(line) if line.contains("signal-server: watching signals") => break,
-                    Ok(_) => {}
-                    Err(_) => {
-                        let state = support::threads(child.id());
-                        let _ = child.kill();
-                        panic!("the server never said it watches its signals:\n{state}");
-                    }
-                }
-            }
+            // The signal goes only once the app's handler is in place (it says so).
+            let Started {
+                mut child,
+                mut stdin,
+                reader,
+            } = start(
+                env!("CARGO_BIN_EXE_signal-server"),
+                "signal-server: watching signals",
+                "the server never said it watches its signals",
+            );
             if initialize {
                 writeln!(stdin, "{}", support::INITIALIZE).expect("write initialize");
                 let line = support::first_line(&mut child, support::TIMEOUT, "initialize");
@@ -90,39 +116,15 @@ fn an_app_that_sets_its_own_wakeup_fd_still_stops_and_sees_its_signals() {
 /// than run until the grace period.
 #[test]
 fn a_stop_swallowed_during_the_import_still_ends_the_process() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_swallow-server"))
-        .env_clear()
-        .default_stop_signals()
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn swallow-server");
-    let stdin = child.stdin.take().expect("piped stdin");
-    let (tx, rx) = channel();
-    let stderr = BufReader::new(child.stderr.take().expect("piped stderr"));
-    let reader = std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in stderr.lines().map_while(Result::ok) {
-            let _ = tx.send(line.clone());
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    let deadline = Instant::now() + support::TIMEOUT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) if line.contains("swallow-server: importing") => break,
-            Ok(_) => {}
-            Err(_) => {
-                let state = support::threads(child.id());
-                let _ = child.kill();
-                panic!("the server never started its import:\n{state}");
-            }
-        }
-    }
+    let Started {
+        mut child,
+        stdin,
+        reader,
+    } = start(
+        env!("CARGO_BIN_EXE_swallow-server"),
+        "swallow-server: importing",
+        "the server never started its import",
+    );
     support::kill(child.id(), libc::SIGINT);
     let status = support::wait_within(&mut child, support::TIMEOUT, "swallow-server after SIGINT");
     drop(stdin);
