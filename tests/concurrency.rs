@@ -170,14 +170,18 @@ fn http_under_load_loses_nothing_and_frees_abandoned_sessions() {
     assert_eq!(acked.len(), 300 + 4 * 200);
     assert_stored_exactly(&db, &acked);
     // Memory stays flat once the first wave has set the allocator's high-water mark (it
-    // added 17 % in one run): a coarse guard against leaks per request. Kept sessions
-    // are too small to show here (with sessions never reaped, waves 2 to 4 added 4 %),
-    // so the 404s above are what shows that abandoned sessions are freed.
+    // added 17 % in one run): a coarse guard against leaks per request. A leak grows
+    // RSS by about the same amount every wave; a later wave that ran more of its 200
+    // sessions at once (a busy machine: +9 % and +5 % in waves 3 and 4 of one run under
+    // a parallel build, +1 % in wave 2) raises the high-water mark irregularly. So a
+    // failure is growth in every wave, or more than 25 % in all. Kept sessions are too
+    // small to show here (with sessions never reaped, waves 2 to 4 added 4 %), so the
+    // 404s above are what shows that abandoned sessions are freed.
+    let steps: Vec<f64> = rss.windows(2).map(|w| w[1] as f64 / w[0] as f64).collect();
     assert!(
-        rss[3] as f64 <= rss[1] as f64 * 1.10,
-        "RSS grew from {} to {} KiB over waves 2 to 4 (after each wave: {rss:?})",
-        rss[1],
-        rss[3]
+        steps.iter().any(|&g| g <= 1.03) && rss[3] as f64 <= rss[1] as f64 * 1.25,
+        "RSS grew in every wave, or by more than 25 % from wave 2 to 4 (after each wave: \
+         {rss:?} KiB)"
     );
 }
 

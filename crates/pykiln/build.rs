@@ -216,7 +216,9 @@ fn compile_support(python: &std::path::Path) {
                   src = open(sys.argv[1], encoding='utf-8').read()\n\
                   code = compile(src, '<pykiln>/_pykiln_support.py', 'exec', dont_inherit=True)\n\
                   open(sys.argv[2], 'wb').write(marshal.dumps(code))\n";
-    let mut cmd = match pykiln_pyconfig::foreign::command(python) {
+    // Another CPU's interpreter runs under qemu-user, or its twin compiles (marshal
+    // data depends on the version only).
+    let mut cmd = match pykiln_pyconfig::foreign::script_command(python) {
         Ok(cmd) => cmd,
         Err(e) => {
             eprintln!("error: {e}");

@@ -168,6 +168,117 @@ fn pip_environment(cmd: &mut Command) {
     }
 }
 
+/// pip's options for installing wheels of another CPU's Linux: the version, and every
+/// manylinux tag of `arch` up to the glibc floor (2.17 when none is known: the oldest
+/// any wheel index still serves), with the legacy aliases of 2.5, 2.12 and 2.17.
+fn target_platform_args(
+    arch: &str,
+    python_version: &str,
+    glibc_floor: Option<&str>,
+) -> Vec<String> {
+    let top = glibc_floor
+        .and_then(|f| f.strip_prefix("2."))
+        .and_then(|m| m.parse::<u32>().ok())
+        .unwrap_or(17);
+    let minor: Vec<&str> = python_version.split('.').take(2).collect();
+    let mut args: Vec<String> = vec![
+        "--only-binary=:all:".into(),
+        "--implementation".into(),
+        "cp".into(),
+        "--python-version".into(),
+        minor.join("."),
+    ];
+    let mut tags: Vec<String> = (5..=top)
+        .map(|m| format!("manylinux_2_{m}_{arch}"))
+        .collect();
+    for (alias, since) in [
+        ("manylinux1", 5),
+        ("manylinux2010", 12),
+        ("manylinux2014", 17),
+    ] {
+        if since <= top {
+            tags.push(format!("{alias}_{arch}"));
+        }
+    }
+    for tag in tags {
+        args.extend(["--platform".to_string(), tag]);
+    }
+    args
+}
+
+/// The distributions staged in `site` (but `project`, the app's own), installed again
+/// for `twin`'s platform into `<cache>/site/twin-<hash>`: for an import baseline of
+/// another CPU's build run on its twin, whose failures are those of the target (a
+/// missing optional dependency, another operating system's module) but for the CPU.
+pub fn stage_for_twin(
+    twin: &Path,
+    site: &Path,
+    project: &str,
+    cache: &Path,
+) -> anyhow::Result<PathBuf> {
+    let project = crate::project::normalize(project);
+    let pins: Vec<String> = resolved_pins(site)?
+        .lines()
+        .filter(|p| p.split_once("==").is_none_or(|(n, _)| n != project))
+        .map(str::to_string)
+        .collect();
+    let mut h = Sha256::new();
+    h.update(STAGING_VERSION);
+    h.update(twin.as_os_str().as_encoded_bytes());
+    h.update(pins.join("\n"));
+    let dir = cache
+        .join("site")
+        .join(format!("twin-{}", crate::hex(&h.finalize()[..16])));
+    if dir.join(".pykiln-complete").is_file() {
+        crate::cache::touch(&dir.join(".pykiln-complete"));
+        return Ok(dir);
+    }
+    let parent = cache.join("site");
+    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+    let tmp = tempfile::Builder::new()
+        .prefix("twin.tmp-")
+        .tempdir_in(&parent)
+        .with_context(|| format!("creating a staging directory in {}", parent.display()))?;
+    if !pins.is_empty() {
+        let mut cmd = Command::new(twin);
+        let scratch = crate::pyrun::Scratch::new(cache)?;
+        scratch.isolate(&mut cmd)?;
+        pip_environment(&mut cmd);
+        let out = cmd
+            .args(["-m", "pip", "install", "--no-deps", "--target"])
+            .arg(tmp.path())
+            .args([
+                "--no-compile",
+                "--disable-pip-version-check",
+                "--no-input",
+                "--quiet",
+            ])
+            .args(&pins)
+            .env_remove("PIP_TARGET")
+            .env_remove("PIP_USER")
+            .env_remove("PIP_PREFIX")
+            .output()
+            .with_context(|| format!("running {} -m pip", twin.display()))?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let last = stderr.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
+            bail!(
+                "pip on {} could not install the same distributions: {last}",
+                twin.display()
+            );
+        }
+    }
+    std::fs::write(tmp.path().join(".pykiln-complete"), pins.join("\n"))?;
+    let staged = tmp.keep();
+    if std::fs::rename(&staged, &dir).is_err() {
+        let _ = std::fs::remove_dir_all(&staged);
+        if !dir.join(".pykiln-complete").is_file() {
+            bail!("could not move the twin's install to {}", dir.display());
+        }
+    }
+    Ok(dir)
+}
+
 /// `name==version` of every distribution installed in `site`, sorted.
 fn resolved_pins(site: &Path) -> anyhow::Result<String> {
     let mut pins = Vec::new();
@@ -217,12 +328,26 @@ pub fn stage_dependencies(
                 .with_context(|| format!("reading requirements file {}", file.display()))?,
         );
     }
-    let base: [&[u8]; 4] = [
+    // pip on the target's interpreter (under qemu-user for another CPU) picks the
+    // target's wheels; on its twin (another CPU's interpreter and no qemu-user),
+    // pip is told the target's platform and takes wheels only.
+    let on_twin = match pykiln_pyconfig::foreign::runs(python)? {
+        pykiln_pyconfig::foreign::Runs::OnTwin(_) => {
+            let arch = pykiln_pyconfig::foreign::foreign_arch(python).unwrap_or_default();
+            Some(target_platform_args(arch, python_version, glibc_floor))
+        }
+        _ => None,
+    };
+    let mut base: Vec<&[u8]> = vec![
         STAGING_VERSION.as_bytes(),
         python_version.as_bytes(),
         python.as_os_str().as_encoded_bytes(),
         glibc_floor.unwrap_or_default().as_bytes(),
     ];
+    if on_twin.is_some() {
+        // Wheels only, markers evaluated on the twin: not what the target's pip picks.
+        base.push(b"pip on the twin");
+    }
     // vars_os: a non-UTF-8 variable elsewhere in the environment must not panic.
     let env = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.to_string_lossy().into_owned())));
@@ -250,9 +375,7 @@ pub fn stage_dependencies(
 
     if project.requirements.is_some() || !specs.is_empty() {
         let pip = |hook: Option<&Path>| -> anyhow::Result<std::process::Output> {
-            // pip on the target's interpreter (under qemu-user for another CPU) picks
-            // the target's wheels.
-            let mut cmd = pykiln_pyconfig::foreign::command(python)?;
+            let mut cmd = pykiln_pyconfig::foreign::script_command(python)?;
             // pip runs third-party code too (sdists' build backends): a scratch home like
             // every build-time child, plus what pip needs from the user's environment.
             let scratch = crate::pyrun::Scratch::new(cache)?;
@@ -269,6 +392,7 @@ pub fn stage_dependencies(
                     "--no-input",
                     "--quiet",
                 ])
+                .args(on_twin.iter().flatten())
                 .env_remove("PIP_TARGET")
                 .env_remove("PIP_USER")
                 .env_remove("PIP_PREFIX");
@@ -283,8 +407,8 @@ pub fn stage_dependencies(
                 .with_context(|| format!("running {} -m pip", python.display()))
         };
         let hook = match glibc_floor {
-            Some(floor) => Some(manylinux_hook(cache, floor)?),
-            None => None,
+            Some(floor) if on_twin.is_none() => Some(manylinux_hook(cache, floor)?),
+            _ => None,
         };
         let mut out = pip(hook.as_ref().map(|h| h.path()))?;
         if !out.status.success() && hook.is_some() {
@@ -307,8 +431,18 @@ pub fn stage_dependencies(
             }
             let detail: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
             let tail = detail[detail.len().saturating_sub(12)..].join("\n  ");
+            let why = if on_twin.is_some() {
+                format!(
+                    " ({} is for another CPU and no qemu-user runs it here, so only wheels \
+                     for its platform can be installed: `apt install qemu-user-static` lets \
+                     pip build the others)",
+                    python.display()
+                )
+            } else {
+                String::new()
+            };
             bail!(
-                "installing {} failed (pip exit status {}):\n  {tail}",
+                "installing {} failed (pip exit status {}){why}:\n  {tail}",
                 match &project.pyproject {
                     Some(file) => format!("the dependencies of {}", file.display()),
                     None => project.origin().replacen("the requirements ", "", 1),
@@ -352,6 +486,35 @@ pub fn stage_dependencies(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pip_for_another_cpu_takes_wheels_up_to_the_floor() {
+        let args = target_platform_args("aarch64", "3.11.2", Some("2.17"));
+        let platforms: Vec<&str> = args
+            .windows(2)
+            .filter(|w| w[0] == "--platform")
+            .map(|w| w[1].as_str())
+            .collect();
+        assert!(platforms.contains(&"manylinux_2_17_aarch64"));
+        assert!(platforms.contains(&"manylinux2014_aarch64"));
+        assert!(platforms.contains(&"manylinux_2_5_aarch64"));
+        assert!(
+            !platforms
+                .iter()
+                .any(|p| p.contains("2_18") || p.contains("x86_64"))
+        );
+        assert!(args.contains(&"--only-binary=:all:".to_string()));
+        let version = args.iter().position(|a| a == "--python-version").unwrap();
+        assert_eq!(args[version + 1], "3.11");
+        // A floor of 2.12 leaves out manylinux2014's tag.
+        let older = target_platform_args("x86_64", "3.13.5", Some("2.12"));
+        assert!(older.contains(&"manylinux2010_x86_64".to_string()));
+        assert!(
+            !older
+                .iter()
+                .any(|a| a.contains("2014") || a.contains("2_17"))
+        );
+    }
 
     #[test]
     fn index_settings_are_part_of_the_requirement_key() {

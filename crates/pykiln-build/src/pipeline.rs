@@ -174,8 +174,22 @@ pub fn build(
 
     clock.start(Stage::Collect);
     let collected = collect_files(&staged);
-    let startup = options
-        .record_startup
+    // Another CPU's interpreter with no qemu-user to run it: its import of the app
+    // (start-up order, import baseline) cannot run here.
+    let unrunnable = cannot_import_here(&staged.python);
+    if let Some(arch) = unrunnable {
+        let version = &staged.python.version;
+        warnings.push(Warning::new(
+            WarningKind::Startup,
+            format!(
+                "the {arch} interpreter does not run here (no qemu-user: `apt install \
+                 qemu-user-static`), so the app's import was not run: the binary starts \
+                 without a recorded start-up order, and the import baseline ran on this \
+                 machine's Python {version} with the same distributions"
+            ),
+        ));
+    }
+    let startup = (options.record_startup && unrunnable.is_none())
         .then(|| record_startup(&staged, &collected, &cache));
     inputs.extend(collected.app_files.iter().cloned());
     // The package directories too: cargo scans a directory for changes, so a module
@@ -690,6 +704,20 @@ fn native_policy(
     })
 }
 
+/// The CPU of `python` when this machine cannot run it (another CPU's interpreter, no
+/// qemu-user: [`pykiln_pyconfig::foreign::Runs::OnTwin`]).
+fn cannot_import_here(python: &PythonConfig) -> Option<&'static str> {
+    twin_of(python).and(pykiln_pyconfig::foreign::foreign_arch(&python.interpreter))
+}
+
+/// The twin that runs `python`'s scripts, when `python` itself cannot run here.
+fn twin_of(python: &PythonConfig) -> Option<PathBuf> {
+    match pykiln_pyconfig::foreign::runs(&python.interpreter) {
+        Ok(pykiln_pyconfig::foreign::Runs::OnTwin(twin)) => Some(twin),
+        _ => None,
+    }
+}
+
 /// The C compiler for placeholder libraries, and the cache directory they go to: for
 /// another CPU's interpreter (a cross build), its toolchain's compiler for its target.
 fn placeholder_compiler(
@@ -936,35 +964,70 @@ fn manifest(
         .chain(collected.extensions.keys().map(String::as_str))
         .collect();
     let mut baseline_warnings = Vec::new();
-    let expected_import_failures = baseline::import_failures(
-        &python.interpreter,
-        std::slice::from_ref(&staged.site),
-        &third_party,
-        &staged.excludes,
-        &options.cache_dir,
-        options.import_timeout,
-        &mut baseline_warnings,
-    )
-    .map_err(Error::Cache)?
-    .into_iter()
-    // The archive records no build-machine paths.
-    .map(|(m, e)| {
-        (
-            m,
-            e.replace(&*staged.site.to_string_lossy(), "<site-packages>")
-                .replace(&*python.stdlib.to_string_lossy(), "<stdlib>"),
+    // Another CPU's interpreter that cannot run here: the baseline runs on its twin,
+    // with the same distributions installed for the twin's CPU.
+    let baseline_run = match twin_of(python) {
+        None => Some((
+            python.interpreter.clone(),
+            staged.site.clone(),
+            python.stdlib.clone(),
+        )),
+        Some(twin) => {
+            let twin_prefix = twin.parent().and_then(Path::parent).unwrap_or(&twin);
+            let stdlib = match python.stdlib.strip_prefix(&python.base_prefix) {
+                Ok(rest) => twin_prefix.join(rest),
+                Err(_) => python.stdlib.clone(),
+            };
+            match install::stage_for_twin(&twin, &staged.site, &project.name, &options.cache_dir) {
+                Ok(site) => Some((twin, site, stdlib)),
+                Err(e) => {
+                    warnings.push(Warning::new(
+                        WarningKind::Baseline,
+                        format!(
+                            "no import baseline: {e:#}; `--pykiln verify` on the target also \
+                             counts the imports that fail outside pykiln"
+                        ),
+                    ));
+                    None
+                }
+            }
+        }
+    };
+    let mut baseline = BTreeMap::new();
+    if let Some((interpreter, site, stdlib)) = &baseline_run {
+        baseline = baseline::import_failures(
+            interpreter,
+            std::slice::from_ref(site),
+            &third_party,
+            &staged.excludes,
+            &options.cache_dir,
+            options.import_timeout,
+            &mut baseline_warnings,
         )
-    })
-    .chain(compiled.uncompilable.iter().map(|(n, f)| {
-        (
-            n.clone(),
-            format!(
-                "does not compile on Python {}.{}: {} (line {})",
-                python.major, python.minor, f.error, f.lineno
-            ),
-        )
-    }))
-    .collect();
+        .map_err(Error::Cache)?
+        .into_iter()
+        // The archive records no build-machine paths.
+        .map(|(m, e)| {
+            (
+                m,
+                e.replace(&*site.to_string_lossy(), "<site-packages>")
+                    .replace(&*stdlib.to_string_lossy(), "<stdlib>"),
+            )
+        })
+        .collect();
+    }
+    let expected_import_failures: BTreeMap<String, String> = baseline
+        .into_iter()
+        .chain(compiled.uncompilable.iter().map(|(n, f)| {
+            (
+                n.clone(),
+                format!(
+                    "does not compile on Python {}.{}: {} (line {})",
+                    python.major, python.minor, f.error, f.lineno
+                ),
+            )
+        }))
+        .collect();
     warnings.extend(warn(WarningKind::Baseline, &baseline_warnings));
 
     let mut build = BTreeMap::new();

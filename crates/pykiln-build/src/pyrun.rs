@@ -71,8 +71,10 @@ fn spawn(
     scratch: &Scratch,
 ) -> anyhow::Result<Child> {
     let input = serde_json::to_vec(input)?;
-    // Another CPU's interpreter (a cross build) runs under qemu-user.
-    let mut cmd = pykiln_pyconfig::foreign::command(python)?;
+    // Another CPU's interpreter (a cross build) runs under qemu-user, or else the
+    // scripts that do not depend on the CPU run on its twin (the pipeline runs no import
+    // of the app there).
+    let mut cmd = pykiln_pyconfig::foreign::script_command(python)?;
     scratch.isolate(&mut cmd)?;
     let mut child = cmd
         .args(flags)

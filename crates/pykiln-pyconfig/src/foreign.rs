@@ -42,11 +42,12 @@ pub fn foreign_arch(program: &Path) -> Option<&'static str> {
     elf_arch(&resolved).filter(|a| *a != std::env::consts::ARCH)
 }
 
-/// qemu-user for `arch`: `PYKILN_QEMU_<ARCH>` if set, else `qemu-<arch>-static` or
-/// `qemu-<arch>` on PATH (Debian's qemu-user-static and qemu-user).
+/// qemu-user for `arch`: `PYKILN_QEMU_<ARCH>` if set (set and empty: none, even if
+/// one is installed), else `qemu-<arch>-static` or `qemu-<arch>` on PATH (Debian's
+/// qemu-user-static and qemu-user).
 pub fn emulator(arch: &str) -> Option<PathBuf> {
     if let Some(p) = std::env::var_os(format!("PYKILN_QEMU_{}", arch.to_uppercase())) {
-        return Some(PathBuf::from(p));
+        return (!p.is_empty()).then(|| PathBuf::from(p));
     }
     [format!("qemu-{arch}-static"), format!("qemu-{arch}")]
         .iter()
@@ -87,6 +88,78 @@ pub fn command(program: &Path) -> Result<Command, NoEmulator> {
             Ok(cmd)
         }
     }
+}
+
+/// How this machine runs an interpreter's build-time scripts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Runs {
+    /// It is built for this machine.
+    Natively,
+    /// Under this qemu-user.
+    Emulated(PathBuf),
+    /// Not at all; its same-version twin for this machine (`bin/python3.X` of the
+    /// installation `pykiln python install` built beside it, which the cross build of
+    /// the foreign one needed first) runs what does not depend on the CPU: bytecode
+    /// compilation, source analysis, pip for the target's platform. The target's own
+    /// import runs (start-up order, import baseline) are not possible.
+    OnTwin(PathBuf),
+}
+
+/// How `interpreter`'s scripts run here; an interpreter of another CPU without an
+/// emulator and without a twin is a [`NoEmulator`] error.
+pub fn runs(interpreter: &Path) -> Result<Runs, NoEmulator> {
+    let Some(arch) = foreign_arch(interpreter) else {
+        return Ok(Runs::Natively);
+    };
+    if let Some(qemu) = emulator(arch) {
+        return Ok(Runs::Emulated(qemu));
+    }
+    twin(interpreter)
+        .map(Runs::OnTwin)
+        .ok_or_else(|| NoEmulator {
+            program: interpreter.display().to_string(),
+            arch: arch.to_string(),
+            host: std::env::consts::ARCH,
+            upper: arch.to_uppercase(),
+        })
+}
+
+/// A command that runs `interpreter`'s scripts: the interpreter, under qemu-user when
+/// it is built for another CPU, else its twin ([`Runs::OnTwin`]).
+pub fn script_command(interpreter: &Path) -> Result<Command, NoEmulator> {
+    Ok(match runs(interpreter)? {
+        Runs::Natively => Command::new(interpreter),
+        Runs::Emulated(qemu) => {
+            let mut cmd = Command::new(qemu);
+            cmd.arg(interpreter);
+            cmd
+        }
+        Runs::OnTwin(twin) => Command::new(twin),
+    })
+}
+
+/// The same-version interpreter for this machine installed beside `interpreter` (both
+/// built by `pykiln python install`: `<root>/<installation>/bin/python3.X`).
+pub fn twin(interpreter: &Path) -> Option<PathBuf> {
+    let prefix = interpreter.parent()?.parent()?;
+    let mine = crate::Portable::read(prefix)?.ok()?;
+    let host = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+    let name = interpreter.file_name()?;
+    let mut found: Vec<PathBuf> = std::fs::read_dir(prefix.parent()?)
+        .ok()?
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter(|e| {
+            crate::Portable::read(&e.path())
+                .and_then(Result::ok)
+                .is_some_and(|p| p.version == mine.version && p.target == host)
+        })
+        .map(|e| e.path().join("bin").join(name))
+        .filter(|p| p.is_file())
+        .collect();
+    // Deterministic when several recipes' builds of the version are installed.
+    found.sort();
+    found.pop()
 }
 
 /// `name` in one of PATH's directories.
@@ -152,5 +225,50 @@ mod tests {
             let err = command(&prog).unwrap_err().to_string();
             assert!(err.contains("python3.11") && err.contains("qemu"), "{err}");
         }
+
+        // Set and empty: no emulator, even if one is installed. A pykiln-built
+        // interpreter's scripts then run on its same-version twin for this machine.
+        unsafe { std::env::set_var(&var, "") };
+        assert_eq!(emulator(arch), None);
+        let root = dir.path().join("python");
+        let install = |name: &str, version: &str, target: &str, exe: &[u8]| {
+            let prefix = root.join(name);
+            std::fs::create_dir_all(prefix.join("bin")).unwrap();
+            std::fs::write(prefix.join("bin/python3.11"), exe).unwrap();
+            let record = crate::Portable {
+                version: version.into(),
+                target: target.into(),
+                glibc: "2.17".into(),
+                toolchain: "/t".into(),
+                key: name.into(),
+                sources: Default::default(),
+            };
+            std::fs::write(
+                prefix.join(crate::PORTABLE_FILE),
+                serde_json::to_vec(&record).unwrap(),
+            )
+            .unwrap();
+            prefix.join("bin/python3.11")
+        };
+        let host = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+        let foreign = install(
+            "f",
+            "3.11.2",
+            &format!("{arch}-unknown-linux-gnu"),
+            &elf(other),
+        );
+        assert!(
+            matches!(runs(&foreign), Err(NoEmulator { .. })),
+            "no twin installed yet"
+        );
+        install("other-version", "3.11.9", &host, b"");
+        assert!(runs(&foreign).is_err(), "a twin is the same version");
+        let twin = install("t", "3.11.2", &host, b"");
+        assert_eq!(runs(&foreign).unwrap(), Runs::OnTwin(twin.clone()));
+        assert_eq!(script_command(&foreign).unwrap().get_program(), twin);
+        // Running the program itself (not its scripts) still needs the emulator.
+        assert!(command(&foreign).is_err());
+        assert_eq!(runs(&twin).unwrap(), Runs::Natively);
+        unsafe { std::env::remove_var(&var) };
     }
 }

@@ -189,7 +189,11 @@ pub struct PythonConfig {
 }
 
 const PROBE: &str = r#"
-import json, sys, sysconfig, platform
+import json, os, sys, sysconfig, platform
+# Run on a same-version twin for another CPU's interpreter: that one's build-time
+# configuration (its _sysconfigdata module, named in _PYTHON_SYSCONFIGDATA_NAME).
+if os.environ.get("PYKILN_PROBE_SYSCONFIG_DIR"):
+    sys.path.append(os.environ["PYKILN_PROBE_SYSCONFIG_DIR"])
 v = sysconfig.get_config_var
 libs = []
 # MODLIBS: libraries of the extension modules built into libpython (Debian builds
@@ -226,6 +230,36 @@ print(json.dumps({
 }))
 "#;
 
+/// For probing a foreign pykiln-built interpreter on its twin: the installation's
+/// prefix, and the directory and name of its `_sysconfigdata_*` module.
+fn twin_probe_env(interpreter: &Path) -> Result<(PathBuf, (PathBuf, String)), String> {
+    let prefix = interpreter
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("not in an installation's bin/")?;
+    let name = interpreter
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy();
+    let lib = prefix.join("lib").join(name.as_ref());
+    let modules: Vec<String> = std::fs::read_dir(&lib)
+        .map_err(|e| format!("reading {}: {e}", lib.display()))?
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.strip_prefix("_sysconfigdata_")?.strip_suffix(".py")?;
+            Some(n.trim_end_matches(".py").to_string())
+        })
+        .collect();
+    match modules.as_slice() {
+        [one] => Ok((prefix.to_path_buf(), (lib, one.clone()))),
+        _ => Err(format!(
+            "expected one _sysconfigdata_*.py in {}, found {modules:?}",
+            lib.display()
+        )),
+    }
+}
+
 /// The interpreter pyo3 would pick, without probing it.
 pub fn select_interpreter() -> PathBuf {
     if let Some(p) = std::env::var_os("PYO3_PYTHON").filter(|p| !p.is_empty()) {
@@ -249,10 +283,21 @@ impl PythonConfig {
     /// Probe a given interpreter and check that pykiln can embed it.
     pub fn probe(interpreter: &Path) -> Result<Self, PyConfigError> {
         let path = interpreter.display().to_string();
-        let mut cmd = foreign::command(interpreter).map_err(|e| PyConfigError::Probe {
+        let probe_err = |detail: String| PyConfigError::Probe {
             path: path.clone(),
-            detail: e.to_string(),
-        })?;
+            detail,
+        };
+        let runs = foreign::runs(interpreter).map_err(|e| probe_err(e.to_string()))?;
+        let mut cmd = foreign::script_command(interpreter).map_err(|e| probe_err(e.to_string()))?;
+        let twin = match &runs {
+            foreign::Runs::OnTwin(twin) => {
+                let (prefix, lib) = twin_probe_env(interpreter).map_err(probe_err)?;
+                cmd.env("PYKILN_PROBE_SYSCONFIG_DIR", &lib.0)
+                    .env("_PYTHON_SYSCONFIGDATA_NAME", &lib.1);
+                Some((twin.clone(), prefix))
+            }
+            _ => None,
+        };
         let out = cmd
             .args(["-I", "-c", PROBE])
             .env_remove("PYTHONHOME")
@@ -274,6 +319,15 @@ impl PythonConfig {
                 detail: e.to_string(),
             })?;
         cfg.interpreter = interpreter.to_path_buf();
+        if let Some((twin, prefix)) = twin {
+            // What the twin reports about itself, said of the foreign installation.
+            let twin_prefix = twin.parent().and_then(Path::parent).unwrap_or(&twin);
+            if let Ok(rest) = cfg.stdlib.strip_prefix(twin_prefix) {
+                cfg.stdlib = prefix.join(rest);
+            }
+            cfg.executable = interpreter.to_path_buf();
+            cfg.base_prefix = prefix;
+        }
         cfg.portable = match Portable::read(&cfg.base_prefix) {
             Some(Ok(p)) => Some(p),
             Some(Err(detail)) => return Err(PyConfigError::Probe { path, detail }),

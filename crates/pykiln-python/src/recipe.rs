@@ -115,17 +115,23 @@ pub fn install(req: &Request, say: &mut dyn FnMut(&str)) -> anyhow::Result<Outco
     let name = format!("cpython-{}-{}.{GLIBC}-{key}", pin.version, req.target.zig);
     let prefix = root.join(&name);
     if !req.force {
-        if let Some(Ok(portable)) = Portable::read(&prefix) {
-            let installation = Installation {
-                dir: prefix.clone(),
-                portable,
-            };
-            if installation.python().is_file() {
-                return Ok(Outcome {
-                    installation,
-                    built_in: None,
-                });
-            }
+        if let Some(installation) = installed_at(&prefix) {
+            return Ok(Outcome {
+                installation,
+                built_in: None,
+            });
+        }
+    }
+    // One build per key at a time: a second `install` of the same interpreter waits
+    // for the first and then takes its result instead of building it again and
+    // replacing the directory the first one just installed.
+    let lock = InstallLock::take(&root, &key, say)?;
+    if lock.waited || !req.force {
+        if let Some(installation) = installed_at(&prefix) {
+            return Ok(Outcome {
+                installation,
+                built_in: None,
+            });
         }
     }
     let mut wanted: Vec<&Pin> = vec![pin];
@@ -207,6 +213,60 @@ pub fn install(req: &Request, say: &mut dyn FnMut(&str)) -> anyhow::Result<Outco
         },
         built_in: Some(started.elapsed()),
     })
+}
+
+/// The complete installation in `prefix`, if there is one.
+fn installed_at(prefix: &Path) -> Option<Installation> {
+    let portable = Portable::read(prefix)?.ok()?;
+    let installation = Installation {
+        dir: prefix.to_path_buf(),
+        portable,
+    };
+    installation.python().is_file().then_some(installation)
+}
+
+/// An exclusive `flock` on `<root>/.lock-<key>`, held while that installation is built
+/// (the kernel drops it if the process dies).
+struct InstallLock {
+    _file: std::fs::File,
+    /// Whether another process held it first.
+    waited: bool,
+}
+
+impl InstallLock {
+    fn take(root: &Path, key: &str, say: &mut dyn FnMut(&str)) -> anyhow::Result<Self> {
+        use std::os::fd::AsRawFd as _;
+        std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
+        let path = root.join(format!(".lock-{key}"));
+        let file = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let flock = |op| loop {
+            // SAFETY: flock(2) on a descriptor we own.
+            if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+                return Ok(());
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        };
+        let waited = flock(libc::LOCK_EX | libc::LOCK_NB).is_err();
+        if waited {
+            say(&format!(
+                "another pykiln is building this interpreter (lock {}); waiting for it",
+                path.display()
+            ));
+            flock(libc::LOCK_EX).with_context(|| format!("locking {}", path.display()))?;
+        }
+        Ok(Self {
+            _file: file,
+            waited,
+        })
+    }
 }
 
 /// Remove the build directories of builds whose process is gone (interrupted), which
@@ -850,6 +910,36 @@ mod tests {
                 "expat/libexpat.a"
             ]
         );
+    }
+
+    #[test]
+    fn a_second_install_of_the_same_key_waits_for_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = InstallLock::take(dir.path(), "k", &mut |_| {}).unwrap();
+        assert!(!first.waited);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let root = dir.path().to_path_buf();
+        std::thread::spawn(move || {
+            let mut said = Vec::new();
+            let second = InstallLock::take(&root, "k", &mut |s| said.push(s.to_string()));
+            let _ = tx.send((second.map(|l| l.waited).ok(), said));
+        });
+        // Another key is not held up.
+        assert!(
+            !InstallLock::take(dir.path(), "other", &mut |_| {})
+                .unwrap()
+                .waited
+        );
+        assert!(
+            rx.recv_timeout(Duration::from_millis(300)).is_err(),
+            "the second lock of the same key was taken while the first was held"
+        );
+        drop(first);
+        let (waited, said) = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the second install did not get the lock within 10 s of the release");
+        assert_eq!(waited, Some(true));
+        assert!(said[0].contains("waiting"), "{said:?}");
     }
 
     #[test]
