@@ -156,6 +156,11 @@ enum PythonCommand {
         /// Never download: every archive must be in a --sources directory.
         #[arg(long)]
         offline: bool,
+        /// Without profile-guided optimisation (which needs LLVM's profile tools,
+        /// `apt install llvm-19 libclang-rt-19-dev`, and a training run of a few
+        /// minutes; without them the build goes on unoptimised and says so).
+        #[arg(long)]
+        no_pgo: bool,
     },
     /// List the interpreters pykiln built.
     List {
@@ -204,6 +209,7 @@ pub fn run(args: PythonArgs) -> anyhow::Result<ExitCode> {
             jobs,
             force,
             offline,
+            no_pgo,
         } => {
             let target = pykiln_python::toolchain::target(target.as_deref())?;
             let mut dirs = sources;
@@ -219,6 +225,7 @@ pub fn run(args: PythonArgs) -> anyhow::Result<ExitCode> {
                     .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
                 force,
                 download: !offline,
+                pgo: !no_pgo,
             };
             let out =
                 pykiln_python::recipe::install(&req, &mut |what| eprintln!("pykiln: {what}"))?;
@@ -249,6 +256,7 @@ pub fn run(args: PythonArgs) -> anyhow::Result<ExitCode> {
                             "glibc": i.portable.glibc,
                             "python": i.python(),
                             "key": i.portable.key,
+                            "optimizations": i.portable.optimizations,
                         })
                     })
                     .collect();
@@ -260,11 +268,17 @@ pub fn run(args: PythonArgs) -> anyhow::Result<ExitCode> {
                 );
             } else {
                 for i in all {
+                    let optimized = if i.portable.optimizations.is_empty() {
+                        "-".to_string()
+                    } else {
+                        i.portable.optimizations.join(",")
+                    };
                     println!(
-                        "cpython {:<8} {:<26} glibc {}+  {}",
+                        "cpython {:<8} {:<26} glibc {}+  {:<4} {}",
                         i.portable.version,
                         i.portable.target,
                         i.portable.glibc,
+                        optimized,
                         i.python().display()
                     );
                 }

@@ -242,6 +242,7 @@ mod tests {
                 toolchain: "/t".into(),
                 key: name.into(),
                 sources: Default::default(),
+                optimizations: Vec::new(),
             };
             std::fs::write(
                 prefix.join(crate::PORTABLE_FILE),

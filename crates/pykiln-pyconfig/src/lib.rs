@@ -119,6 +119,9 @@ pub struct Portable {
     pub key: String,
     /// Each source archive it was built from, with its SHA-256.
     pub sources: std::collections::BTreeMap<String, String>,
+    /// Optimisations beyond `-O3` it was built with (`pgo`).
+    #[serde(default)]
+    pub optimizations: Vec<String>,
 }
 
 impl Portable {

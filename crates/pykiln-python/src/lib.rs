@@ -39,7 +39,8 @@ pub fn root(cache: &Path) -> PathBuf {
     cache.join("python")
 }
 
-/// Every complete installation under `root`, newest version first.
+/// Every complete installation under `root`, newest version first (and of one version,
+/// the optimised builds first).
 pub fn installed(root: &Path) -> Vec<Installation> {
     let mut out: Vec<Installation> = std::fs::read_dir(root)
         .into_iter()
@@ -55,9 +56,19 @@ pub fn installed(root: &Path) -> Vec<Installation> {
         })
         .filter(|i| i.python().is_file())
         .collect();
+    // Newest first; of one version, what this pykiln's recipe builds before what an
+    // older one left (another toolchain), and an optimised build (PGO) before a plain
+    // one.
     out.sort_by(|a, b| {
         version_key(&b.portable.version)
             .cmp(&version_key(&a.portable.version))
+            .then_with(|| is_current(b).cmp(&is_current(a)))
+            .then_with(|| {
+                b.portable
+                    .optimizations
+                    .len()
+                    .cmp(&a.portable.optimizations.len())
+            })
             .then_with(|| a.dir.cmp(&b.dir))
     });
     out
@@ -73,6 +84,22 @@ pub fn find(root: &Path, request: &str, target: &str) -> Option<Installation> {
                     .strip_prefix(request)
                     .is_some_and(|r| r.starts_with('.')))
     })
+}
+
+/// Whether this pykiln's recipe would build `i` today (its key is a current one).
+fn is_current(i: &Installation) -> bool {
+    let Some(pin) = sources::CPYTHON
+        .iter()
+        .find(|p| p.version == i.portable.version)
+    else {
+        return false;
+    };
+    let Ok(target) = toolchain::target(Some(&i.portable.target)) else {
+        return false;
+    };
+    [false, true]
+        .iter()
+        .any(|&pgo| recipe::key(pin, &target, pgo) == i.portable.key)
 }
 
 fn version_key(v: &str) -> Vec<u32> {
@@ -99,6 +126,7 @@ mod tests {
             toolchain: PathBuf::from("/t"),
             key: name.into(),
             sources: Default::default(),
+            optimizations: Vec::new(),
         };
         std::fs::write(dir.join(PORTABLE_FILE), serde_json::to_vec(&p).unwrap()).unwrap();
     }
@@ -110,6 +138,13 @@ mod tests {
         fake(dir.path(), "a", "3.11.2", x86);
         fake(dir.path(), "b", "3.11.10", x86);
         fake(dir.path(), "c", "3.12.1", "aarch64-unknown-linux-gnu");
+        // Of one version, this recipe's build before another toolchain's ("0-old"
+        // sorts first by name).
+        let pin = sources::CPYTHON[0];
+        let host = toolchain::TARGETS[0];
+        fake(dir.path(), "0-old", pin.version, host.rust);
+        let current = recipe::key(&pin, &host, false);
+        fake(dir.path(), &current, pin.version, host.rust);
         // Being built: no record yet.
         std::fs::create_dir_all(dir.path().join(".build-x")).unwrap();
         std::fs::create_dir_all(dir.path().join("d/bin")).unwrap();
@@ -118,6 +153,8 @@ mod tests {
         assert_eq!(found("3.11.2", x86).as_deref(), Some("3.11.2"));
         assert_eq!(found("3.1", x86), None);
         assert_eq!(found("3.12", x86), None);
-        assert_eq!(installed(dir.path()).len(), 3);
+        assert_eq!(installed(dir.path()).len(), 5);
+        let chosen = find(dir.path(), pin.version, host.rust).unwrap();
+        assert_eq!(chosen.portable.key, current);
     }
 }

@@ -25,6 +25,14 @@ const RECIPE: &str = "pykiln-python recipe 1";
 /// The same for what only a cross build does (in the key of other CPUs' builds only).
 const CROSS_RECIPE: &str = "pykiln-python cross recipe 1";
 
+/// The same for the profile-guided build (in the key of such builds only).
+const PGO_RECIPE: &str = "pykiln-python pgo recipe 1";
+
+/// The training run of a profile-guided build, as CPython's own `make profile-opt`
+/// runs it: the test suite's `--pgo` selection (about 45 tests of the core, codecs,
+/// json, re, pickle, datetime, sqlite3, …), in parallel workers.
+const PGO_TASK: &[&str] = &["-m", "test", "--pgo", "--timeout=1200"];
+
 /// Modules not built: they need libraries pykiln does not build (terminal UI, Tk, dbm,
 /// NIS, libcrypt, libuuid: `uuid` falls back to its pure-Python code) or exist only
 /// for CPython's own tests.
@@ -61,6 +69,9 @@ pub struct Request {
     pub force: bool,
     /// Download the archives not found in [`Self::sources`] (into the cache).
     pub download: bool,
+    /// Profile-guided optimisation, when LLVM's profile tools are there and the target
+    /// is this machine (the training run needs to run the interpreter).
+    pub pgo: bool,
 }
 
 /// An installation, and whether this call built it.
@@ -73,7 +84,7 @@ pub struct Outcome {
 }
 
 /// The key of an installation: the recipe, target, toolchain and every source's hash.
-fn key(python: &Pin, target: &Target) -> String {
+pub(crate) fn key(python: &Pin, target: &Target, pgo: bool) -> String {
     let mut h = Sha256::new();
     for part in [
         RECIPE,
@@ -93,6 +104,9 @@ fn key(python: &Pin, target: &Target) -> String {
     if !target.is_host() {
         h.update(CROSS_RECIPE.as_bytes());
     }
+    if pgo {
+        h.update(PGO_RECIPE.as_bytes());
+    }
     h.finalize()
         .iter()
         .take(8)
@@ -110,7 +124,27 @@ pub fn install(req: &Request, say: &mut dyn FnMut(&str)) -> anyhow::Result<Outco
             known.join(", ")
         )
     })?;
-    let key = key(pin, &req.target);
+    // The profile tools decide the key, so they are looked for first (where LLVM
+    // `toolchain::ZIG_LLVM` installs them; the build checks zig's clang is that one).
+    let pgo = match (req.pgo, req.target.is_host()) {
+        (false, _) => None,
+        (true, false) => {
+            say(
+                "no profile-guided optimisation for another CPU (its training run cannot run here)",
+            );
+            None
+        }
+        (true, true) => match toolchain::profile_tools(toolchain::ZIG_LLVM, req.target.arch()) {
+            Ok(tools) => Some(tools),
+            Err(why) => {
+                say(&format!(
+                    "building without profile-guided optimisation: {why}"
+                ));
+                None
+            }
+        },
+    };
+    let key = key(pin, &req.target, pgo.is_some());
     let root = crate::root(&req.cache);
     let name = format!("cpython-{}-{}.{GLIBC}-{key}", pin.version, req.target.zig);
     let prefix = root.join(&name);
@@ -173,6 +207,15 @@ pub fn install(req: &Request, say: &mut dyn FnMut(&str)) -> anyhow::Result<Outco
     };
     let tools = Toolchain::ensure(&req.cache, say)?;
     let wrappers = tools.wrappers(&req.target)?;
+    if pgo.is_some() {
+        let major = tools.llvm_major(&wrappers)?;
+        if major != toolchain::ZIG_LLVM {
+            bail!(
+                "zig's clang is LLVM {major}, not {}: its profiles would not fit the profile tools",
+                toolchain::ZIG_LLVM
+            );
+        }
+    }
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
     sweep_abandoned_builds(&root);
     let work = root.join(format!(".build-{key}-{}", std::process::id()));
@@ -185,6 +228,7 @@ pub fn install(req: &Request, say: &mut dyn FnMut(&str)) -> anyhow::Result<Outco
         jobs: req.jobs.max(1).to_string(),
         target: req.target,
         build_python,
+        pgo,
         step: 0,
     };
     let record = Portable {
@@ -193,6 +237,7 @@ pub fn install(req: &Request, say: &mut dyn FnMut(&str)) -> anyhow::Result<Outco
         glibc: GLIBC.to_string(),
         toolchain: tools.dir.clone(),
         key: key.clone(),
+        optimizations: build.pgo.iter().map(|_| "pgo".to_string()).collect(),
         sources: wanted
             .iter()
             .map(|p| (format!("{} {}", p.name, p.version), p.sha256.to_string()))
@@ -296,6 +341,8 @@ struct Build {
     target: Target,
     /// This machine's interpreter of the same version, for a cross build.
     build_python: Option<PathBuf>,
+    /// Profile-guided optimisation with these tools.
+    pgo: Option<toolchain::ProfileTools>,
     step: usize,
 }
 
@@ -504,12 +551,20 @@ impl Build {
         }
         self.exec(&mut configure, "cpython-configure")?;
         write_setup_local(&dir, &inc, &libdir)?;
-        self.make(&dir, "cpython-make", &[])?;
+        let optimized = match self.pgo.clone() {
+            None => String::new(),
+            Some(tools) => format!("CFLAGS_NODIST={}", self.profile(&dir, &tools, say)?),
+        };
+        self.make(&dir, "cpython-make", &[&optimized])?;
         let stage = self.work.join("stage");
         self.make(
             &dir,
             "cpython-install",
-            &["install", &format!("DESTDIR={}", stage.display())],
+            &[
+                "install",
+                &optimized,
+                &format!("DESTDIR={}", stage.display()),
+            ],
         )?;
 
         say("finishing the installation");
@@ -611,6 +666,67 @@ impl Build {
         self.exec(&mut cmd, "cross-pip")
     }
 
+    /// The profile of CPython configured in `dir`: built instrumented (LLVM's profile
+    /// runtime linked in, which zig does not add), [`PGO_TASK`] run, its raw profiles
+    /// merged, the objects removed; returns the compile flags that use the profile.
+    fn profile(
+        &mut self,
+        dir: &Path,
+        tools: &toolchain::ProfileTools,
+        say: &mut dyn FnMut(&str),
+    ) -> anyhow::Result<String> {
+        say("profile-guided optimisation: building CPython instrumented");
+        let instrument = "-fprofile-instr-generate";
+        self.make(
+            dir,
+            "cpython-make-instrumented",
+            &[
+                &format!("CFLAGS_NODIST={instrument}"),
+                &format!(
+                    "LDFLAGS_NODIST={instrument} -Wl,-u,__llvm_profile_runtime {}",
+                    tools.runtime.display()
+                ),
+            ],
+        )?;
+        say(&format!(
+            "profile-guided optimisation: the training run (python {})",
+            PGO_TASK.join(" ")
+        ));
+        let raw = self.work.join("pgo");
+        let _ = std::fs::remove_dir_all(&raw);
+        std::fs::create_dir_all(&raw).with_context(|| format!("creating {}", raw.display()))?;
+        let mut task = Command::new(dir.join("python"));
+        task.current_dir(dir)
+            .args(PGO_TASK)
+            .arg(format!("-j{}", self.jobs))
+            .env("LLVM_PROFILE_FILE", raw.join("python-%p-%m.profraw"));
+        // Like CPython's profile-opt, a failing test does not fail the build: what ran
+        // is the profile.
+        let _ = self.exec(&mut task, "cpython-pgo-training");
+        let profiles: Vec<PathBuf> = std::fs::read_dir(&raw)?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "profraw"))
+            .collect();
+        if profiles.is_empty() {
+            bail!(
+                "the training run wrote no profile into {} (see its log in {})",
+                raw.display(),
+                self.logs.display()
+            );
+        }
+        let merged = self.work.join("python.profdata");
+        let mut merge = Command::new(&tools.profdata);
+        merge.arg("merge").arg("-o").arg(&merged).args(&profiles);
+        self.exec(&mut merge, "cpython-pgo-merge")?;
+        self.make(dir, "cpython-clean-instrumented", &["clean"])?;
+        say("profile-guided optimisation: building CPython with the profile");
+        Ok(format!(
+            "-fprofile-instr-use={} -Wno-profile-instr-unprofiled -Wno-profile-instr-out-of-date",
+            merged.display()
+        ))
+    }
+
     /// Unpack `archive`, then `./configure ARGS`, `make`, `make install` in it.
     fn configure_make_install(
         &mut self,
@@ -666,7 +782,7 @@ impl Build {
         let mut cmd = Command::new("make");
         cmd.current_dir(dir)
             .arg(format!("-j{}", self.jobs))
-            .args(args)
+            .args(args.iter().filter(|a| !a.is_empty()))
             .env("CC", &self.cc.cc)
             .env("AR", &self.cc.ar)
             .env("RANLIB", &self.cc.ranlib);
@@ -943,12 +1059,13 @@ mod tests {
     }
 
     #[test]
-    fn the_key_follows_every_source() {
+    fn the_key_follows_every_source_and_the_optimisation() {
         let t = toolchain::TARGETS[0];
-        let a = key(&sources::CPYTHON[0], &t);
+        let a = key(&sources::CPYTHON[0], &t, false);
         let mut other = sources::CPYTHON[0];
         other.sha256 = "00";
-        assert_ne!(a, key(&other, &t));
-        assert_eq!(a, key(&sources::CPYTHON[0], &t));
+        assert_ne!(a, key(&other, &t, false));
+        assert_eq!(a, key(&sources::CPYTHON[0], &t, false));
+        assert_ne!(a, key(&sources::CPYTHON[0], &t, true));
     }
 }

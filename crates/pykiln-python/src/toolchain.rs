@@ -12,7 +12,12 @@ use std::process::{Command, Stdio};
 use anyhow::{Context as _, bail};
 
 /// `ziglang` release on PyPI.
-pub const ZIG: &str = "0.13.0";
+///
+/// 0.14.1's clang is LLVM 19.1.7, the release of Debian 12's `llvm-19`, whose
+/// `llvm-profdata` and profile runtime profile-guided optimisation needs.
+pub const ZIG: &str = "0.14.1";
+/// The LLVM major version of [`ZIG`]'s clang.
+pub const ZIG_LLVM: u32 = 19;
 /// `cargo-zigbuild` release on PyPI.
 pub const CARGO_ZIGBUILD: &str = "0.24.1";
 /// The oldest glibc binaries are linked against.
@@ -168,9 +173,11 @@ impl Toolchain {
         let python = self.bin().join("python");
         let triple = format!("{}.{GLIBC}", target.zig);
         let mut paths = Vec::new();
+        // zig 0.14 makes `__DATE__` an error in optimised builds (-Werror=date-time);
+        // CPython's build information uses it.
         for (tool, command) in [
-            ("cc", format!("cc -target {triple}")),
-            ("c++", format!("c++ -target {triple}")),
+            ("cc", format!("cc -target {triple} -Wno-error=date-time")),
+            ("c++", format!("c++ -target {triple} -Wno-error=date-time")),
             ("ar", "ar".to_string()),
             ("ranlib", "ranlib".to_string()),
         ] {
@@ -192,6 +199,61 @@ impl Toolchain {
             ar,
             ranlib,
         })
+    }
+}
+
+/// LLVM's profile tools of the same major version as zig's clang: what profile-guided
+/// optimisation needs besides the compiler (zig ships neither).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileTools {
+    /// `llvm-profdata`, which merges the training run's raw profiles.
+    pub profdata: PathBuf,
+    /// `libclang_rt.profile-<arch>.a`, linked into the instrumented interpreter.
+    pub runtime: PathBuf,
+}
+
+impl Toolchain {
+    /// The LLVM major version of zig's clang (`clang version 19.1.7` → 19).
+    pub fn llvm_major(&self, wrappers: &Wrappers) -> anyhow::Result<u32> {
+        let out = Command::new(&wrappers.cc)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {} --version", wrappers.cc.display()))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        llvm_major_of(&text)
+            .with_context(|| format!("{} --version said: {}", wrappers.cc.display(), text.trim()))
+    }
+}
+
+fn llvm_major_of(version_text: &str) -> Option<u32> {
+    let rest = version_text.split("clang version ").nth(1)?;
+    rest.split('.').next()?.trim().parse().ok()
+}
+
+/// LLVM `major`'s profile tools for `arch`, where Debian's and Ubuntu's `llvm-<major>`
+/// and `libclang-rt-<major>-dev` put them (`/usr/lib/llvm-<major>`); what is missing is
+/// named in the error.
+pub fn profile_tools(major: u32, arch: &str) -> Result<ProfileTools, String> {
+    let base = PathBuf::from(format!("/usr/lib/llvm-{major}"));
+    let profdata = base.join("bin").join("llvm-profdata");
+    let runtime = base
+        .join("lib/clang")
+        .join(major.to_string())
+        .join("lib/linux")
+        .join(format!("libclang_rt.profile-{arch}.a"));
+    let missing: Vec<String> = [&profdata, &runtime]
+        .iter()
+        .filter(|p| !p.is_file())
+        .map(|p| p.display().to_string())
+        .collect();
+    if missing.is_empty() {
+        Ok(ProfileTools { profdata, runtime })
+    } else {
+        Err(format!(
+            "no {} (Debian and Ubuntu: `apt install llvm-{major} libclang-rt-{major}-dev`)",
+            missing.join(" or ")
+        ))
     }
 }
 
@@ -221,4 +283,28 @@ fn run(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_llvm_version_comes_from_clangs_banner() {
+        let zig = "clang version 19.1.7 (https://github.com/ziglang/zig-bootstrap de1b01a)\nTarget: x86_64-unknown-linux-musl\n";
+        assert_eq!(llvm_major_of(zig), Some(19));
+        assert_eq!(llvm_major_of("Debian clang version 16.0.6 (15)"), Some(16));
+        assert_eq!(llvm_major_of("gcc (Debian 12.2.0-14) 12.2.0"), None);
+    }
+
+    #[test]
+    fn missing_profile_tools_are_named_with_their_packages() {
+        // No LLVM 7 on any machine this runs on.
+        let err = profile_tools(7, "x86_64").unwrap_err();
+        assert!(err.contains("/usr/lib/llvm-7/bin/llvm-profdata"), "{err}");
+        assert!(
+            err.contains("apt install llvm-7 libclang-rt-7-dev"),
+            "{err}"
+        );
+    }
 }
