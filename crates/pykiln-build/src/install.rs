@@ -168,6 +168,33 @@ fn pip_environment(cmd: &mut Command) {
     }
 }
 
+/// `cmd -m pip install --target TARGET` as every pip run of the build: pip runs
+/// third-party code too (sdists' build backends), so in a scratch home like every
+/// build-time child, with what pip needs from the user's environment, no bytecode, no
+/// prompts, and none of the user's settings of where pip installs. The scratch home
+/// lives as long as the returned [`crate::pyrun::Scratch`].
+fn pip_install(
+    mut cmd: Command,
+    target: &Path,
+    cache: &Path,
+) -> anyhow::Result<(Command, crate::pyrun::Scratch)> {
+    let scratch = crate::pyrun::Scratch::new(cache)?;
+    scratch.isolate(&mut cmd)?;
+    pip_environment(&mut cmd);
+    cmd.args(["-m", "pip", "install", "--target"])
+        .arg(target)
+        .args([
+            "--no-compile",
+            "--disable-pip-version-check",
+            "--no-input",
+            "--quiet",
+        ])
+        .env_remove("PIP_TARGET")
+        .env_remove("PIP_USER")
+        .env_remove("PIP_PREFIX");
+    Ok((cmd, scratch))
+}
+
 /// pip's options for installing wheels of another CPU's Linux: the version, and every
 /// manylinux tag of `arch` up to the glibc floor (2.17 when none is known: the oldest
 /// any wheel index still serves), with the legacy aliases of 2.5, 2.12 and 2.17.
@@ -240,23 +267,10 @@ pub fn stage_for_twin(
         .tempdir_in(&parent)
         .with_context(|| format!("creating a staging directory in {}", parent.display()))?;
     if !pins.is_empty() {
-        let mut cmd = Command::new(twin);
-        let scratch = crate::pyrun::Scratch::new(cache)?;
-        scratch.isolate(&mut cmd)?;
-        pip_environment(&mut cmd);
+        let (mut cmd, _scratch) = pip_install(Command::new(twin), tmp.path(), cache)?;
         let out = cmd
-            .args(["-m", "pip", "install", "--no-deps", "--target"])
-            .arg(tmp.path())
-            .args([
-                "--no-compile",
-                "--disable-pip-version-check",
-                "--no-input",
-                "--quiet",
-            ])
+            .arg("--no-deps")
             .args(&pins)
-            .env_remove("PIP_TARGET")
-            .env_remove("PIP_USER")
-            .env_remove("PIP_PREFIX")
             .output()
             .with_context(|| format!("running {} -m pip", twin.display()))?;
         if !out.status.success() {
@@ -331,7 +345,8 @@ pub fn stage_dependencies(
     // pip on the target's interpreter (under qemu-user for another CPU) picks the
     // target's wheels; on its twin (another CPU's interpreter and no qemu-user),
     // pip is told the target's platform and takes wheels only.
-    let on_twin = match pykiln_pyconfig::foreign::runs(python)? {
+    let runs = pykiln_pyconfig::foreign::runs(python)?;
+    let on_twin = match runs {
         pykiln_pyconfig::foreign::Runs::OnTwin(_) => {
             let arch = pykiln_pyconfig::foreign::foreign_arch(python).unwrap_or_default();
             Some(target_platform_args(arch, python_version, glibc_floor))
@@ -375,27 +390,11 @@ pub fn stage_dependencies(
 
     if project.requirements.is_some() || !specs.is_empty() {
         let pip = |hook: Option<&Path>| -> anyhow::Result<std::process::Output> {
-            let mut cmd = pykiln_pyconfig::foreign::script_command(python)?;
-            // pip runs third-party code too (sdists' build backends): a scratch home like
-            // every build-time child, plus what pip needs from the user's environment.
-            let scratch = crate::pyrun::Scratch::new(cache)?;
-            scratch.isolate(&mut cmd)?;
-            pip_environment(&mut cmd);
+            let (mut cmd, _scratch) = pip_install(runs.command(python), &tmp, cache)?;
             if let Some(dir) = hook {
                 cmd.env("PYTHONPATH", dir);
             }
-            cmd.args(["-m", "pip", "install", "--target"])
-                .arg(&tmp)
-                .args([
-                    "--no-compile",
-                    "--disable-pip-version-check",
-                    "--no-input",
-                    "--quiet",
-                ])
-                .args(on_twin.iter().flatten())
-                .env_remove("PIP_TARGET")
-                .env_remove("PIP_USER")
-                .env_remove("PIP_PREFIX");
+            cmd.args(on_twin.iter().flatten());
             if let Some(file) = &project.requirements {
                 cmd.arg("-r").arg(file);
                 if String::from_utf8_lossy(&req_text).contains("--hash=") {

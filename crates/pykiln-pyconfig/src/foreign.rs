@@ -77,15 +77,8 @@ pub fn command(program: &Path) -> Result<Command, NoEmulator> {
     match foreign_arch(program) {
         None => Ok(Command::new(program)),
         Some(arch) => {
-            let qemu = emulator(arch).ok_or_else(|| NoEmulator {
-                program: program.display().to_string(),
-                arch: arch.to_string(),
-                host: std::env::consts::ARCH,
-                upper: arch.to_uppercase(),
-            })?;
-            let mut cmd = Command::new(qemu);
-            cmd.arg(program);
-            Ok(cmd)
+            let qemu = emulator(arch).ok_or_else(|| no_emulator(program, arch))?;
+            Ok(emulated(&qemu, program))
         }
     }
 }
@@ -116,26 +109,39 @@ pub fn runs(interpreter: &Path) -> Result<Runs, NoEmulator> {
     }
     twin(interpreter)
         .map(Runs::OnTwin)
-        .ok_or_else(|| NoEmulator {
-            program: interpreter.display().to_string(),
-            arch: arch.to_string(),
-            host: std::env::consts::ARCH,
-            upper: arch.to_uppercase(),
-        })
+        .ok_or_else(|| no_emulator(interpreter, arch))
+}
+
+impl Runs {
+    /// The command that runs `interpreter`'s scripts so.
+    pub fn command(&self, interpreter: &Path) -> Command {
+        match self {
+            Runs::Natively => Command::new(interpreter),
+            Runs::Emulated(qemu) => emulated(qemu, interpreter),
+            Runs::OnTwin(twin) => Command::new(twin),
+        }
+    }
 }
 
 /// A command that runs `interpreter`'s scripts: the interpreter, under qemu-user when
 /// it is built for another CPU, else its twin ([`Runs::OnTwin`]).
 pub fn script_command(interpreter: &Path) -> Result<Command, NoEmulator> {
-    Ok(match runs(interpreter)? {
-        Runs::Natively => Command::new(interpreter),
-        Runs::Emulated(qemu) => {
-            let mut cmd = Command::new(qemu);
-            cmd.arg(interpreter);
-            cmd
-        }
-        Runs::OnTwin(twin) => Command::new(twin),
-    })
+    Ok(runs(interpreter)?.command(interpreter))
+}
+
+fn emulated(qemu: &Path, program: &Path) -> Command {
+    let mut cmd = Command::new(qemu);
+    cmd.arg(program);
+    cmd
+}
+
+fn no_emulator(program: &Path, arch: &str) -> NoEmulator {
+    NoEmulator {
+        program: program.display().to_string(),
+        arch: arch.to_string(),
+        host: std::env::consts::ARCH,
+        upper: arch.to_uppercase(),
+    }
 }
 
 /// The same-version interpreter for this machine installed beside `interpreter` (both

@@ -291,7 +291,7 @@ impl PythonConfig {
             detail,
         };
         let runs = foreign::runs(interpreter).map_err(|e| probe_err(e.to_string()))?;
-        let mut cmd = foreign::script_command(interpreter).map_err(|e| probe_err(e.to_string()))?;
+        let mut cmd = runs.command(interpreter);
         let twin = match &runs {
             foreign::Runs::OnTwin(twin) => {
                 let (prefix, lib) = twin_probe_env(interpreter).map_err(probe_err)?;
