@@ -149,6 +149,10 @@ struct Staged {
     project: Project,
     site: PathBuf,
     excludes: Excludes,
+    /// The twin that runs `python`'s scripts when `python` is another CPU's and no
+    /// qemu-user runs it ([`pykiln_pyconfig::foreign::Runs::OnTwin`]): the app's import
+    /// cannot run here.
+    twin: Option<PathBuf>,
 }
 
 /// Build the archive of `source` at `out` (written to a temporary name, then renamed).
@@ -176,8 +180,9 @@ pub fn build(
     let collected = collect_files(&staged);
     // Another CPU's interpreter with no qemu-user to run it: its import of the app
     // (start-up order, import baseline) cannot run here.
-    let unrunnable = cannot_import_here(&staged.python);
-    if let Some(arch) = unrunnable {
+    if staged.twin.is_some() {
+        let arch =
+            pykiln_pyconfig::foreign::foreign_arch(&staged.python.interpreter).unwrap_or("foreign");
         let version = &staged.python.version;
         warnings.push(Warning::new(
             WarningKind::Startup,
@@ -189,7 +194,7 @@ pub fn build(
             ),
         ));
     }
-    let startup = (options.record_startup && unrunnable.is_none())
+    let startup = (options.record_startup && staged.twin.is_none())
         .then(|| record_startup(&staged, &collected, &cache));
     inputs.extend(collected.app_files.iter().cloned());
     // The package directories too: cargo scans a directory for changes, so a module
@@ -410,11 +415,16 @@ fn stage(
     for e in &project.exclude {
         excludes.push(e.clone());
     }
+    let twin = match pykiln_pyconfig::foreign::runs(&python.interpreter) {
+        Ok(pykiln_pyconfig::foreign::Runs::OnTwin(twin)) => Some(twin),
+        _ => None,
+    };
     Ok(Staged {
         python,
         project,
         site,
         excludes,
+        twin,
     })
 }
 
@@ -704,20 +714,6 @@ fn native_policy(
     })
 }
 
-/// The CPU of `python` when this machine cannot run it (another CPU's interpreter, no
-/// qemu-user: [`pykiln_pyconfig::foreign::Runs::OnTwin`]).
-fn cannot_import_here(python: &PythonConfig) -> Option<&'static str> {
-    twin_of(python).and(pykiln_pyconfig::foreign::foreign_arch(&python.interpreter))
-}
-
-/// The twin that runs `python`'s scripts, when `python` itself cannot run here.
-fn twin_of(python: &PythonConfig) -> Option<PathBuf> {
-    match pykiln_pyconfig::foreign::runs(&python.interpreter) {
-        Ok(pykiln_pyconfig::foreign::Runs::OnTwin(twin)) => Some(twin),
-        _ => None,
-    }
-}
-
 /// The C compiler for placeholder libraries, and the cache directory they go to: for
 /// another CPU's interpreter (a cross build), its toolchain's compiler for its target.
 fn placeholder_compiler(
@@ -966,7 +962,7 @@ fn manifest(
     let mut baseline_warnings = Vec::new();
     // Another CPU's interpreter that cannot run here: the baseline runs on its twin,
     // with the same distributions installed for the twin's CPU.
-    let baseline_run = match twin_of(python) {
+    let baseline_run = match staged.twin.clone() {
         None => Some((
             python.interpreter.clone(),
             staged.site.clone(),
