@@ -47,14 +47,7 @@ pub fn installed(root: &Path) -> Vec<Installation> {
         .flatten()
         .flatten()
         .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-        .filter_map(|e| {
-            let portable = Portable::read(&e.path())?.ok()?;
-            Some(Installation {
-                dir: e.path(),
-                portable,
-            })
-        })
-        .filter(|i| i.python().is_file())
+        .filter_map(|e| installed_at(&e.path()))
         .collect();
     // Newest first; of one version, what this pykiln's recipe builds before what an
     // older one left (another toolchain), and an optimised build (PGO) before a plain
@@ -84,6 +77,16 @@ pub fn find(root: &Path, request: &str, target: &str) -> Option<Installation> {
                     .strip_prefix(request)
                     .is_some_and(|r| r.starts_with('.')))
     })
+}
+
+/// The complete installation in `prefix` (its record and its interpreter), if any.
+pub fn installed_at(prefix: &Path) -> Option<Installation> {
+    let portable = Portable::read(prefix)?.ok()?;
+    let installation = Installation {
+        dir: prefix.to_path_buf(),
+        portable,
+    };
+    installation.python().is_file().then_some(installation)
 }
 
 /// Whether this pykiln's recipe would build `i` today (its key is a current one).

@@ -149,7 +149,7 @@ pub fn install(req: &Request, say: &mut dyn FnMut(&str)) -> anyhow::Result<Outco
     let name = format!("cpython-{}-{}.{GLIBC}-{key}", pin.version, req.target.zig);
     let prefix = root.join(&name);
     if !req.force {
-        if let Some(installation) = installed_at(&prefix) {
+        if let Some(installation) = crate::installed_at(&prefix) {
             return Ok(Outcome {
                 installation,
                 built_in: None,
@@ -161,7 +161,7 @@ pub fn install(req: &Request, say: &mut dyn FnMut(&str)) -> anyhow::Result<Outco
     // replacing the directory the first one just installed.
     let lock = InstallLock::take(&root, &key, say)?;
     if lock.waited || !req.force {
-        if let Some(installation) = installed_at(&prefix) {
+        if let Some(installation) = crate::installed_at(&prefix) {
             return Ok(Outcome {
                 installation,
                 built_in: None,
@@ -258,16 +258,6 @@ pub fn install(req: &Request, say: &mut dyn FnMut(&str)) -> anyhow::Result<Outco
         },
         built_in: Some(started.elapsed()),
     })
-}
-
-/// The complete installation in `prefix`, if there is one.
-fn installed_at(prefix: &Path) -> Option<Installation> {
-    let portable = Portable::read(prefix)?.ok()?;
-    let installation = Installation {
-        dir: prefix.to_path_buf(),
-        portable,
-    };
-    installation.python().is_file().then_some(installation)
 }
 
 /// An exclusive `flock` on `<root>/.lock-<key>`, held while that installation is built
