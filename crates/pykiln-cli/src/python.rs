@@ -227,8 +227,12 @@ pub fn run(args: PythonArgs) -> anyhow::Result<ExitCode> {
                 download: !offline,
                 pgo: !no_pgo,
             };
-            let out =
-                pykiln_python::recipe::install(&req, &mut |what| eprintln!("pykiln: {what}"))?;
+            // Each step with the time it starts at: an install takes minutes, and where
+            // they go (OpenSSL, the PGO training run) is what a slow one is asked about.
+            let started = std::time::Instant::now();
+            let out = pykiln_python::recipe::install(&req, &mut |what| {
+                eprintln!("pykiln: {what} (at {} s)", started.elapsed().as_secs())
+            })?;
             match out.built_in {
                 Some(t) => eprintln!(
                     "pykiln: built Python {} for {} (glibc {}+) in {:.0} s",
