@@ -233,21 +233,11 @@ fn dir_size(path: &Path) -> u64 {
         {
             return n;
         }
-        let n = tree_size(path);
+        let n = pykiln_python::disk_usage(path);
         let _ = std::fs::write(&memo, n.to_string());
         return n;
     }
-    tree_size(path)
-}
-
-fn tree_size(path: &Path) -> u64 {
-    walkdir::WalkDir::new(path)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.metadata().ok())
-        .filter(|m| m.is_file())
-        .map(|m| m.len())
-        .sum()
+    pykiln_python::disk_usage(path)
 }
 
 /// Remove the least recently used entries not used since `started` until the cache

@@ -186,6 +186,21 @@ enum PythonCommand {
         #[arg(long)]
         target: Option<String>,
     },
+    /// Remove installed interpreters: every build of VERSION for the target, or with
+    /// --superseded those no request picks any more (an older recipe's or toolchain's
+    /// build, a plain build beside a profile-guided one), with the runners built for
+    /// them and the runners of any other interpreter that is gone.
+    Remove {
+        /// Version: 3.11 or 3.11.2.
+        #[arg(required_unless_present = "superseded", conflicts_with = "superseded")]
+        version: Option<String>,
+        /// Rust target triple (default: this machine's).
+        #[arg(long, conflicts_with = "superseded")]
+        target: Option<String>,
+        /// Every installation that another of the same version and target is preferred to.
+        #[arg(long)]
+        superseded: bool,
+    },
     /// List the source archives a build needs, with their SHA-256 and where to get them.
     Sources {
         /// Instead, check that these directories hold them all (exit status 1 if not).
@@ -310,6 +325,55 @@ pub fn run(args: PythonArgs) -> anyhow::Result<ExitCode> {
                 "pykiln: then: cargo zigbuild --release --target {}",
                 i.portable.zig_target()
             );
+        }
+        PythonCommand::Remove {
+            version,
+            target,
+            superseded,
+        } => {
+            let doomed = match version {
+                Some(v) => {
+                    let target = pykiln_python::toolchain::target(target.as_deref())?;
+                    let all: Vec<_> = pykiln_python::installed(&root)
+                        .into_iter()
+                        .filter(|i| {
+                            i.portable.target == target.rust
+                                && pykiln_python::version_matches(&i.portable.version, &v)
+                        })
+                        .collect();
+                    if all.is_empty() {
+                        bail!(
+                            "no pykiln Python {v} for {} in {} (`pykiln python list` shows what is installed)",
+                            target.rust,
+                            root.display()
+                        );
+                    }
+                    all
+                }
+                None if superseded => pykiln_python::superseded(&root),
+                None => bail!("name a version to remove, or --superseded"),
+            };
+            if doomed.is_empty() {
+                eprintln!("pykiln: nothing superseded in {}", root.display());
+            }
+            for i in doomed {
+                let freed = pykiln_python::remove(&i, &mut |what| eprintln!("pykiln: {what}"))?;
+                eprintln!(
+                    "pykiln: removed cpython {} {} ({:.0} MB) {}",
+                    i.portable.version,
+                    i.portable.target,
+                    freed as f64 / 1e6,
+                    i.dir.display()
+                );
+            }
+            // What was built for them: their runners and the runners' build directories.
+            let freed = crate::runner::sweep_orphaned(&cache);
+            if freed > 0 {
+                eprintln!(
+                    "pykiln: removed the runners of interpreters that are gone ({:.0} MB)",
+                    freed as f64 / 1e6
+                );
+            }
         }
         PythonCommand::Sources { check } if !check.is_empty() => {
             let mut pins: Vec<&pykiln_python::sources::Pin> =

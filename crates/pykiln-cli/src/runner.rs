@@ -253,9 +253,8 @@ pub fn runner_for(
         dir.display()
     ));
     let started = Instant::now();
-    let interp_key =
-        hex(&Sha256::digest(interpreter_identity(python).as_os_str().as_encoded_bytes())[..8]);
-    let target_dir = cache.join("runners").join("target").join(interp_key);
+    let interp_key = interpreter_key(interpreter_identity(python).as_os_str().as_encoded_bytes());
+    let target_dir = runner_target_dir(&cache.join("runners"), &interp_key);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let log = dir.join("build.log");
     let log_file =
@@ -369,6 +368,7 @@ pub fn runner_for(
         0o644,
     )?;
     prune_runners(&cache.join("runners"), &owner);
+    sweep_orphaned(cache);
     Ok(Runner {
         path: exe,
         built_in: Some(started.elapsed()),
@@ -400,6 +400,44 @@ fn prune_runners(root: &Path, owner: &Path) {
     for (_, dir) in mine.into_iter().take(excess) {
         let _ = std::fs::remove_dir_all(dir);
     }
+}
+
+/// The build directory kept for rebuilding the runners of one interpreter (its
+/// compiled dependencies: hundreds of MB).
+fn runner_target_dir(root: &Path, interp_key: &str) -> PathBuf {
+    root.join("target").join(interp_key)
+}
+
+/// The key of an interpreter's build directory: a hash of its identity (the bytes a
+/// runner's `python` file records).
+fn interpreter_key(identity: &[u8]) -> String {
+    hex(&Sha256::digest(identity)[..8])
+}
+
+/// Remove the runners of interpreters that no longer exist (a removed `pykiln python`
+/// installation, an uninstalled pyenv or distribution Python) and the build directory
+/// kept for each: nothing can use them again. A runner still being built has no
+/// `python` record yet and is left alone. Returns the bytes freed.
+pub fn sweep_orphaned(cache: &Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt as _;
+    let root = cache.join("runners");
+    let mut freed = 0;
+    for e in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+        let dir = e.path();
+        let Ok(identity) = std::fs::read(dir.join("python")) else {
+            continue;
+        };
+        if identity.is_empty() || Path::new(std::ffi::OsStr::from_bytes(&identity)).exists() {
+            continue;
+        }
+        for d in [runner_target_dir(&root, &interpreter_key(&identity)), dir] {
+            let size = pykiln_python::disk_usage(&d);
+            if std::fs::remove_dir_all(&d).is_ok() {
+                freed += size;
+            }
+        }
+    }
+    freed
 }
 
 /// Write a whole file under a temporary name beside it, with `mode`, then rename.
@@ -463,5 +501,33 @@ mod tests {
         prune_runners(root.path(), &kept[0].join("python"));
         assert!(!old.exists() && !older.exists());
         assert!(kept.iter().all(|d| d.exists()) && other.exists());
+    }
+
+    #[test]
+    fn runners_of_interpreters_that_are_gone_are_swept_with_their_build_dirs() {
+        let cache = tempfile::tempdir().unwrap();
+        let root = cache.path().join("runners");
+        let live_python = cache.path().join("python3.11");
+        std::fs::write(&live_python, "").unwrap();
+        let make = |name: &str, identity: &[u8]| {
+            let runner = root.join(name);
+            std::fs::create_dir_all(&runner).unwrap();
+            std::fs::write(runner.join("python"), identity).unwrap();
+            std::fs::write(runner.join("pykiln-runner"), vec![0u8; 1000]).unwrap();
+            let target = runner_target_dir(&root, &interpreter_key(identity));
+            std::fs::create_dir_all(target.join("release")).unwrap();
+            std::fs::write(target.join("release/dep.rlib"), vec![0u8; 3000]).unwrap();
+            (runner, target)
+        };
+        let missing = b"/nonexistent/pykiln-test/python3.11";
+        let (gone, gone_target) = make("a", missing);
+        let (live, live_target) = make("b", live_python.as_os_str().as_encoded_bytes());
+        // Being built: no record yet.
+        std::fs::create_dir_all(root.join("c")).unwrap();
+        // The runner, its record and its build directory.
+        assert_eq!(sweep_orphaned(cache.path()), 4000 + missing.len() as u64);
+        assert!(!gone.exists() && !gone_target.exists());
+        assert!(live.exists() && live_target.exists() && root.join("c").exists());
+        assert_eq!(sweep_orphaned(cache.path()), 0);
     }
 }

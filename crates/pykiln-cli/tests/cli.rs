@@ -662,6 +662,17 @@ fn own_interpreter_commands_name_what_is_missing() {
         .arg(&cache));
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+    // Removing: nothing of that version is an error that says where to look; nothing
+    // superseded is not.
+    let out = run(pykiln()
+        .args(["python", "remove", "3.11", "--cache-dir"])
+        .arg(&cache));
+    fails_with(&out, &["no pykiln Python 3.11", "pykiln python list"]);
+    let out = run(pykiln()
+        .args(["python", "remove", "--superseded", "--cache-dir"])
+        .arg(&cache));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("nothing superseded"), "{}", text(&out));
     // Another CPU: only pykiln's own interpreter for it will do, and the error says how
     // to build one; a target pykiln has no recipe for is refused by name.
     let out = run(pykiln()

@@ -5,7 +5,7 @@
 //! - [`sources`]: the pinned archives and where they are found.
 //! - [`toolchain`]: zig and cargo-zigbuild, the compilers that target the old glibc.
 //! - [`recipe`]: the build itself.
-//! - this module: the installed interpreters (`pykiln python install/list/find`).
+//! - this module: the installed interpreters (`pykiln python list/find/remove`).
 
 pub mod recipe;
 pub mod sources;
@@ -69,14 +69,18 @@ pub fn installed(root: &Path) -> Vec<Installation> {
 
 /// The newest installation matching `request` (`3.11`, `3.11.2`) for `target`.
 pub fn find(root: &Path, request: &str, target: &str) -> Option<Installation> {
-    installed(root).into_iter().find(|i| {
-        i.portable.target == target
-            && (i.portable.version == request
-                || i.portable
-                    .version
-                    .strip_prefix(request)
-                    .is_some_and(|r| r.starts_with('.')))
-    })
+    installed(root)
+        .into_iter()
+        .find(|i| i.portable.target == target && version_matches(&i.portable.version, request))
+}
+
+/// Whether `version` (`3.11.2`) is what `request` asks for: itself, or a prefix of whole
+/// components (`3.11`, not `3.1`).
+pub fn version_matches(version: &str, request: &str) -> bool {
+    version == request
+        || version
+            .strip_prefix(request)
+            .is_some_and(|r| r.starts_with('.'))
 }
 
 /// The complete installation in `prefix` (its record and its interpreter), if any.
@@ -87,6 +91,53 @@ pub fn installed_at(prefix: &Path) -> Option<Installation> {
         portable,
     };
     installation.python().is_file().then_some(installation)
+}
+
+/// The installations no request picks any more: for each version and target, all but
+/// the one [`installed`] puts first (another toolchain's or recipe's build, a plain one
+/// beside a profile-guided one).
+pub fn superseded(root: &Path) -> Vec<Installation> {
+    let mut seen = std::collections::HashSet::new();
+    installed(root)
+        .into_iter()
+        .filter(|i| !seen.insert((i.portable.version.clone(), i.portable.target.clone())))
+        .collect()
+}
+
+/// Remove an installation: under its install lock (never while it is being built), its
+/// directory is first renamed to a hidden name, so that no build picks up a half-removed
+/// interpreter, then deleted. Returns the bytes freed.
+pub fn remove(installation: &Installation, say: &mut dyn FnMut(&str)) -> anyhow::Result<u64> {
+    use anyhow::Context as _;
+    let dir = &installation.dir;
+    let root = dir
+        .parent()
+        .with_context(|| format!("{} has no parent directory", dir.display()))?;
+    let _lock = recipe::InstallLock::take(root, &installation.portable.key, say)?;
+    let size = disk_usage(dir);
+    let name = dir
+        .file_name()
+        .with_context(|| format!("{} has no name", dir.display()))?;
+    let doomed = root.join(format!(
+        ".removing-{}-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    std::fs::rename(dir, &doomed)
+        .with_context(|| format!("moving {} aside to remove it", dir.display()))?;
+    std::fs::remove_dir_all(&doomed).with_context(|| format!("removing {}", doomed.display()))?;
+    Ok(size)
+}
+
+/// Bytes in the files under `dir` (symbolic links not followed), 0 if it is missing.
+pub fn disk_usage(dir: &Path) -> u64 {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
 }
 
 /// Whether this pykiln's recipe would build `i` today (its key is a current one).
@@ -159,5 +210,34 @@ mod tests {
         assert_eq!(installed(dir.path()).len(), 5);
         let chosen = find(dir.path(), pin.version, host.rust).unwrap();
         assert_eq!(chosen.portable.key, current);
+
+        // Superseded: only the other toolchain's build of the pinned version.
+        let old: Vec<String> = superseded(dir.path())
+            .into_iter()
+            .map(|i| i.portable.key)
+            .collect();
+        assert_eq!(old, ["0-old"]);
+    }
+
+    #[test]
+    fn removing_an_installation_deletes_it_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let x86 = "x86_64-unknown-linux-gnu";
+        fake(dir.path(), "a", "3.11.2", x86);
+        fake(dir.path(), "b", "3.13.5", x86);
+        std::fs::write(dir.path().join("a/lib.bin"), vec![0u8; 5000]).unwrap();
+        let a = find(dir.path(), "3.11", x86).unwrap();
+        let freed = remove(&a, &mut |_| {}).unwrap();
+        assert!(freed >= 5000, "{freed}");
+        assert!(!dir.path().join("a").exists());
+        assert!(find(dir.path(), "3.11", x86).is_none());
+        assert!(find(dir.path(), "3.13", x86).is_some());
+        // Nothing left behind but the lock file.
+        let left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "b" && !n.starts_with(".lock-"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 }

@@ -262,14 +262,14 @@ pub fn install(req: &Request, say: &mut dyn FnMut(&str)) -> anyhow::Result<Outco
 
 /// An exclusive `flock` on `<root>/.lock-<key>`, held while that installation is built
 /// (the kernel drops it if the process dies).
-struct InstallLock {
+pub(crate) struct InstallLock {
     _file: std::fs::File,
     /// Whether another process held it first.
     waited: bool,
 }
 
 impl InstallLock {
-    fn take(root: &Path, key: &str, say: &mut dyn FnMut(&str)) -> anyhow::Result<Self> {
+    pub(crate) fn take(root: &Path, key: &str, say: &mut dyn FnMut(&str)) -> anyhow::Result<Self> {
         use std::os::fd::AsRawFd as _;
         std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
         let path = root.join(format!(".lock-{key}"));
