@@ -240,6 +240,7 @@ impl App {
                 let link = HostLink::from_env()?;
                 let out = Path::new(&out);
                 let mut options = self.resolve_options()?;
+                self.check_requested_python(&options)?;
                 options.rust_crates = linked_crates();
                 let report = self.build(&out.join("app.pykiln"), &options, &mut ())?;
                 Ok((report, link))
@@ -255,6 +256,43 @@ impl App {
                 std::process::exit(1);
             }
         }
+    }
+}
+
+impl App {
+    /// `[tool.pykiln] python` in a build script: pyo3, the runtime crate and the archive
+    /// take the interpreter from the environment cargo runs in (`PYO3_PYTHON`, else
+    /// `python3`), which no build script can change, so a different request fails here
+    /// with the line that fixes it, instead of a binary on the wrong interpreter.
+    fn check_requested_python(&self, options: &BuildOptions) -> anyhow::Result<()> {
+        let project = match &self.source {
+            Source::Project(dir) => ToolConfig::read(dir)?,
+            Source::Requirements { .. } => ToolConfig::default(),
+        };
+        let Some(wanted) = project.merged(&self.tool).python else {
+            return Ok(());
+        };
+        let target = std::env::var("TARGET").ok();
+        let resolved = pykiln_python::request::resolve_for(
+            Some(&wanted),
+            Some(&options.cache_dir),
+            target.as_deref(),
+        )
+        .with_context(|| format!("[tool.pykiln] python = \"{wanted}\""))?;
+        let same = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        if same(&resolved) == same(&options.python) {
+            return Ok(());
+        }
+        bail!(
+            "[tool.pykiln] python = \"{wanted}\" is {}, but cargo builds this crate with {} \
+             (PYO3_PYTHON, else python3 on PATH), which pyo3 and the pykiln runtime are compiled \
+             for. Build in an environment that names it, e.g. in .cargo/config.toml:\n\n\
+             [env]\nPYO3_PYTHON = \"{}\"\n\n\
+             (`pykiln python env {wanted}` prints the shell form for `cargo zigbuild`)",
+            resolved.display(),
+            options.python.display(),
+            resolved.display()
+        )
     }
 }
 

@@ -69,6 +69,11 @@ pub struct ToolConfig {
     pub strip_native: Option<bool>,
     /// The server's text writes to `sys.stdout` go to stderr (default false).
     pub stdout_guard: Option<bool>,
+    /// The interpreter to build with: a version (`3.11`, which prefers pykiln's own
+    /// build of it, as `--python 3.11` does) or a path. The CLI uses it when no
+    /// `--python` is given; a build script cannot choose pyo3's interpreter, so there it
+    /// checks that cargo's (`PYO3_PYTHON`) is this one and says how to make it so.
+    pub python: Option<String>,
     /// `[tool.pykiln.mcpb]`: the MCP Bundle `pykiln dist` makes.
     pub mcpb: Option<pykiln_archive::McpbConfig>,
     /// `[tool.pykiln.oci]`: the container image `pykiln dist` makes.
@@ -76,6 +81,16 @@ pub struct ToolConfig {
 }
 
 impl ToolConfig {
+    /// The `[tool.pykiln]` table of `dir/pyproject.toml` (empty when it has none).
+    pub fn read(dir: &Path) -> anyhow::Result<ToolConfig> {
+        let file = dir.join("pyproject.toml");
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {}", file.display()))?;
+        let doc: PyProject =
+            toml::from_str(&text).with_context(|| format!("parsing {}", file.display()))?;
+        Ok(doc.tool.and_then(|t| t.pykiln).unwrap_or_default())
+    }
+
     /// `self` with every option `over` sets taken from `over` (lists are appended).
     pub fn merged(mut self, over: &ToolConfig) -> ToolConfig {
         fn pick<T: Clone>(a: &mut Option<T>, b: &Option<T>) {
@@ -90,6 +105,7 @@ impl ToolConfig {
         pick(&mut self.python_cli, &over.python_cli);
         pick(&mut self.strip_native, &over.strip_native);
         pick(&mut self.stdout_guard, &over.stdout_guard);
+        pick(&mut self.python, &over.python);
         pick(&mut self.mcpb, &over.mcpb);
         pick(&mut self.oci, &over.oci);
         pick(

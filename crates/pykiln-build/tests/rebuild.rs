@@ -23,16 +23,20 @@ fn write(path: &Path, text: &str) {
 }
 
 fn cargo_build(dir: &Path, target: &Path) {
+    let (ok, stderr) = try_cargo_build(dir, target);
+    assert!(ok, "cargo build failed:\n{stderr}");
+}
+
+fn try_cargo_build(dir: &Path, target: &Path) -> (bool, String) {
     let out = Command::new(env!("CARGO"))
         .args(["build", "--release", "--quiet"])
         .current_dir(dir)
         .env("CARGO_TARGET_DIR", target)
         .output_within(support::LONG);
-    assert!(
+    (
         out.status.success(),
-        "cargo build failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn probe(bin: &Path, code: &str) -> (bool, String) {
@@ -94,4 +98,23 @@ fn adding_a_module_or_data_file_repacks() {
     let (ok, out) = probe(&bin, check);
     assert!(ok, "{out}");
     assert_eq!(out.trim(), "fired glazed");
+
+    // `[tool.pykiln] python` naming another interpreter than cargo's: the build script
+    // cannot switch pyo3's, so it fails and names the setting that would.
+    let other = dir.join("other-python3");
+    write(&other, "#!/bin/sh\n");
+    let pyproject = dir.join("project/pyproject.toml");
+    let text = std::fs::read_to_string(&pyproject).unwrap();
+    write(
+        &pyproject,
+        &format!("{text}python = {:?}\n", other.display().to_string()),
+    );
+    let (ok, stderr) = try_cargo_build(dir, &target);
+    assert!(!ok, "built against another interpreter than requested");
+    let fix = format!("PYO3_PYTHON = \"{}\"", other.display());
+    assert!(
+        stderr.contains("[tool.pykiln] python") && stderr.contains(&fix),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }

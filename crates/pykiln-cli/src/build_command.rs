@@ -37,8 +37,9 @@ pub struct BuildArgs {
     #[arg(long, value_name = "MODULE:FUNCTION")]
     entry_point: Option<String>,
 
-    /// Interpreter to embed: a path, or a version such as 3.12 (default: PYO3_PYTHON, an
-    /// active virtualenv, else python3 on PATH). It needs its static library.
+    /// Interpreter to embed: a path, or a version such as 3.12 (default: the project's
+    /// [tool.pykiln] python, else PYO3_PYTHON, an active virtualenv, else python3 on
+    /// PATH). It needs its static library.
     #[arg(long, value_name = "PATH|VERSION")]
     python: Option<String>,
 
@@ -274,8 +275,14 @@ impl pykiln_build::Progress for Progress {
 /// Run `pykiln build`.
 pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     let plan = args.plan()?;
+    // `--python`, else the project's `[tool.pykiln] python`.
+    let spec = match (&args.python, &plan.source) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Source::Project(dir)) => ToolConfig::read(dir)?.python,
+        (None, Source::Requirements { .. }) => None,
+    };
     let python = crate::python::resolve_for(
-        args.python.as_deref(),
+        spec.as_deref(),
         args.cache_dir.as_deref(),
         args.target.as_deref(),
     )?;

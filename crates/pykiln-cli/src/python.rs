@@ -7,120 +7,25 @@ use std::process::ExitCode;
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 
-/// The interpreter `spec` names: a path (or command), or a version (`3.12`,
-/// `3.12.7`) looked up among the interpreters `pykiln python install` built (under
-/// `cache`), then in pyenv's versions, then on PATH, then in /usr/bin and
-/// /usr/local/bin. Without `spec`, the one pyo3 would pick (`PYO3_PYTHON`, an active
-/// virtualenv, `python3`).
+/// [`pykiln_python::request::resolve`], with the cache defaulting to the user's.
 pub fn resolve(spec: Option<&str>, cache: Option<&Path>) -> anyhow::Result<PathBuf> {
-    let Some(spec) = spec else {
-        return Ok(pykiln_pyconfig::select_interpreter());
-    };
-    if !is_version(spec) {
-        return Ok(PathBuf::from(spec));
-    }
-    let minor: String = spec.split('.').take(2).collect::<Vec<_>>().join(".");
-    let command = format!("python{minor}");
-    let mut looked = Vec::new();
-    // pykiln's own first, as uv prefers the Pythons it manages.
-    let cache = match cache {
-        Some(c) => Some(c.to_path_buf()),
-        None => pykiln_build::default_cache_dir().ok(),
-    };
-    if let Some(cache) = cache {
-        let root = pykiln_python::root(&cache);
-        let host = pykiln_python::toolchain::target(None).map(|t| t.rust);
-        if let Some(found) = host.ok().and_then(|t| pykiln_python::find(&root, spec, t)) {
-            return Ok(found.python());
-        }
-        looked.push(format!("{} (pykiln python install {spec})", root.display()));
-    }
-    let pyenv = std::env::var_os("PYENV_ROOT")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".pyenv")));
-    if let Some(root) = pyenv {
-        let versions = root.join("versions");
-        looked.push(format!("{}/{spec}*", versions.display()));
-        let mut found: Vec<(Vec<u32>, PathBuf)> = std::fs::read_dir(&versions)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                let matches = name == spec || name.starts_with(&format!("{spec}."));
-                let exe = e.path().join("bin").join(&command);
-                (matches && is_version(&name) && exe.is_file()).then(|| (version_key(&name), exe))
-            })
-            .collect();
-        found.sort();
-        if let Some((_, exe)) = found.pop() {
-            return Ok(exe);
-        }
-    }
-    // Not pyenv's shims: a shim runs only the versions pyenv has activated.
-    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .filter(|d| !d.ends_with(".pyenv/shims"))
-        .chain([PathBuf::from("/usr/local/bin"), PathBuf::from("/usr/bin")])
-    {
-        let exe = dir.join(&command);
-        if exe.is_file() {
-            return Ok(exe);
-        }
-    }
-    looked.push(format!("{command} on PATH, /usr/local/bin, /usr/bin"));
-    bail!(
-        "no Python {spec} found (looked in {}); build pykiln's own with `pykiln python install {minor}`, install one with its static library (pyenv install {minor}), or pass --python /path/to/python3",
-        looked.join("; ")
-    )
+    pykiln_python::request::resolve(spec, default_cache(cache).as_deref())
 }
 
-/// [`resolve`] for a target: for another CPU, only pykiln's own interpreters built for
-/// it (`pykiln python install VERSION --target TRIPLE`) or a path to one.
+/// [`pykiln_python::request::resolve_for`], with the cache defaulting to the user's.
 pub fn resolve_for(
     spec: Option<&str>,
     cache: Option<&Path>,
     target: Option<&str>,
 ) -> anyhow::Result<PathBuf> {
-    let target = match target {
-        None => return resolve(spec, cache),
-        Some(t) => pykiln_python::toolchain::target(Some(t))?,
-    };
-    if target.is_host() {
-        return resolve(spec, cache);
-    }
-    if let Some(path) = spec.filter(|s| !is_version(s)) {
-        let arch = pykiln_pyconfig::foreign::elf_arch(Path::new(path));
-        if arch != Some(target.arch()) {
-            bail!(
-                "--python {path} is not an interpreter for {} (its architecture: {})",
-                target.rust,
-                arch.unwrap_or("unknown")
-            );
-        }
-        return Ok(PathBuf::from(path));
-    }
-    let cache = match cache {
-        Some(c) => c.to_path_buf(),
-        None => pykiln_build::default_cache_dir()?,
-    };
-    let root = pykiln_python::root(&cache);
-    let found = match spec {
-        Some(v) => pykiln_python::find(&root, v, target.rust),
-        None => pykiln_python::installed(&root)
-            .into_iter()
-            .find(|i| i.portable.target == target.rust),
-    };
-    match found {
-        Some(i) => Ok(i.python()),
-        None => bail!(
-            "no pykiln Python {}for {} in {}: build one with `pykiln python install {} --target {}`",
-            spec.map(|v| format!("{v} ")).unwrap_or_default(),
-            target.rust,
-            root.display(),
-            spec.unwrap_or("3.11"),
-            target.rust
-        ),
-    }
+    pykiln_python::request::resolve_for(spec, default_cache(cache).as_deref(), target)
+}
+
+/// `cache`, else the default cache directory if there is one.
+fn default_cache(cache: Option<&Path>) -> Option<PathBuf> {
+    cache
+        .map(Path::to_path_buf)
+        .or_else(|| pykiln_build::default_cache_dir().ok())
 }
 
 /// `pykiln python`.
@@ -417,35 +322,4 @@ fn installed(
             root.display()
         )
     })
-}
-
-fn is_version(s: &str) -> bool {
-    let parts: Vec<&str> = s.split('.').collect();
-    (2..=3).contains(&parts.len())
-        && parts
-            .iter()
-            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
-}
-
-fn version_key(s: &str) -> Vec<u32> {
-    s.split('.').filter_map(|p| p.parse().ok()).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn versions_and_paths_are_told_apart() {
-        assert!(is_version("3.12") && is_version("3.12.7"));
-        for not in ["3", "python3.12", "/usr/bin/python3", "3.12-dev", "3..1"] {
-            assert!(!is_version(not), "{not}");
-        }
-        assert_eq!(
-            resolve(Some("/opt/py/bin/python3"), None).unwrap(),
-            PathBuf::from("/opt/py/bin/python3")
-        );
-        let err = resolve(Some("3.99"), None).unwrap_err().to_string();
-        assert!(err.contains("no Python 3.99 found"), "{err}");
-    }
 }

@@ -203,6 +203,22 @@ fn bad_outputs_and_interpreters_fail_before_building() {
     fails_with(&out, &["cannot write to the output directory /proc"]);
     let out = run(pykiln().args(["build", "--from", TIME, "--python", "3.99"]));
     fails_with(&out, &["no Python 3.99 found", "pyenv install 3.99"]);
+    // A project's `[tool.pykiln] python` is the default for --python.
+    let project = d.path().join("wants-3.99");
+    std::fs::create_dir_all(project.join("app")).unwrap();
+    std::fs::write(project.join("app/__init__.py"), "def main():\n    pass\n").unwrap();
+    std::fs::write(
+        project.join("pyproject.toml"),
+        "[project]\nname = \"app\"\nversion = \"1\"\n[project.scripts]\napp = \"app:main\"\n\
+         [tool.pykiln]\npython = \"3.99\"\n",
+    )
+    .unwrap();
+    let out = run(pykiln()
+        .arg("build")
+        .arg(&project)
+        .arg("-o")
+        .arg(d.path().join("s")));
+    fails_with(&out, &["no Python 3.99 found"]);
 
     // An interpreter whose static library is missing: the real one, reporting a
     // library file that does not exist.

@@ -5,9 +5,11 @@
 //! - [`sources`]: the pinned archives and where they are found.
 //! - [`toolchain`]: zig and cargo-zigbuild, the compilers that target the old glibc.
 //! - [`recipe`]: the build itself.
+//! - [`request`]: which interpreter `--python 3.11` or `[tool.pykiln] python` names.
 //! - this module: the installed interpreters (`pykiln python list/find/remove`).
 
 pub mod recipe;
+pub mod request;
 pub mod sources;
 pub mod toolchain;
 
@@ -164,7 +166,8 @@ fn version_key(v: &str) -> Vec<u32> {
 mod tests {
     use super::*;
 
-    fn fake(root: &Path, name: &str, version: &str, target: &str) {
+    /// An installation record and interpreter file under `root/name` (its key: `name`).
+    pub(crate) fn fake(root: &Path, name: &str, version: &str, target: &str) {
         let dir = root.join(name);
         std::fs::create_dir_all(dir.join("bin")).unwrap();
         let minor: Vec<&str> = version.split('.').take(2).collect();
