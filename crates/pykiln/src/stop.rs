@@ -266,18 +266,21 @@ fn drain() {
             break;
         }
         let got = &buf[..n as usize];
-        for &sig in got {
-            let sig = i32::from(sig);
-            if sig == libc::SIGINT || sig == libc::SIGTERM {
-                stopping(sig);
-            }
-        }
+        // The app's wakeup fd first, then the stop (which ends stdin): the app's own
+        // handler is queued on its event loop before the end of input that closes the
+        // session and cancels the task that would run it (seen lost under load).
         if *app >= 0 {
             // Our own wake-ups (0) are not signals.
             let signals: Vec<u8> = got.iter().copied().filter(|&b| b != 0).collect();
             // SAFETY: a non-blocking write of a local buffer; a full or closed fd loses
             // the bytes, as CPython's own handler would.
             unsafe { libc::write(*app, signals.as_ptr().cast(), signals.len()) };
+        }
+        for &sig in got {
+            let sig = i32::from(sig);
+            if sig == libc::SIGINT || sig == libc::SIGTERM {
+                stopping(sig);
+            }
         }
     }
 }
