@@ -158,7 +158,8 @@ fn is_current(i: &Installation) -> bool {
         .any(|&pgo| recipe::key(pin, &target, pgo) == i.portable.key)
 }
 
-fn version_key(v: &str) -> Vec<u32> {
+/// A version's numeric components, for ordering (`3.11.10` after `3.11.2`).
+pub(crate) fn version_key(v: &str) -> Vec<u32> {
     v.split('.').filter_map(|p| p.parse().ok()).collect()
 }
 

@@ -43,9 +43,9 @@ pub fn resolve(spec: Option<&str>, cache: Option<&Path>) -> anyhow::Result<PathB
             .flatten()
             .filter_map(|e| {
                 let name = e.file_name().into_string().ok()?;
-                let matches = name == spec || name.starts_with(&format!("{spec}."));
                 let exe = e.path().join("bin").join(&command);
-                (matches && is_version(&name) && exe.is_file()).then(|| (version_key(&name), exe))
+                (crate::version_matches(&name, spec) && is_version(&name) && exe.is_file())
+                    .then(|| (crate::version_key(&name), exe))
             })
             .collect();
         found.sort();
@@ -123,10 +123,6 @@ pub fn is_version(s: &str) -> bool {
         && parts
             .iter()
             .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
-}
-
-fn version_key(s: &str) -> Vec<u32> {
-    s.split('.').filter_map(|p| p.parse().ok()).collect()
 }
 
 #[cfg(test)]
