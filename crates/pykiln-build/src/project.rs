@@ -83,11 +83,7 @@ pub struct ToolConfig {
 impl ToolConfig {
     /// The `[tool.pykiln]` table of `dir/pyproject.toml` (empty when it has none).
     pub fn read(dir: &Path) -> anyhow::Result<ToolConfig> {
-        let file = dir.join("pyproject.toml");
-        let text = std::fs::read_to_string(&file)
-            .with_context(|| format!("reading {}", file.display()))?;
-        let doc: PyProject =
-            toml::from_str(&text).with_context(|| format!("parsing {}", file.display()))?;
+        let (_, doc) = read_pyproject(dir)?;
         Ok(doc.tool.and_then(|t| t.pykiln).unwrap_or_default())
     }
 
@@ -122,6 +118,15 @@ impl ToolConfig {
         self.exclude.extend(over.exclude.iter().cloned());
         self
     }
+}
+
+/// `dir/pyproject.toml`: its path and its parsed contents.
+fn read_pyproject(dir: &Path) -> anyhow::Result<(PathBuf, PyProject)> {
+    let file = dir.join("pyproject.toml");
+    let text =
+        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    let doc = toml::from_str(&text).with_context(|| format!("parsing {}", file.display()))?;
+    Ok((file, doc))
 }
 
 /// Where the entry point of a project made of requirements comes from, once they
@@ -200,11 +205,7 @@ impl Project {
     /// Read `dir/pyproject.toml` and find the app's packages; `over` overrides its
     /// `[tool.pykiln]` options.
     pub fn load(dir: &Path, over: &ToolConfig) -> anyhow::Result<Self> {
-        let file = dir.join("pyproject.toml");
-        let text = std::fs::read_to_string(&file)
-            .with_context(|| format!("reading {}", file.display()))?;
-        let doc: PyProject =
-            toml::from_str(&text).with_context(|| format!("parsing {}", file.display()))?;
+        let (file, doc) = read_pyproject(dir)?;
         let project = doc
             .project
             .with_context(|| format!("{}: no [project] table", file.display()))?;
